@@ -1,0 +1,124 @@
+"""The reverse loop around any denoiser: DDPM (ancestral) and strided DDIM.
+
+A denoiser is any callable ``denoiser(x_t, t) -> eps`` with ``x_t`` float32 of shape (B, ...),
+``t`` an int64 array of shape (B,) and ``eps`` float32 of the same shape as ``x_t``. The loop keeps
+x in float64 and casts to float32 only at that boundary.
+
+Random draws come from one ``numpy.random.Generator`` in a fixed order: x_T first, then one
+standard-normal array of x's shape for every step that adds noise (DDPM: every step with t > 0;
+DDIM: every step with eta > 0 that does not end at t_prev = -1). The torch reference loop draws in
+the same order, so both can be driven with identical noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from edgediff.runtime.checks import check_array
+from edgediff.runtime.errors import InputError
+from edgediff.runtime.schedule import NoiseSchedule
+from edgediff.runtime.steps import ddim_step, ddpm_step
+
+METHODS = ("ddpm", "ddim")
+SPACINGS = ("leading", "trailing", "linspace")
+
+Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Callback = Callable[[int, int, np.ndarray, np.ndarray], Any]
+
+
+class SampleResult(NamedTuple):
+    """The final sample (float64, the requested shape) and the number of denoiser calls."""
+
+    x: np.ndarray
+    nfe: int
+
+
+def timesteps(T: int, steps: int, spacing: str = "trailing") -> np.ndarray:
+    """The decreasing training timestep indices a strided sampler visits (diffusers' definitions).
+
+    leading: ``arange(n) * (T // n)`` reversed; trailing: ``round(arange(T, 0, -T/n)) - 1``;
+    linspace: ``round(linspace(0, T-1, n))`` reversed. Trailing and linspace start at t = T-1 and
+    (for n = T) every spacing visits all of ``T-1 .. 0``.
+    """
+    if spacing not in SPACINGS:
+        raise InputError(f"spacing={spacing!r} is unknown: expected one of {', '.join(SPACINGS)}")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= T:
+        raise InputError(f"steps={steps!r} is out of range: expected an integer in [1, {T}] (T = {T})")
+    if spacing == "leading":
+        ts = (np.arange(steps) * (T // steps))[::-1]
+    elif spacing == "trailing":
+        ts = np.round(np.arange(T, 0, -T / steps)) - 1
+    else:
+        ts = np.round(np.linspace(0, T - 1, steps))[::-1]
+    return ts.astype(np.int64)
+
+
+def sample(
+    denoiser: Denoiser,
+    schedule: NoiseSchedule,
+    shape: tuple[int, ...],
+    *,
+    method: str = "ddpm",
+    steps: int | None = None,
+    eta: float = 0.0,
+    spacing: str = "trailing",
+    rng: np.random.Generator | None = None,
+    callback: Callback | None = None,
+    variance: str = "small",
+    clip: tuple[float, float] | None = None,
+) -> SampleResult:
+    """Run the reverse process from x_T ~ N(0, I) of ``shape`` (batch first) to x_0.
+
+    ``method="ddpm"`` with ``steps`` None (or T) runs all T ancestral steps; with fewer steps it runs
+    the strided DDPM posterior, which is DDIM with eta = 1 (Song et al. 2021, sec. 4.1).
+    ``method="ddim"`` runs ``steps`` (default 50, at most T) DDIM steps with the given ``eta``.
+    ``callback(i, t, x_t, x0_hat)`` receives every Tweedie estimate on the way. ``rng=None`` draws
+    fresh, unreproducible entropy.
+    """
+    if method not in METHODS:
+        raise InputError(f"method={method!r} is unknown: expected one of {', '.join(METHODS)}")
+    shape = _check_shape(shape)
+    rng = np.random.default_rng() if rng is None else rng
+    if not isinstance(rng, np.random.Generator):
+        raise InputError(f"rng is a {type(rng).__name__}: expected a numpy.random.Generator")
+    if steps is None:
+        steps = schedule.T if method == "ddpm" else min(50, schedule.T)
+    ts = timesteps(schedule.T, steps, spacing)
+    if method == "ddpm" and steps < schedule.T:
+        method, eta = "ddim", 1.0
+    x = rng.standard_normal(shape)
+    for i, t in enumerate(ts):
+        t_batch = np.full(shape[0], t, dtype=np.int64)
+        eps = _call(denoiser, x, t_batch)
+        if method == "ddpm":
+            z = rng.standard_normal(shape) if t > 0 else None
+            x_next, x0_hat = ddpm_step(schedule, x, eps, int(t), noise=z, variance=variance, clip=clip)
+        else:
+            t_prev = int(ts[i + 1]) if i + 1 < len(ts) else -1
+            z = rng.standard_normal(shape) if eta > 0 and t_prev >= 0 else None
+            x_next, x0_hat = ddim_step(schedule, x, eps, int(t), t_prev, eta=eta, noise=z, clip=clip)
+        if callback is not None:
+            callback(i, int(t), x, x0_hat)
+        x = x_next
+    return SampleResult(x, len(ts))
+
+
+def _check_shape(shape: Any) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise InputError(f"shape={shape!r} is not a tuple of integers: expected (B, ...)") from None
+    if len(shape) < 1 or min(shape) < 1:
+        raise InputError(f"shape={shape} is invalid: expected (B, ...) with every size >= 1")
+    return shape
+
+
+def _call(denoiser: Denoiser, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """One network evaluation: float32 at the engine boundary, float64 back."""
+    eps = denoiser(x.astype(np.float32), t)
+    eps = check_array("eps (denoiser output)", eps)
+    if eps.shape != x.shape:
+        raise InputError(f"denoiser returned eps of shape {eps.shape}: expected {x.shape}, the shape of x_t")
+    return eps.astype(np.float64)

@@ -1,0 +1,1 @@
+"""edgediff.tools: the user-facing layer (CLI, benchmarks, plots). Imports every other part."""

@@ -1,0 +1,58 @@
+"""The ``edgediff`` command. The only place that parses options and prints.
+
+Error convention: a user error (an :class:`EdgediffError`) prints one line to stderr and exits with
+code 2, no traceback; anything else is a bug and keeps its traceback (exit 1).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import click
+
+from edgediff import __version__
+from edgediff.runtime.errors import EdgediffError
+
+
+class EdgediffGroup(click.Group):
+    """A click group that turns project errors into one stderr line and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgediffError as exc:
+            message = " ".join(str(exc).split())
+            click.echo(f"edgediff: error: {message}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("edgediff: interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=EdgediffGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgediff")
+@click.option("-v", "--verbose", is_flag=True, help="Log what the tool decides (backend choice, files).")
+def cli(verbose: bool) -> None:
+    """edgediff: DDPM from PyTorch training to a lean edge runtime.
+
+    \b
+    The path, one command per stage:
+      edgediff train --dataset rf-qpsk --out runs/qpsk
+      edgediff export onnx runs/qpsk --out bundles/qpsk
+      edgediff sample bundles/qpsk --n 16 --out samples.npy
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+# Each module adds its commands to `cli` when imported; they import torch, onnx or an engine only
+# inside the command bodies, so `edgediff --help` stays fast and works with the runtime alone.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"edgediff.tools.cli.{_name}")
+
+
+def main() -> None:
+    cli(prog_name="edgediff")
