@@ -29,6 +29,12 @@ class MixtureSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"weights": list(self.weights), "means": [list(m) for m in self.means], "stds": list(self.stds)}
 
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """n draws from the clean mixture (float64, (n, D)) and their component labels."""
+        w, mu, sd = np.asarray(self.weights), np.asarray(self.means), np.asarray(self.stds)
+        labels = rng.choice(len(w), size=n, p=w)
+        return mu[labels] + sd[labels, None] * rng.standard_normal((n, mu.shape[1])), labels
+
 
 def _ring(k: int, radius: float) -> tuple[tuple[float, float], ...]:
     angles = 2 * np.pi * np.arange(k) / k
@@ -98,9 +104,8 @@ class GaussianMixtureDenoiser:
 
     def sample_x0(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """n draws from the clean mixture and their component labels."""
-        labels = rng.choice(len(self.weights), size=n, p=self.weights)
-        x = self.means[labels] + self.stds[labels, None] * rng.standard_normal((n, self.dim))
-        return x, labels
+        spec = MixtureSpec(tuple(self.weights), tuple(map(tuple, self.means)), tuple(self.stds))
+        return spec.sample(n, rng)
 
     def _terms(self, x: Any, t: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = check_array("x", x).astype(np.float64).reshape(np.shape(x)[0], -1)

@@ -1,0 +1,104 @@
+"""Checkpoints in safetensors and JSON only: weights, EMA weights, optimizer state, a small state.
+
+Each checkpoint is a directory ``checkpoints/step_XXXXXXXX`` built under a temporary name and
+renamed into place, so a kill at any moment leaves the previous checkpoint intact. Loading accepts
+nothing but safetensors and JSON (never pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from edgediff.runtime.atomic import atomic_directory, atomic_path
+from edgediff.runtime.errors import BundleError
+
+log = logging.getLogger(__name__)
+
+STEP_DIR = re.compile(r"^step_(\d{8})$")
+FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
+
+
+def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Atomically write a flat tensor dict as safetensors."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a missing or corrupt file is a clear error naming it."""
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; the run has no weights (train it, or pass the right run directory)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise BundleError(f"{path}: corrupt safetensors file ({exc}); re-train or restore it") from None
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON (param groups)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for idx, slots in sd["state"].items():
+        for key, value in slots.items():
+            tensors[f"{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    root: Path, step: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int = 2,
+) -> Path:
+    """Write ``root/step_XXXXXXXX`` atomically and prune all but the newest ``keep``."""
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"step_{step:08d}"
+    opt_tensors, opt_meta = optimizer_to_flat(optimizer)
+    with atomic_directory(target, replace=True) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.items()}, str(tmp / "model.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
+        save_file({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}, indent=1))
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint directories, oldest first (temporary leftovers are ignored)."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
+
+
+def load_latest(root: Path) -> dict[str, Any] | None:
+    """The newest checkpoint that reads completely, or None. Damaged ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(root)):
+        try:
+            state = json.loads((path / "state.json").read_text())
+            return {
+                "path": path,
+                "state": state,
+                "model": load_file(str(path / "model.safetensors")),
+                "ema": load_file(str(path / "ema.safetensors")),
+                "optimizer": optimizer_from_flat(load_file(str(path / "optimizer.safetensors")), state["optimizer"]),
+            }
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
+            log.warning("checkpoint %s is damaged (%s); trying an older one", path.name, exc)
+    return None

@@ -1,0 +1,101 @@
+"""The run configuration: typed dataclasses in memory, ``config.json`` on disk, with a round trip."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edgediff import __version__
+from edgediff.runtime.errors import BundleError, InputError
+from edgediff.runtime.schedule import NoiseSchedule
+from edgediff.train.datasets import DataConfig, Normalisation
+from edgediff.train.models import ModelConfig, config_from_dict, config_to_dict
+
+CONFIG_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch: int = 64
+    lr: float = 2e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 250
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 1, "batch": self.batch >= 1, "lr": self.lr > 0, "warmup": self.warmup >= 0,
+            "ema": 0 <= self.ema < 1, "grad_clip": self.grad_clip > 0, "checkpoint_every": self.checkpoint_every >= 1,
+            "log_every": self.log_every >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(f"training setting {name}={getattr(self, name)!r} is out of range")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run directory's ``config.json`` records."""
+
+    model: ModelConfig
+    schedule: NoiseSchedule
+    data: DataConfig
+    train: TrainConfig
+    normalisation: Normalisation = Normalisation()
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return self.model.sample_shape
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": CONFIG_FORMAT,
+            "model": config_to_dict(self.model),
+            "schedule": self.schedule.to_dict(),
+            "data": self.data.describe(),
+            "normalisation": self.normalisation.to_dict(),
+            "train": asdict(self.train),
+            "versions": self.versions or current_versions(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        if d.get("format") != CONFIG_FORMAT:
+            raise InputError(f"config format {d.get('format')!r} is not {CONFIG_FORMAT}: written by another edgediff")
+        data_fields = {f.name for f in fields(DataConfig)}
+        return cls(
+            model=config_from_dict(d["model"]),
+            schedule=NoiseSchedule.from_dict(d["schedule"]),
+            data=DataConfig(**{k: v for k, v in d["data"].items() if k in data_fields}),
+            train=TrainConfig(**d["train"]),
+            normalisation=Normalisation.from_dict(d["normalisation"]),
+            versions=dict(d.get("versions", {})),
+        )
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunConfig:
+        path = Path(run_dir) / "config.json"
+        if not path.is_file():
+            raise BundleError(f"{path}: missing; {run_dir} is not a training run (run `edgediff train` first)")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
+            raise BundleError(f"{path}: unusable run config ({type(exc).__name__}: {exc})") from None
+
+
+def current_versions() -> dict[str, str]:
+    import numpy
+    import torch
+
+    return {"edgediff": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__}

@@ -1,0 +1,75 @@
+"""Multi-process training under ``torchrun``: process group set-up and small collectives.
+
+The CLI reads torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) and passes a
+:class:`DistContext` in; library code never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DistContext:
+        """torchrun's variables; a plain process is rank 0 of 1."""
+        return cls(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def setup(ctx: DistContext, device: torch.device) -> None:
+    """Join the process group torchrun prepared: gloo on the CPU, NCCL on CUDA."""
+    if ctx.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(ctx.local_rank)
+        dist.init_process_group(backend=backend, rank=ctx.rank, world_size=ctx.world_size)
+
+
+def teardown(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_across(ctx: DistContext, value: float, device: torch.device) -> float:
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / ctx.world_size
+
+
+def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the raw bytes of every tensor, in name order: equal digests, equal weights."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def gather_digests(ctx: DistContext, digest: str, device: torch.device) -> list[str]:
+    """Every rank's digest, on every rank."""
+    if not ctx.enabled:
+        return [digest]
+    mine = torch.tensor(list(bytes.fromhex(digest)), dtype=torch.uint8, device=device)
+    out = [torch.empty_like(mine) for _ in range(ctx.world_size)]
+    dist.all_gather(out, mine)
+    return [bytes(t.tolist()).hex() for t in out]

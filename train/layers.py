@@ -1,0 +1,97 @@
+"""Building blocks shared by the epsilon networks.
+
+Every block exports to ONNX opset >= 17 and builds in TensorRT: no Python control flow on tensor
+values, no data-dependent shapes, GroupNorm with more than one group (TensorRT has mishandled a
+single group), and the timestep enters as a float tensor of shape (B,).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgediff.runtime.errors import InputError
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer-style embedding of the (float) timestep index, then an MLP (Ho et al. 2020)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        half = dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+        self.register_buffer("freqs", freqs, persistent=False)
+        self.mlp = nn.Sequential(nn.Linear(2 * half, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        args = t.to(torch.float32)[:, None] * self.freqs[None, :]  # (B, half)
+        return self.mlp(torch.cat([torch.sin(args), torch.cos(args)], dim=1))  # (B, hidden)
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    if groups < 2 or channels % groups:
+        raise InputError(f"GroupNorm over {channels} channels needs groups >= 2 dividing them, got {groups}: "
+                         "choose widths that are multiples of norm_groups")
+    return nn.GroupNorm(groups, channels)
+
+
+class ResBlock1D(nn.Module):
+    """GroupNorm -> SiLU -> Conv, plus the timestep embedding, twice, around a residual path."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = group_norm(c_in, groups)
+        self.conv1 = nn.Conv1d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, c_out)
+        self.norm2 = group_norm(c_out, groups)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, L)
+        h = h + self.emb(F.silu(emb))[:, :, None]
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class SelfAttention1D(nn.Module):
+    """Multi-head self-attention over the length axis (used at the lowest resolution only)."""
+
+    def __init__(self, channels: int, heads: int, groups: int):
+        super().__init__()
+        if channels % heads:
+            raise InputError(f"attention over {channels} channels needs heads dividing them, got {heads}")
+        self.heads = heads
+        self.norm = group_norm(channels, groups)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        self.proj = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, L = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, L).unbind(1)
+        scale = (C // self.heads) ** -0.5
+        weights = torch.softmax(torch.einsum("bhcq,bhck->bhqk", q * scale, k), dim=-1)  # (B, heads, L, L)
+        out = torch.einsum("bhqk,bhck->bhcq", weights, v).reshape(B, C, L)
+        return x + self.proj(out)
+
+
+class Downsample1D(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample1D(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

@@ -1,0 +1,170 @@
+"""The epsilon networks: a 1D U-Net for I/Q frames and an MLP for 2D toy points.
+
+Both take ``x_t`` (float32, (B, C, L) or (B, D)) and ``t`` (float32, (B,), the 0-based timestep
+index) and return eps with the shape of ``x_t``. Configs are frozen dataclasses saved as JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Union
+
+import torch
+from torch import nn
+
+from edgediff.runtime.errors import InputError
+from edgediff.train.layers import Downsample1D, ResBlock1D, SelfAttention1D, SinusoidalEmbedding, Upsample1D, group_norm
+
+MODEL_KINDS = ("unet1d", "mlp")
+
+
+@dataclass(frozen=True)
+class UNet1DConfig:
+    """Channel widths are ``base_width * m`` for each level multiplier; the U-Net halves the length
+    between levels, so ``length`` must be divisible by 2^(levels - 1)."""
+
+    channels: int = 2
+    length: int = 256
+    base_width: int = 32
+    mults: tuple[int, ...] = (1, 2, 2, 4)
+    blocks_per_level: int = 1
+    attention: bool = True
+    heads: int = 4
+    norm_groups: int = 8
+    emb_dim: int = 128
+    dropout: float = 0.0
+    kind: str = "unet1d"
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.channels, self.length)
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    dim: int = 2
+    width: int = 256
+    depth: int = 4
+    emb_dim: int = 128
+    kind: str = "mlp"
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
+
+ModelConfig = Union[UNet1DConfig, MLPConfig]
+
+
+def config_to_dict(config: ModelConfig) -> dict[str, Any]:
+    d = asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    """Rebuild a model config from JSON; unknown kinds or fields are a clear error."""
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind not in MODEL_KINDS:
+        raise InputError(f"model kind {kind!r} is unknown: expected one of {', '.join(MODEL_KINDS)}")
+    cls = UNet1DConfig if kind == "unet1d" else MLPConfig
+    names = {f.name for f in fields(cls)}
+    extra = sorted(set(d) - names)
+    if extra:
+        raise InputError(f"model config has unknown fields {extra} for kind {kind!r}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return cls(**values)
+
+
+class UNet1D(nn.Module):
+    def __init__(self, config: UNet1DConfig):
+        super().__init__()
+        c = config
+        n_down = len(c.mults) - 1
+        if c.length % (2**n_down):
+            raise InputError(
+                f"frame length L={c.length} is not divisible by 2^{n_down}={2**n_down}: the U-Net halves it "
+                f"{n_down} times; choose L as a multiple of {2**n_down} or fewer levels"
+            )
+        self.config = c
+        widths = [c.base_width * m for m in c.mults]
+        self.embed = SinusoidalEmbedding(c.emb_dim, c.emb_dim)
+        self.stem = nn.Conv1d(c.channels, widths[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        skips = [widths[0]]
+        ch = widths[0]
+        for level, width in enumerate(widths):
+            for _ in range(c.blocks_per_level):
+                self.down.append(ResBlock1D(ch, width, c.emb_dim, c.norm_groups, c.dropout))
+                ch = width
+                skips.append(ch)
+            if level < n_down:
+                self.down.append(Downsample1D(ch))
+                skips.append(ch)
+        self.mid1 = ResBlock1D(ch, ch, c.emb_dim, c.norm_groups, c.dropout)
+        self.mid_attn = SelfAttention1D(ch, c.heads, c.norm_groups) if c.attention else nn.Identity()
+        self.mid2 = ResBlock1D(ch, ch, c.emb_dim, c.norm_groups, c.dropout)
+        self.up = nn.ModuleList()
+        for level, width in reversed(list(enumerate(widths))):
+            for _ in range(c.blocks_per_level + 1):
+                self.up.append(ResBlock1D(ch + skips.pop(), width, c.emb_dim, c.norm_groups, c.dropout))
+                ch = width
+            if level > 0:
+                self.up.append(Upsample1D(ch))
+        self.out_norm = group_norm(ch, c.norm_groups)
+        self.out = nn.Conv1d(ch, c.channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(t)  # (B, emb_dim)
+        h = self.stem(x_t)  # (B, width0, L)
+        hs = [h]
+        for block in self.down:
+            h = block(h, emb) if isinstance(block, ResBlock1D) else block(h)
+            hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)  # (B, width_max, L / 2^n_down)
+        for block in self.up:
+            if isinstance(block, ResBlock1D):
+                h = block(torch.cat([h, hs.pop()], dim=1), emb)
+            else:
+                h = block(h)
+        return self.out(torch.nn.functional.silu(self.out_norm(h)))  # (B, C, L)
+
+
+class MLPDenoiser(nn.Module):
+    """Residual MLP on 2D points; the timestep embedding is added to every hidden layer."""
+
+    def __init__(self, config: MLPConfig):
+        super().__init__()
+        self.config = config
+        self.embed = SinusoidalEmbedding(config.emb_dim, config.emb_dim)
+        self.inp = nn.Linear(config.dim, config.width)
+        self.hidden = nn.ModuleList(nn.Linear(config.width, config.width) for _ in range(config.depth))
+        self.emb_proj = nn.ModuleList(nn.Linear(config.emb_dim, config.width) for _ in range(config.depth))
+        self.out = nn.Linear(config.width, config.dim)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        emb = self.embed(t)  # (B, emb_dim)
+        h = self.inp(x_t)  # (B, width)
+        for layer, proj in zip(self.hidden, self.emb_proj):
+            h = h + layer(torch.nn.functional.silu(h + proj(emb)))
+        return self.out(torch.nn.functional.silu(h))  # (B, D)
+
+
+def fit_to_data(config: ModelConfig, sample_shape: tuple[int, ...]) -> ModelConfig:
+    """The config with its input shape taken from the data: (C, L) for the U-Net, (D,) for the MLP."""
+    if isinstance(config, UNet1DConfig):
+        if len(sample_shape) != 2:
+            raise InputError(f"unet1d needs signal frames (N, C, L); the data has samples of shape {sample_shape}: use --model mlp")
+        return replace(config, channels=sample_shape[0], length=sample_shape[1])
+    if len(sample_shape) != 1:
+        raise InputError(f"mlp needs points (N, D); the data has samples of shape {sample_shape}: use --model unet1d")
+    return replace(config, dim=sample_shape[0])
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    return UNet1D(config) if isinstance(config, UNet1DConfig) else MLPDenoiser(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
