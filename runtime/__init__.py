@@ -4,6 +4,7 @@ Imports numpy and nothing else at import time; an engine package (onnxruntime or
 imported only when a backend of that kind is loaded. Never imports torch or onnx.
 """
 
+from edgediff.runtime.backends import BACKENDS, BundleDenoiser, load
 from edgediff.runtime.analytic import GMM2D, GaussianDenoiser, GaussianMixtureDenoiser, MixtureSpec
 from edgediff.runtime.errors import (
     BackendUnavailableError,
@@ -24,6 +25,9 @@ from edgediff.runtime.steps import (
 )
 
 __all__ = [
+    "BACKENDS",
+    "BundleDenoiser",
+    "load",
     "GMM2D",
     "METHODS",
     "SCHEDULE_KINDS",

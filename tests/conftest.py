@@ -21,3 +21,55 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def gmm_linear() -> GaussianMixtureDenoiser:
     return GaussianMixtureDenoiser.from_spec(NoiseSchedule.linear(), GMM2D)
+
+
+# ---- tiny real runs and bundles, trained once per session --------------------------------------------
+
+def _train(tmp_path_factory, name, model, dataset, steps, schedule=None, length=32):
+    pytest.importorskip("torch")
+    from edgediff.train.config import RunConfig, TrainConfig
+    from edgediff.train.datasets import DataConfig
+    from edgediff.train.loop import fit
+
+    run = tmp_path_factory.mktemp("runs") / name
+    config = RunConfig(
+        model=model, schedule=schedule or NoiseSchedule.linear(T=100),
+        data=DataConfig(dataset=dataset, n=1024, length=length, seed=0, normalise="none" if dataset == "gmm2d" else "rms"),
+        train=TrainConfig(steps=steps, batch=64, lr=3e-3, warmup=10, seed=0, checkpoint_every=steps, log_every=10),
+    )
+    fit(config, run, device="cpu", progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def unet_run(tmp_path_factory):
+    from edgediff.train.models import UNet1DConfig
+
+    model = UNet1DConfig(base_width=8, mults=(1, 2), heads=2, norm_groups=4, emb_dim=16)
+    return _train(tmp_path_factory, "unet", model, "rf-qpsk", 60)
+
+
+@pytest.fixture(scope="session")
+def mlp_run(tmp_path_factory):
+    from edgediff.train.models import MLPConfig
+
+    return _train(tmp_path_factory, "mlp", MLPConfig(width=64, depth=2, emb_dim=16), "gmm2d", 300)
+
+
+def _export(tmp_path_factory, run, name, **kw):
+    pytest.importorskip("onnx")
+    from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / name
+    export_bundle(run, out, OnnxExportOptions(max_batch=16, **kw))
+    return out
+
+
+@pytest.fixture(scope="session")
+def unet_bundle(tmp_path_factory, unet_run):
+    return _export(tmp_path_factory, unet_run, "unet", fp16=True)
+
+
+@pytest.fixture(scope="session")
+def mlp_bundle(tmp_path_factory, mlp_run):
+    return _export(tmp_path_factory, mlp_run, "mlp")

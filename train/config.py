@@ -11,7 +11,8 @@ from typing import Any
 from edgediff import __version__
 from edgediff.runtime.errors import BundleError, InputError
 from edgediff.runtime.schedule import NoiseSchedule
-from edgediff.train.datasets import DataConfig, Normalisation
+from edgediff.runtime.normalisation import Normalisation
+from edgediff.train.datasets import DataConfig
 from edgediff.train.models import ModelConfig, config_from_dict, config_to_dict
 
 CONFIG_FORMAT = 1

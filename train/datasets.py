@@ -14,10 +14,10 @@ import numpy as np
 
 from edgediff.runtime.analytic import GMM2D
 from edgediff.runtime.errors import DataError, InputError
+from edgediff.runtime.normalisation import NORMALISATIONS, Normalisation
 from edgediff.train import rf
 
 BUILTINS = ("gmm2d", "rf-qpsk", "rf-chirp", "rf-mix")
-NORMALISATIONS = ("rms", "none")
 #: Offset added to the seed for held-out frames, so evaluation never sees training frames.
 HELD_OUT_SEED_OFFSET = 1_000_003
 
@@ -45,23 +45,6 @@ class DataConfig:
         elif self.dataset in BUILTINS:
             d["generator"] = rf.describe()
         return d
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """x_network = x_user / scale. ``kind`` "rms" makes the dataset's RMS 1; "none" keeps units."""
-
-    kind: str = "none"
-    scale: float = 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Normalisation:
-        if d.get("kind") not in NORMALISATIONS or not float(d.get("scale", 0)) > 0:
-            raise InputError(f"normalisation {d} is invalid: expected kind in {NORMALISATIONS} and scale > 0")
-        return cls(d["kind"], float(d["scale"]))
 
 
 def builtin(name: str, n: int, length: int, seed: int) -> np.ndarray:

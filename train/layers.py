@@ -72,10 +72,11 @@ class SelfAttention1D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, L = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, L).unbind(1)
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, L).unbind(1)  # (B, h, c, L)
         scale = (C // self.heads) ** -0.5
-        weights = torch.softmax(torch.einsum("bhcq,bhck->bhqk", q * scale, k), dim=-1)  # (B, heads, L, L)
-        out = torch.einsum("bhqk,bhck->bhcq", weights, v).reshape(B, C, L)
+        # plain MatMul + Softmax (not Einsum): the ops TensorRT fuses and keeps in fp32 where asked
+        weights = torch.softmax(torch.matmul(q.transpose(-2, -1) * scale, k), dim=-1)  # (B, h, L_q, L_k)
+        out = torch.matmul(v, weights.transpose(-2, -1)).reshape(B, C, L)  # (B, C, L)
         return x + self.proj(out)
 
 

@@ -1,0 +1,151 @@
+"""Loading a bundle into a denoiser: verify hashes, pick an engine, wrap it in the denoiser protocol.
+
+``load(bundle, backend="auto")`` tries, in order: a TensorRT plan built for this GPU and TensorRT
+version; ONNX Runtime with the CUDA provider; ONNX Runtime on the CPU. It logs which and why (also
+kept in ``denoiser.reason``). Engine packages are imported only here, on demand.
+
+The ``torch`` backend (reference parity where torch is installed) runs the exporting run's EMA
+weights in the training model; it is a plugin that ``edgediff.train.torch_engine`` provides,
+imported by name only when asked for, so the runtime never imports torch on its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgediff.runtime.bundle import FINGERPRINT_KEY, Bundle
+from edgediff.runtime.errors import BackendUnavailableError, BundleError, EdgediffError, InputError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "ort", "trt", "torch")
+TORCH_PLUGIN = "edgediff.train.torch_engine"
+
+
+class BundleDenoiser:
+    """The denoiser protocol over one engine: ``denoiser(x_t float32 (B, ...), t int (B,)) -> eps``.
+
+    Knows the bundle's schedule, sample shape, normalisation and batch range.
+    """
+
+    def __init__(self, bundle: Bundle, engine: Any, backend: str, reason: str, batch_range: tuple[int, int]):
+        self.bundle = bundle
+        self.engine = engine
+        self.backend = backend
+        self.reason = reason
+        self.schedule = bundle.schedule
+        self.sample_shape = bundle.sample_shape
+        self.normalisation = bundle.normalisation
+        self.min_batch, self.max_batch = batch_range
+        self.provider = str(getattr(engine, "provider", backend))
+
+    def check_batch(self, batch: int) -> None:
+        if not self.min_batch <= batch <= self.max_batch:
+            raise InputError(f"batch {batch} is outside this {self.backend} engine's range "
+                             f"[{self.min_batch}, {self.max_batch}]: use --batch {self.max_batch} or less "
+                             "(or re-export with a larger --max-batch)")
+
+    def __call__(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
+        if x_t.shape[1:] != self.sample_shape:
+            raise InputError(f"x_t has sample shape {x_t.shape[1:]}: this bundle expects {self.sample_shape}")
+        self.check_batch(x_t.shape[0])
+        return self.engine(np.ascontiguousarray(x_t, dtype=np.float32), np.asarray(t).astype(np.float32))
+
+    def close(self) -> None:
+        if hasattr(self.engine, "close"):
+            self.engine.close()
+
+
+def load(bundle_dir: str | Path, backend: str = "auto", device: str | None = None, *, threads: int = 0,
+         spinning: bool = True, cuda_graph: bool = False, run_dir: str | Path | None = None) -> BundleDenoiser:
+    """Verify ``bundle_dir`` and return a denoiser on the chosen engine.
+
+    ``device``: for ``ort`` one of cpu / cuda / tensorrt (its execution providers); for ``trt`` and
+    ``torch`` a device such as ``cuda:0``. ``run_dir`` overrides where the torch backend finds the
+    exporting run (default: the path the manifest recorded).
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r} is unknown: expected one of {', '.join(BACKENDS)}")
+    bundle = Bundle.open(bundle_dir)
+    if backend == "auto":
+        return _auto(bundle, device, threads, spinning, cuda_graph)
+    if backend == "ort":
+        return _ort(bundle, device or "cpu", threads, spinning, "requested")
+    if backend == "trt":
+        return _trt(bundle, _gpu_index(device), cuda_graph, "requested")
+    return _torch(bundle, device or "cpu", run_dir)
+
+
+def _auto(bundle: Bundle, device: str | None, threads: int, spinning: bool, cuda_graph: bool) -> BundleDenoiser:
+    reasons = []
+    gpu_wanted = device is None or device.startswith("cuda")
+    if not bundle.engines:
+        reasons.append("no TensorRT plan in the bundle")
+    elif gpu_wanted:
+        try:
+            return _trt(bundle, _gpu_index(device), cuda_graph, "auto: a TensorRT plan matches this GPU")
+        except EdgediffError as exc:
+            reasons.append(f"no TensorRT ({exc})")
+    from edgediff.runtime.backends.ort import available_providers
+
+    if "CUDAExecutionProvider" in available_providers() and gpu_wanted:
+        try:
+            return _ort(bundle, "cuda", threads, spinning, "auto: onnxruntime has CUDA; " + "; ".join(reasons))
+        except EdgediffError as exc:
+            reasons.append(f"no onnxruntime CUDA ({exc})")
+    return _ort(bundle, "cpu", threads, spinning, "auto: " + ("; ".join(reasons) or "CPU requested"))
+
+
+def _ort(bundle: Bundle, device: str, threads: int, spinning: bool, reason: str) -> BundleDenoiser:
+    from edgediff.runtime.backends.ort import OrtEngine, OrtOptions
+
+    engine = OrtEngine(bundle.path("model.onnx"), OrtOptions(device=device, threads=threads, spinning=spinning))
+    expected = bundle.schedule.fingerprint()
+    found = engine.metadata.get(FINGERPRINT_KEY)
+    if found != expected:
+        raise BundleError(f"{bundle.path('model.onnx')}: schedule fingerprint {str(found)[:12]}… does not match "
+                          f"manifest.json ({expected[:12]}…); the model and manifest come from different exports: "
+                          "re-export the bundle")
+    log.info("backend ort (%s): %s", engine.provider, reason)
+    return BundleDenoiser(bundle, engine, "ort", reason, bundle.batch_range)
+
+
+def _trt(bundle: Bundle, device_index: int, cuda_graph: bool, reason: str) -> BundleDenoiser:
+    from edgediff.runtime.backends import cuda
+    from edgediff.runtime.backends.trt import TrtEngine, import_tensorrt, incompatibility
+
+    if not bundle.engines:
+        raise BundleError(f"{bundle.root}: has no TensorRT plan; build one with `edgediff export trt {bundle.root}`")
+    version = import_tensorrt(allow_lean=True).__version__
+    info = cuda.device_info(device_index)
+    refusals = []
+    for entry in sorted(bundle.engines, key=lambda e: e.get("precision") != "fp32"):
+        why = incompatibility(entry, info, version)
+        if why is None:
+            engine = TrtEngine(bundle.path(entry["file"]), entry, device_index=device_index, cuda_graph=cuda_graph)
+            log.info("backend trt (%s): %s", engine.provider, reason)
+            return BundleDenoiser(bundle, engine, "trt", reason, (engine.min_batch, engine.max_batch))
+        refusals.append(why)
+    raise BundleError("; ".join(refusals))
+
+
+def _torch(bundle: Bundle, device: str, run_dir: str | Path | None) -> BundleDenoiser:
+    try:
+        plugin = importlib.import_module(TORCH_PLUGIN)
+    except ImportError:
+        raise BackendUnavailableError("the torch backend needs torch: pip install 'edgediff[train]'") from None
+    engine = plugin.TorchEngine.from_bundle(bundle, device=device, run_dir=run_dir)
+    return BundleDenoiser(bundle, engine, "torch", "requested", bundle.batch_range)
+
+
+def _gpu_index(device: str | None) -> int:
+    if device in (None, "cuda"):
+        return 0
+    if device.startswith("cuda:") and device[5:].isdigit():
+        return int(device[5:])
+    raise InputError(f"device {device!r} is not a GPU: expected cuda or cuda:N")

@@ -1,0 +1,38 @@
+"""How close is an engine's output to a reference? The figures every parity report uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def compare(reference: Any, candidate: Any, *, atol: float = 1e-5, rtol: float = 1e-5) -> dict[str, Any]:
+    """Elementwise and normwise agreement of ``candidate`` with ``reference``.
+
+    ``passed`` is the elementwise gate |candidate - reference| <= atol + rtol |reference| (the
+    convention of numpy.allclose and Polygraphy). ``rel_l2`` is ||c - r|| / ||r||, the fp16 gate.
+    """
+    r = np.asarray(reference, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    if r.shape != c.shape:
+        raise ValueError(f"compare: shapes {r.shape} and {c.shape} differ")
+    diff = np.abs(c - r)
+    finite = bool(np.isfinite(c).all())
+    ref_norm = float(np.linalg.norm(r))
+    err_norm = float(np.linalg.norm(c - r)) if finite else float("inf")
+    denom = float(np.linalg.norm(r) * np.linalg.norm(c))
+    return {
+        "max_abs": float(diff.max()) if finite else float("inf"),
+        "max_rel": float((diff / np.maximum(np.abs(r), 1e-12)).max()) if finite else float("inf"),
+        "cosine": float(np.sum(r * c) / denom) if finite and denom > 0 else (1.0 if ref_norm == 0 and err_norm == 0 else 0.0),
+        "snr_db": float(20 * np.log10(ref_norm / err_norm)) if finite and err_norm > 0 else (float("inf") if finite else float("-inf")),
+        "rel_l2": err_norm / ref_norm if ref_norm > 0 else err_norm,
+        "finite": finite,
+        "passed": finite and bool(np.all(diff <= atol + rtol * np.abs(r))),
+    }
+
+
+def json_safe(report: dict[str, Any]) -> dict[str, Any]:
+    """Replace infinities (not valid JSON) with strings."""
+    return {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v) for k, v in report.items()}

@@ -1,0 +1,66 @@
+"""``edgediff export onnx|trt``: bundles for the edge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgediff.tools.cli import cli
+
+
+@cli.group()
+def export() -> None:
+    """Turn a run into a bundle (ONNX, parity-gated) and add TensorRT engines to it."""
+
+
+@export.command("onnx")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17 or newer).")
+@click.option("--batch", type=int, help="Fix the batch size (default: dynamic).")
+@click.option("--max-batch", type=int, default=64, show_default=True, help="Largest batch of the dynamic profile.")
+@click.option("--atol", type=float, default=1e-5, show_default=True, help="Parity gate absolute tolerance.")
+@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Parity gate relative tolerance.")
+@click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (norms, softmax, embedding kept fp32).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
+def export_onnx(run_dir, out, opset, batch, max_batch, atol, rtol, fp16, force) -> None:
+    """Export RUN_DIR's EMA model to ONNX, gate it against torch on ONNX Runtime, write the bundle."""
+    from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle
+    from edgediff.export.parity import describe
+
+    opts = OnnxExportOptions(opset=opset, batch=batch, max_batch=max_batch, atol=atol, rtol=rtol, fp16=fp16, force=force)
+    m = export_bundle(run_dir, out, opts)
+    click.echo(f"parity: {describe(m['parity'])}")
+    if "fp16" in m:
+        click.echo(f"fp16: worst relative L2 {m['fp16']['worst_rel_l2']:.2e} on {m['fp16']['engine']}")
+    size = sum(f["bytes"] for f in m["files"].values()) / 1e6
+    click.echo(f"bundle {out}: {', '.join(m['files'])} ({size:.1f} MB), schedule {m['schedule']['kind']} "
+               f"T={m['schedule']['T']}, batch {m['batch']['min']}..{m['batch']['max']}")
+
+
+@export.command("trt")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--batch", "profile", default="1:1:16", show_default=True, help="Optimisation profile MIN:OPT:MAX.")
+@click.option("--workspace", type=int, default=512, show_default=True, help="Builder workspace in MiB (256 on 8 GB Jetsons).")
+@click.option("--timing-cache", type=click.Path(path_type=Path), help="Read and update this timing cache file.")
+@click.option("--tf32/--no-tf32", default=False, show_default=True, help="Allow TF32 in fp32 engines (faster, ~1e-3).")
+@click.option("--version-compatible", is_flag=True, help="Plan that later TensorRT versions and the lean runtime load.")
+@click.option("--gpu", type=int, default=0, show_default=True, help="CUDA device index.")
+def export_trt(bundle_dir, precision, profile, workspace, timing_cache, tf32, version_compatible, gpu) -> None:
+    """Build a TensorRT engine for this GPU from BUNDLE_DIR's ONNX, validate it against ONNX Runtime,
+    and add it to the bundle as model.<sm>.trt<version>.<precision>.plan."""
+    from edgediff.export.tensorrt_build import BuildSettings, Profile, add_engine
+    from edgediff.runtime.bundle import Bundle
+
+    bundle = Bundle.open(bundle_dir)
+    settings = BuildSettings(precision=precision, profile=Profile.parse(profile, bundle.batch_range),
+                             workspace_mib=workspace, timing_cache=timing_cache, tf32=tf32,
+                             version_compatible=version_compatible, device_index=gpu)
+    verbose = click.get_current_context().find_root().params.get("verbose", False)
+    entry = add_engine(bundle_dir, settings, verbose=verbose)
+    worst = max(entry["validation"]["checks"], key=lambda c: float(c["rel_l2"]))
+    click.echo(f"engine {entry['file']} ({entry['bytes'] / 1e6:.1f} MB) for {entry['gpu']} {entry['compute_capability']}, "
+               f"TensorRT {entry['tensorrt']}, profile {profile}; worst vs onnxruntime: rel L2 {float(worst['rel_l2']):.2e}, "
+               f"max abs {float(worst['max_abs']):.2e}")

@@ -1,0 +1,46 @@
+"""The torch backend of ``edgediff.runtime.load``: the exporting run's EMA model, for parity checks.
+
+Loaded by name from the runtime only when ``backend="torch"`` is asked for. Refuses a run whose
+weights changed since the bundle was exported (their sha256 is in the manifest).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgediff.runtime.bundle import Bundle, sha256_file
+from edgediff.runtime.errors import BundleError
+from edgediff.train.run import load_run
+
+
+class TorchEngine:
+    """``engine(x_t float32, t float32) -> eps float32`` with the training model in eval mode."""
+
+    def __init__(self, model: torch.nn.Module, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.provider = f"torch {torch.__version__} eager on {self.device}"
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, *, device: str = "cpu", run_dir: str | Path | None = None) -> TorchEngine:
+        source: dict[str, Any] = bundle.manifest.get("source_run", {})
+        run = Path(run_dir or source.get("path", ""))
+        weights = run / "weights.safetensors"
+        if not weights.is_file():
+            raise BundleError(f"{weights}: the exporting run is not here; the torch backend needs it (pass run_dir)")
+        if sha256_file(weights) != source.get("weights_sha256"):
+            raise BundleError(f"{weights}: changed since this bundle was exported; re-export to compare them")
+        config, model = load_run(run, device)
+        if config.schedule.fingerprint() != bundle.schedule.fingerprint():
+            raise BundleError(f"{run}: schedule differs from the bundle's; re-export the bundle")
+        return cls(model, device)
+
+    @torch.no_grad()
+    def __call__(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(x_t).to(self.device)
+        tt = torch.from_numpy(np.asarray(t, dtype=np.float32)).to(self.device)
+        return self.model(x, tt).cpu().numpy()
