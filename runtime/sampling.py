@@ -19,7 +19,7 @@ import numpy as np
 from edgediff.runtime.checks import check_array
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.schedule import NoiseSchedule
-from edgediff.runtime.steps import ddim_step, ddpm_step
+from edgediff.runtime.steps import VARIANCES, ddim_update, ddpm_update
 
 METHODS = ("ddpm", "ddim")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -88,17 +88,24 @@ def sample(
     ts = timesteps(schedule.T, steps, spacing)
     if method == "ddpm" and steps < schedule.T:
         method, eta = "ddim", 1.0
+    if variance not in VARIANCES:
+        raise InputError(f"variance={variance!r} is unknown: expected one of {', '.join(VARIANCES)}")
+    if not float(eta) >= 0:
+        raise InputError(f"eta={eta} is negative: expected eta >= 0")
+    if clip is not None and not float(clip[0]) < float(clip[1]):
+        raise InputError(f"clip={clip} is empty: expected lo < hi")
     x = rng.standard_normal(shape)
-    for i, t in enumerate(ts):
-        t_batch = np.full(shape[0], t, dtype=np.int64)
+    t_batch = np.empty(shape[0], dtype=np.int64)
+    for i, t in enumerate(ts.tolist()):
+        t_batch.fill(t)
         eps = _call(denoiser, x, t_batch)
         if method == "ddpm":
             z = rng.standard_normal(shape) if t > 0 else None
-            x_next, x0_hat = ddpm_step(schedule, x, eps, int(t), noise=z, variance=variance, clip=clip)
+            x_next, x0_hat = ddpm_update(schedule, x, eps, t, z, variance, clip)
         else:
             t_prev = int(ts[i + 1]) if i + 1 < len(ts) else -1
             z = rng.standard_normal(shape) if eta > 0 and t_prev >= 0 else None
-            x_next, x0_hat = ddim_step(schedule, x, eps, int(t), t_prev, eta=eta, noise=z, clip=clip)
+            x_next, x0_hat = ddim_update(schedule, x, eps, t, t_prev, float(eta), z, clip)
         if callback is not None:
             callback(i, int(t), x, x0_hat)
         x = x_next
@@ -116,9 +123,11 @@ def _check_shape(shape: Any) -> tuple[int, ...]:
 
 
 def _call(denoiser: Denoiser, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """One network evaluation: float32 at the engine boundary, float64 back."""
-    eps = denoiser(x.astype(np.float32), t)
-    eps = check_array("eps (denoiser output)", eps)
+    """One network evaluation: float32 at the engine boundary, float64 back, checked once."""
+    eps = np.asarray(denoiser(x.astype(np.float32), t))
     if eps.shape != x.shape:
         raise InputError(f"denoiser returned eps of shape {eps.shape}: expected {x.shape}, the shape of x_t")
-    return eps.astype(np.float64)
+    eps = eps.astype(np.float64)
+    if not np.isfinite(eps.sum()):  # one reduction instead of an elementwise isfinite pass
+        check_array("eps (denoiser output)", eps)
+    return eps

@@ -44,7 +44,8 @@ class NoiseSchedule:
     ``alphas`` and ``alphas_bar`` are read-only float64 arrays of shape ``(T,)``.
     """
 
-    __slots__ = ("kind", "params", "T", "betas", "alphas", "alphas_bar")
+    __slots__ = ("kind", "params", "T", "betas", "alphas", "alphas_bar", "alphas_bar_prev", "posterior_variance",
+                 "snr")
 
     def __init__(self, kind: str, params: dict[str, Any], betas: np.ndarray):
         self.kind = kind
@@ -53,6 +54,14 @@ class NoiseSchedule:
         self.T = int(self.betas.shape[0])
         self.alphas = _readonly(1.0 - self.betas)
         self.alphas_bar = _readonly(np.cumprod(self.alphas))
+        # derived once here: the sampler reads them at every step
+        #: abar_{t-1} with abar_{-1} = 1 (no noise before the first step), shape (T,)
+        self.alphas_bar_prev = _readonly(np.concatenate([[1.0], self.alphas_bar[:-1]]))
+        #: variance of q(x_{t-1} | x_t, x0): (1 - abar_{t-1}) / (1 - abar_t) * beta_t, shape (T,)
+        self.posterior_variance = _readonly((1.0 - self.alphas_bar_prev) / (1.0 - self.alphas_bar) * self.betas)
+        #: signal-to-noise ratio abar_t / (1 - abar_t), shape (T,)
+        with np.errstate(divide="ignore"):  # abar = 1 (no noise) has infinite SNR
+            self.snr = _readonly(self.alphas_bar / (1.0 - self.alphas_bar))
 
     # ---- constructors -------------------------------------------------------------------------
     @classmethod
@@ -122,19 +131,3 @@ class NoiseSchedule:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.params.items())
         return f"NoiseSchedule.{self.kind}({params})"
-
-    # ---- derived quantities -------------------------------------------------------------------
-    @property
-    def alphas_bar_prev(self) -> np.ndarray:
-        """abar_{t-1} with abar_{-1} = 1 (no noise before the first step), shape (T,)."""
-        return np.concatenate([[1.0], self.alphas_bar[:-1]])
-
-    @property
-    def posterior_variance(self) -> np.ndarray:
-        """Variance of q(x_{t-1} | x_t, x0): (1 - abar_{t-1}) / (1 - abar_t) * beta_t, shape (T,)."""
-        return (1.0 - self.alphas_bar_prev) / (1.0 - self.alphas_bar) * self.betas
-
-    @property
-    def snr(self) -> np.ndarray:
-        """Signal-to-noise ratio abar_t / (1 - abar_t), shape (T,)."""
-        return self.alphas_bar / (1.0 - self.alphas_bar)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from typing import Any
 
 import click
@@ -16,16 +17,33 @@ from edgediff import __version__
 from edgediff.runtime.errors import EdgediffError
 
 
+def fail(message: str, code: int = 2) -> None:
+    """The one error format: a single line on stderr, then exit."""
+    click.echo(f"edgediff: error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
 class EdgediffGroup(click.Group):
-    """A click group that turns project errors into one stderr line and exit code 2."""
+    """A click group that turns project errors and usage errors into one stderr line and exit 2."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            fail(exc.format_message() + hint)
+        except click.ClickException as exc:
+            fail(exc.format_message())
+        except click.Abort:
+            fail("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except EdgediffError as exc:
-            message = " ".join(str(exc).split())
-            click.echo(f"edgediff: error: {message}", err=True)
-            ctx.exit(2)
+            fail(str(exc))
         except KeyboardInterrupt:
             click.echo("edgediff: interrupted", err=True)
             ctx.exit(130)
@@ -48,7 +66,7 @@ def cli(verbose: bool) -> None:
 
 # Each module adds its commands to `cli` when imported; they import torch, onnx or an engine only
 # inside the command bodies, so `edgediff --help` stays fast and works with the runtime alone.
-COMMAND_MODULES: tuple[str, ...] = ("train", "export")
+COMMAND_MODULES: tuple[str, ...] = ("train", "export", "sample", "verify")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"edgediff.tools.cli.{_name}")

@@ -1,0 +1,37 @@
+"""Options shared by the commands that run a bundle, and the one place they become a denoiser."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    @click.option("--backend", type=click.Choice(["auto", "ort", "trt", "torch"]), default="auto", show_default=True,
+                  help="Engine: TensorRT plan, ONNX Runtime, or the torch reference.")
+    @click.option("--device", help="ort: cpu|cuda|tensorrt; trt/torch: cuda or cuda:N (default: auto).")
+    @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime CPU threads (0: min(2, cores)).")
+    @click.option("--no-spin", is_flag=True, help="Turn off ONNX Runtime thread spinning (less CPU, more latency).")
+    @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the engine call in a CUDA graph.")
+    @click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Training run for the torch backend.")
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, **kwargs)
+
+    return wrapper
+
+
+def load_denoiser(bundle: Path, *, backend: str, device: str | None, threads: int, no_spin: bool, cuda_graph: bool,
+                  run_dir: Path | None) -> Any:
+    from edgediff.runtime.backends import load
+
+    denoiser = load(bundle, backend=backend, device=device, threads=threads, spinning=not no_spin,
+                    cuda_graph=cuda_graph, run_dir=run_dir)
+    log.info("using %s: %s", denoiser.provider, denoiser.reason)
+    return denoiser
