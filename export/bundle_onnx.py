@@ -64,7 +64,8 @@ def export_bundle(run_dir: Path, out: Path, opts: OnnxExportOptions = OnnxExport
                               "(loosen with --atol/--rtol only if you accept that error)")
         files = ["model.onnx", "reference.npz"]
         write_reference(tmp / "reference.npz", model, config.schedule.T, config.sample_shape, opts)
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"data": {k: v for k, v in config.data.to_dict().items()
+                                           if k in ("dataset", "path", "length", "seed", "normalise")}}
         if opts.fp16:
             extra["fp16"] = write_fp16(tmp, proto, model, cases)
             files.append("model.fp16.onnx")

@@ -68,6 +68,7 @@ def generate(denoiser: Any, req: SampleRequest, progress: Callable[[int], Any] |
     schedule, shape = denoiser.schedule, tuple(denoiser.sample_shape)
     req.check(schedule.T, denoiser.max_batch)
     batch = min(req.batch or denoiser.max_batch, req.n)
+    n_steps = req.nfe(schedule.T)
     outputs, keeps, kept_t = [], [], []
     nfe = 0
     start = time.perf_counter()
@@ -81,7 +82,7 @@ def generate(denoiser: Any, req: SampleRequest, progress: Callable[[int], Any] |
         ts: list[int] = []
 
         def keep(step: int, t: int, x_t: np.ndarray, x0_hat: np.ndarray) -> None:
-            if req.tweedie_every and step % req.tweedie_every == 0:
+            if req.tweedie_every and (step % req.tweedie_every == 0 or step == n_steps - 1):
                 traj.append(x0_hat[:size].astype(np.float32))
                 ts.append(t)
             if progress is not None:

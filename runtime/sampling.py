@@ -19,7 +19,7 @@ import numpy as np
 from edgediff.runtime.checks import check_array
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.schedule import NoiseSchedule
-from edgediff.runtime.steps import VARIANCES, ddim_update, ddpm_update
+from edgediff.runtime.steps import VARIANCES, StepCoefficients, apply_step, ddim_coefficients, ddpm_coefficients
 
 METHODS = ("ddpm", "ddim")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -94,22 +94,31 @@ def sample(
         raise InputError(f"eta={eta} is negative: expected eta >= 0")
     if clip is not None and not float(clip[0]) < float(clip[1]):
         raise InputError(f"clip={clip} is empty: expected lo < hi")
+    plan = _plan(schedule, ts, method, float(eta), variance)  # every step's numbers, computed once
     x = rng.standard_normal(shape)
     t_batch = np.empty(shape[0], dtype=np.int64)
-    for i, t in enumerate(ts.tolist()):
+    for i, (t, coefficients, noisy) in enumerate(plan):
         t_batch.fill(t)
         eps = _call(denoiser, x, t_batch)
-        if method == "ddpm":
-            z = rng.standard_normal(shape) if t > 0 else None
-            x_next, x0_hat = ddpm_update(schedule, x, eps, t, z, variance, clip)
-        else:
-            t_prev = int(ts[i + 1]) if i + 1 < len(ts) else -1
-            z = rng.standard_normal(shape) if eta > 0 and t_prev >= 0 else None
-            x_next, x0_hat = ddim_update(schedule, x, eps, t, t_prev, float(eta), z, clip)
+        x_next, x0_hat = apply_step(coefficients, x, eps, rng.standard_normal(shape) if noisy else None, clip)
         if callback is not None:
             callback(i, int(t), x, x0_hat)
         x = x_next
     return SampleResult(x, len(ts))
+
+
+def _plan(schedule: NoiseSchedule, ts: np.ndarray, method: str, eta: float, variance: str) -> list[tuple[int, StepCoefficients, bool]]:
+    """(t, coefficients, draws noise) for each step. DDPM adds noise where t > 0; DDIM where eta > 0
+    and the step does not end at t_prev = -1."""
+    steps = []
+    ts_list = ts.tolist()
+    for i, t in enumerate(ts_list):
+        if method == "ddpm":
+            steps.append((t, ddpm_coefficients(schedule, t, variance=variance), t > 0))
+        else:
+            t_prev = ts_list[i + 1] if i + 1 < len(ts_list) else -1
+            steps.append((t, ddim_coefficients(schedule, t, t_prev, eta), eta > 0 and t_prev >= 0))
+    return steps
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:

@@ -58,7 +58,9 @@ class NoiseSchedule:
         #: abar_{t-1} with abar_{-1} = 1 (no noise before the first step), shape (T,)
         self.alphas_bar_prev = _readonly(np.concatenate([[1.0], self.alphas_bar[:-1]]))
         #: variance of q(x_{t-1} | x_t, x0): (1 - abar_{t-1}) / (1 - abar_t) * beta_t, shape (T,)
-        self.posterior_variance = _readonly((1.0 - self.alphas_bar_prev) / (1.0 - self.alphas_bar) * self.betas)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 only where abar = 1 (no noise at all)
+            ratio = np.where(self.alphas_bar < 1.0, (1.0 - self.alphas_bar_prev) / (1.0 - self.alphas_bar), 0.0)
+        self.posterior_variance = _readonly(ratio * self.betas)
         #: signal-to-noise ratio abar_t / (1 - abar_t), shape (T,)
         with np.errstate(divide="ignore"):  # abar = 1 (no noise) has infinite SNR
             self.snr = _readonly(self.alphas_bar / (1.0 - self.alphas_bar))

@@ -11,7 +11,7 @@ Efron 2011 / Robbins (Tweedie's formula).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -68,6 +68,80 @@ def tweedie_x0(schedule: NoiseSchedule, x_t: Any, eps: Any, t: Any) -> np.ndarra
     return _x0_hat(schedule, x_t, eps, t)
 
 
+class StepCoefficients(NamedTuple):
+    """One reverse step as numbers: x0_hat = (x_t - sqrt_1m_abar eps) / sqrt_abar, then
+    x_prev = c_x0 x0_hat + c_xt x_t + c_eps eps + sigma z. Floats for one t, (B, 1, ...) arrays for a batch.
+
+    DDPM (eq. 7 through x0_hat) has c_eps = 0; DDIM (eq. 12) has c_xt = 0 and re-derives eps from a
+    clipped x0_hat (``recompute_eps``). A sampler computes these once per step, not per call.
+    """
+
+    sqrt_abar: Any
+    sqrt_1m_abar: Any
+    c_x0: Any
+    c_xt: Any
+    c_eps: Any
+    sigma: Any
+    recompute_eps: bool
+
+
+def ddpm_coefficients(schedule: NoiseSchedule, t: Timestep, ndim: int = 1, variance: str = "small") -> StepCoefficients:
+    """DDPM step t -> t-1: posterior mean of q(x_{t-1} | x_t, x0_hat) and sigma_t (0 at t = 0)."""
+    abar_t = per_sample(schedule.alphas_bar, t, ndim)
+    abar_prev = per_sample(schedule.alphas_bar_prev, t, ndim)
+    beta_t = per_sample(schedule.betas, t, ndim)
+    alpha_t = per_sample(schedule.alphas, t, ndim)
+    var = per_sample(schedule.posterior_variance if variance == "small" else schedule.betas, t, ndim)
+    if isinstance(t, int):
+        var = var if t > 0 else 0.0
+    else:
+        var = var * (t > 0).reshape((-1,) + (1,) * (ndim - 1))
+    sqrt, _ = _scalar_ops(abar_t, abar_prev, var)
+    return StepCoefficients(
+        sqrt_abar=sqrt(abar_t), sqrt_1m_abar=sqrt(1.0 - abar_t),
+        c_x0=beta_t * sqrt(abar_prev) / (1.0 - abar_t),  # DDPM eq. 7
+        c_xt=(1.0 - abar_prev) * sqrt(alpha_t) / (1.0 - abar_t),
+        c_eps=0.0, sigma=sqrt(var), recompute_eps=False,
+    )
+
+
+def ddim_coefficients(schedule: NoiseSchedule, t: Timestep, t_prev: Timestep, eta: float, ndim: int = 1) -> StepCoefficients:
+    """DDIM step t -> t_prev (t_prev = -1: abar_prev = 1), with sigma_t(eta) of eq. 16."""
+    abar_t = per_sample(schedule.alphas_bar, t, ndim)
+    abar_prev = _abar_or_one(schedule, t_prev, ndim)
+    sqrt, maximum = _scalar_ops(abar_t, abar_prev)
+    sigma = eta * sqrt((1.0 - abar_prev) / (1.0 - abar_t)) * sqrt(1.0 - abar_t / abar_prev)
+    return StepCoefficients(
+        sqrt_abar=sqrt(abar_t), sqrt_1m_abar=sqrt(1.0 - abar_t),
+        c_x0=sqrt(abar_prev), c_xt=0.0,
+        c_eps=sqrt(maximum(1.0 - abar_prev - sigma**2, 0.0)),  # "direction pointing to x_t"
+        sigma=sigma, recompute_eps=True,
+    )
+
+
+def apply_step(c: StepCoefficients, x_t: np.ndarray, eps: np.ndarray, z: np.ndarray | None = None,
+               clip: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The array part of a reverse step, on checked float64 inputs; returns ``(x_prev, x0_hat)``."""
+    # 1. Tweedie x0_hat, optionally clipped to the data range
+    x0_hat = (x_t - c.sqrt_1m_abar * eps) / c.sqrt_abar
+    if clip is not None:
+        x0_hat = np.clip(x0_hat, clip[0], clip[1])
+        if c.recompute_eps:
+            eps = (x_t - c.sqrt_abar * x0_hat) / c.sqrt_1m_abar
+    # 2. the mean of the step, 3. plus sigma z
+    x_prev = c.c_x0 * x0_hat
+    if c.c_xt is not _ZERO:
+        x_prev += c.c_xt * x_t
+    if c.c_eps is not _ZERO:
+        x_prev += c.c_eps * eps
+    if z is not None:
+        x_prev += c.sigma * z
+    return x_prev, x0_hat
+
+
+_ZERO = 0.0  # the exact object the coefficient builders use for "this term is absent"
+
+
 def ddpm_step(
     schedule: NoiseSchedule,
     x_t: Any,
@@ -90,35 +164,7 @@ def ddpm_step(
     x_t, eps, t = _step_inputs(schedule, x_t, eps, t)
     _check_clip(clip)
     z = resolve_noise(noise, rng, x_t.shape, needed=bool(np.any(np.asarray(t) > 0)))
-    return ddpm_update(schedule, x_t, eps, t, z, variance, clip)
-
-
-def ddpm_update(schedule: NoiseSchedule, x_t: np.ndarray, eps: np.ndarray, t: Timestep, z: np.ndarray | None,
-                variance: str = "small", clip: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The DDPM step on checked inputs (float64 arrays, valid t): the sampler's inner loop."""
-    ndim = x_t.ndim
-    # 1. schedule values at t and t-1 (abar_{-1} = 1)
-    abar_t = per_sample(schedule.alphas_bar, t, ndim)
-    abar_prev = per_sample(schedule.alphas_bar_prev, t, ndim)
-    beta_t = per_sample(schedule.betas, t, ndim)
-    alpha_t = per_sample(schedule.alphas, t, ndim)
-    # 2. Tweedie x0_hat (optionally clipped to the data range)
-    x0_hat = _x0_hat(schedule, x_t, eps, t)
-    if clip is not None:
-        x0_hat = np.clip(x0_hat, clip[0], clip[1])
-    sqrt, _ = _scalar_ops(abar_t, abar_prev)
-    # 3. posterior mean of q(x_{t-1} | x_t, x0_hat) (DDPM eq. 7)
-    coef_x0 = beta_t * sqrt(abar_prev) / (1.0 - abar_t)
-    coef_xt = (1.0 - abar_prev) * sqrt(alpha_t) / (1.0 - abar_t)
-    mean = coef_x0 * x0_hat + coef_xt * x_t
-    if z is None:
-        return mean, x0_hat
-    # 4. add sigma_t z, except where t = 0 (the posterior variance is 0 there; beta_0 is masked)
-    var = per_sample(schedule.posterior_variance if variance == "small" else schedule.betas, t, ndim)
-    if isinstance(t, int):
-        return (mean + sqrt(var) * z if t > 0 else mean), x0_hat
-    nonzero = (t > 0).astype(np.float64).reshape((-1,) + (1,) * (ndim - 1))
-    return mean + nonzero * np.sqrt(var) * z, x0_hat
+    return apply_step(ddpm_coefficients(schedule, t, x_t.ndim, variance), x_t, eps, z, clip)
 
 
 def ddim_step(
@@ -149,30 +195,7 @@ def ddim_step(
     _check_clip(clip)
     needs_noise = eta > 0.0 and bool(np.any(np.asarray(t_prev) >= 0))
     z = resolve_noise(noise, rng, x_t.shape, needed=needs_noise)
-    return ddim_update(schedule, x_t, eps, t, t_prev, eta, z, clip)
-
-
-def ddim_update(schedule: NoiseSchedule, x_t: np.ndarray, eps: np.ndarray, t: Timestep, t_prev: Timestep,
-                eta: float, z: np.ndarray | None, clip: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The DDIM step on checked inputs: the sampler's inner loop."""
-    ndim = x_t.ndim
-    # 1. abar at t and at t_prev (abar_{-1} = 1)
-    abar_t = per_sample(schedule.alphas_bar, t, ndim)
-    abar_prev = _abar_or_one(schedule, t_prev, ndim)
-    # 2. Tweedie x0_hat (eq. 12, "predicted x0"); re-derive eps if x0_hat was clipped
-    x0_hat = _x0_hat(schedule, x_t, eps, t)
-    if clip is not None:
-        x0_hat = np.clip(x0_hat, clip[0], clip[1])
-        eps = (x_t - np.sqrt(abar_t) * x0_hat) / np.sqrt(1.0 - abar_t)
-    sqrt, maximum = _scalar_ops(abar_t, abar_prev)
-    # 3. sigma_t(eta) (eq. 16)
-    sigma = eta * sqrt((1.0 - abar_prev) / (1.0 - abar_t)) * sqrt(1.0 - abar_t / abar_prev)
-    # 4. "direction pointing to x_t" and the new sample
-    direction = sqrt(maximum(1.0 - abar_prev - sigma**2, 0.0)) * eps
-    x_prev = sqrt(abar_prev) * x0_hat + direction
-    if z is not None:
-        x_prev = x_prev + sigma * z
-    return x_prev, x0_hat
+    return apply_step(ddim_coefficients(schedule, t, t_prev, eta, x_t.ndim), x_t, eps, z, clip)
 
 
 def _abar_or_one(schedule: NoiseSchedule, t: Timestep, ndim: int) -> np.ndarray | float:

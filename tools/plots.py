@@ -79,3 +79,120 @@ def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Pat
         fig.suptitle(title)
     fig.tight_layout()
     return save(fig, out)
+
+
+def noise_level_t(schedule: Any, sigma: float) -> int:
+    """The step whose noise-to-signal ratio sqrt((1 - abar) / abar) is closest to ``sigma``."""
+    ratio = np.sqrt((1 - schedule.alphas_bar) / schedule.alphas_bar)
+    return int(np.argmin(np.abs(ratio - sigma)))
+
+
+def score_field(schedule: Any, sigmas: tuple[float, ...], out: Path, learned: Any = None, extent: float = 3.5) -> Path:
+    """Arrows of the score of the project's 2D mixture at several noise levels (exact; learned beside it).
+
+    Plotted in the "signal" coordinates y = x_t / sqrt(abar), where the score is sqrt(abar) grad log p_t:
+    at low noise the arrows point sharply to the nearest mode, at high noise the field is smooth.
+    """
+    from edgediff.runtime.analytic import GMM2D, GaussianMixtureDenoiser
+
+    plt = pyplot()
+    exact = GaussianMixtureDenoiser.from_spec(schedule, GMM2D)
+    cols = [("exact", None)] + ([("learned", learned)] if learned is not None else [])
+    fig, axes = plt.subplots(len(sigmas), len(cols), figsize=(4.3 * len(cols), 4.1 * len(sigmas)), squeeze=False)
+    grid = np.linspace(-extent, extent, 21)
+    gx, gy = np.meshgrid(grid, grid)
+    y = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    for row, sigma in enumerate(sigmas):
+        t = noise_level_t(schedule, sigma)
+        abar = schedule.alphas_bar[t]
+        x_t = np.sqrt(abar) * y
+        for col, (name, model) in enumerate(cols):
+            if model is None:
+                score = exact.score(x_t, t)
+            else:
+                call = getattr(model, "batched", model)  # bundle engines take a bounded batch
+                eps = call(x_t.astype(np.float32), np.full(len(x_t), t))
+                score = -eps.astype(np.float64) / np.sqrt(1 - abar)
+            s = np.sqrt(abar) * score  # score in y coordinates
+            norm = np.linalg.norm(s, axis=1, keepdims=True)
+            unit = s / np.maximum(norm, 1e-12)
+            ax = axes[row, col]
+            ax.quiver(y[:, 0], y[:, 1], unit[:, 0], unit[:, 1], np.log10(norm[:, 0] + 1e-12), cmap="viridis",
+                      angles="xy", scale=30, width=0.004)
+            ax.scatter(*np.asarray(GMM2D.means).T, c="red", s=12, marker="x")
+            ax.set_aspect("equal")
+            ax.set_title(f"{name} score, sigma = {sigma:g} (t = {t})")
+    fig.suptitle("score of the 2D mixture: direction (arrows), log10 magnitude (colour)")
+    fig.tight_layout()
+    return save(fig, out)
+
+
+def forward_process(frame: np.ndarray, schedules: dict[str, Any], ts: tuple[int, ...], out: Path, seed: int = 0) -> Path:
+    """One I/Q frame through q(x_t | x0) at several t, one column per schedule (I channel, same noise)."""
+    plt = pyplot()
+    from edgediff.runtime.steps import q_sample
+
+    noise = np.random.default_rng(seed).standard_normal(frame.shape)
+    fig, axes = plt.subplots(len(ts), len(schedules), figsize=(6 * len(schedules), 1.6 * len(ts)), sharex=True,
+                             squeeze=False)
+    for col, (name, schedule) in enumerate(schedules.items()):
+        for row, t in enumerate(ts):
+            x_t = q_sample(schedule, frame[None], t, noise[None])[0]
+            ax = axes[row, col]
+            ax.plot(x_t[0], lw=0.7, color="tab:blue")
+            ax.plot(np.sqrt(schedule.alphas_bar[t]) * frame[0], lw=0.7, color="black", alpha=0.5)
+            ax.set_ylabel(f"t={t}")
+            ax.text(0.99, 0.85, f"abar {schedule.alphas_bar[t]:.3f}", transform=ax.transAxes, ha="right", fontsize=8)
+            if row == 0:
+                ax.set_title(f"{name} schedule (I channel; black: sqrt(abar) x0)")
+    fig.tight_layout()
+    return save(fig, out)
+
+
+def schedules(named: dict[str, Any], out: Path) -> Path:
+    """abar_t, SNR (log scale) and beta_t of each schedule."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for name, s in named.items():
+        t = np.arange(s.T)
+        axes[0].plot(t, s.alphas_bar, label=name)
+        axes[1].semilogy(t, s.snr, label=name)
+        axes[2].semilogy(t, s.betas, label=name)
+    for ax, title in zip(axes, ("alpha-bar_t", "SNR = abar / (1 - abar)", "beta_t")):
+        ax.set_title(title)
+        ax.set_xlabel("t (0-based index)")
+        ax.legend()
+    fig.tight_layout()
+    return save(fig, out)
+
+
+def trajectory(ts: np.ndarray, x0_hat: np.ndarray, out: Path, sample_index: int = 0) -> Path:
+    """Tweedie x0_hat along the reverse process: how the estimate sharpens as t falls."""
+    plt = pyplot()
+    k = len(ts)
+    fig, axes = plt.subplots(k, 1, figsize=(9, 1.4 * k + 0.6), sharex=True, squeeze=False)
+    for row in range(k):
+        ax = axes[row, 0]
+        x = x0_hat[row, sample_index]
+        if x.ndim == 2:  # I/Q
+            ax.plot(x[0], lw=0.7, label="I")
+            ax.plot(x[1], lw=0.7, label="Q")
+        else:
+            ax.scatter(x0_hat[row, :, 0], x0_hat[row, :, 1], s=2)
+        ax.set_ylabel(f"t={int(ts[row])}")
+    axes[0, 0].set_title("Tweedie estimate x0_hat = E[x0 | x_t] along the reverse process")
+    fig.tight_layout()
+    return save(fig, out)
+
+
+def loss_curve(steps: np.ndarray, losses: np.ndarray, out: Path, title: str = "") -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    ax.semilogy(steps, losses, lw=1)
+    ax.axhline(1.0, color="gray", ls="--", lw=0.8, label="predicting zero (1.0)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("DDPM loss (MSE on eps)")
+    ax.set_title(title or "training loss")
+    ax.legend()
+    fig.tight_layout()
+    return save(fig, out)

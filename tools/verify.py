@@ -53,24 +53,11 @@ def judge(ref: np.ndarray, got: np.ndarray, precision: str) -> dict[str, Any]:
     return json_safe(report)
 
 
-def batched(denoiser: BundleDenoiser, x: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Run inputs of any length through the engine in chunks its profile accepts."""
-    step = denoiser.max_batch
-    out = []
-    for i in range(0, len(x), step):
-        xb, tb = x[i:i + step], t[i:i + step]
-        pad = max(0, denoiser.min_batch - len(xb))
-        if pad:
-            xb, tb = np.concatenate([xb, xb[:1].repeat(pad, 0)]), np.concatenate([tb, tb[:1].repeat(pad, 0)])
-        out.append(denoiser(xb, tb)[: len(xb) - pad])
-    return np.concatenate(out)
-
-
 def verify(denoiser: BundleDenoiser, *, steps: int = 20, n: int = 4, seed: int = 0) -> VerifyReport:
     precision = precision_of(denoiser)
     report = VerifyReport(precision)
     ref = denoiser.bundle.reference()
-    got = batched(denoiser, ref["x_t"], ref["t"])
+    got = denoiser.batched(ref["x_t"], ref["t"])
     report.cases.append({"name": f"reference.npz ({len(ref['t'])} inputs, t = {sorted(set(ref['t'].tolist()))})",
                          **judge(ref["eps"], got, precision)})
     if importlib.util.find_spec("torch") is None:

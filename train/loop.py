@@ -143,7 +143,7 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
             rate = len(window) * cfg.batch / max(now - t_window, 1e-9)
             mean_loss = distributed.mean_across(ctx, float(np.mean(window)), dev)
             rows.append((done, mean_loss, lr, rate))
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             window, t_window = [], now
             if ctx.is_main:
                 write_text(out / "loss.csv", _csv(rows))

@@ -56,6 +56,17 @@ class BundleDenoiser:
         self.check_batch(x_t.shape[0])
         return self.engine(np.ascontiguousarray(x_t, dtype=np.float32), np.asarray(t).astype(np.float32))
 
+    def batched(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Any number of inputs, in chunks the engine's batch range accepts (short chunks padded)."""
+        out = []
+        for i in range(0, len(x_t), self.max_batch):
+            xb, tb = x_t[i:i + self.max_batch], np.asarray(t)[i:i + self.max_batch]
+            pad = max(0, self.min_batch - len(xb))
+            if pad:
+                xb, tb = np.concatenate([xb, xb[:1].repeat(pad, 0)]), np.concatenate([tb, tb[:1].repeat(pad, 0)])
+            out.append(self(xb, tb)[: len(xb) - pad])
+        return np.concatenate(out)
+
     def close(self) -> None:
         if hasattr(self.engine, "close"):
             self.engine.close()

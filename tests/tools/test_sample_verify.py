@@ -39,7 +39,7 @@ def test_sample_writes_user_units_reproducibly(tmp_path, unet_bundle):
     np.testing.assert_allclose(x, run.x, rtol=1e-6)
     assert d.normalisation.scale != 1.0
     traj = np.load(tmp_path / "traj.npz")
-    assert traj["x0_hat"].shape == (4, 6, 2, 32) and traj["t"].tolist() == [99, 69, 39, 9]
+    assert traj["x0_hat"].shape == (4, 6, 2, 32) and traj["t"].tolist() == [99, 69, 39, 9]  # steps 0, 3, 6 and the last
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.npy", "s.png", "traj.npz"]
 

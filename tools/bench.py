@@ -1,0 +1,214 @@
+"""Measurements behind ``edgediff bench``: every figure taken side by side in one process run.
+
+Timings are medians over repeats after warm-up (min and max kept); the figures worth quoting are the
+ratios between backends measured in the same run, since shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgediff.runtime.backends import BundleDenoiser
+from edgediff.runtime.errors import EdgediffError
+from edgediff.runtime.sampling import sample
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("onnxruntime", "torch"):
+        try:
+            versions[name] = str(__import__(name).__version__)
+        except ImportError:
+            pass
+    try:
+        from edgediff.runtime.backends.trt import import_tensorrt
+
+        versions["tensorrt"] = str(import_tensorrt().__version__)
+    except EdgediffError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "arch": platform.machine(), "system": platform.system(), **versions}
+
+
+def stats(seconds: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds), "n": len(seconds)}
+
+
+def time_calls(fn: Callable[[], Any], warmup: int, repeats: int) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return stats(times)
+
+
+def nfe_latency(denoiser: BundleDenoiser, batch: int, warmup: int, repeats: int) -> dict[str, float]:
+    """One network evaluation through the denoiser protocol (numpy in, numpy out)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, *denoiser.sample_shape)).astype(np.float32)
+    t = rng.integers(0, denoiser.schedule.T, batch)
+    return time_calls(lambda: denoiser(x, t), warmup, repeats)
+
+
+class TimedDenoiser:
+    """Forwards to a denoiser and adds up the time spent inside it."""
+
+    def __init__(self, inner: BundleDenoiser):
+        self.inner, self.inside, self.calls = inner, 0.0, 0
+
+    def __call__(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        eps = self.inner(x_t, t)
+        self.inside += time.perf_counter() - start
+        self.calls += 1
+        return eps
+
+
+def loop_overhead(denoiser: BundleDenoiser, batch: int, steps: int, repeats: int) -> dict[str, Any]:
+    """Per-step time of the numpy sampler outside the network (DDIM with eta = 1: every step draws noise)."""
+    shape = (batch, *denoiser.sample_shape)
+    per_step, outside = [], []
+    sample(denoiser, denoiser.schedule, shape, method="ddim", steps=min(10, steps), rng=np.random.default_rng(0))
+    for r in range(repeats):
+        timed = TimedDenoiser(denoiser)
+        start = time.perf_counter()
+        sample(timed, denoiser.schedule, shape, method="ddim", steps=steps, eta=1.0, rng=np.random.default_rng(r))
+        total = time.perf_counter() - start
+        per_step.append(total / steps)
+        outside.append((total - timed.inside) / steps)
+    step, over = statistics.median(per_step), statistics.median(outside)
+    return {"batch": batch, "steps": steps, "step_s": step, "overhead_s": over, "overhead_fraction": over / step,
+            "overhead_min_s": min(outside), "overhead_max_s": max(outside)}
+
+
+def end_to_end(denoiser: BundleDenoiser, batch: int, method: str, steps: int | None, repeats: int) -> dict[str, Any]:
+    """Wall time per sample of a whole sampling run (first run included in warm-up)."""
+    shape = (batch, *denoiser.sample_shape)
+
+    def run() -> None:
+        sample(denoiser, denoiser.schedule, shape, method=method, steps=steps, rng=np.random.default_rng(0))
+
+    s = time_calls(run, warmup=0, repeats=repeats)
+    return {k: (v / batch if k != "n" else v) for k, v in s.items()}
+
+
+def research_loop(denoiser: BundleDenoiser, method: str, steps: int | None, batch: int, repeats: int) -> dict[str, Any]:
+    """The usual research-repository way: the same network in a torch eager loop (train.reference)."""
+    import torch
+
+    from edgediff.runtime.backends import load
+    from edgediff.train import reference
+
+    model = load(denoiser.bundle.root, backend="torch").engine.model
+    shape = (batch, *denoiser.sample_shape)
+
+    def run() -> None:
+        reference.sample(lambda x, t: model(x, t), denoiser.schedule, shape, np.random.default_rng(0), method=method,
+                         steps=steps, dtype=torch.float32)
+
+    s = time_calls(run, warmup=0, repeats=repeats)
+    return {k: (v / batch if k != "n" else v) for k, v in s.items()}
+
+
+PEAK_RSS = textwrap.dedent(
+    """
+    def peak_rss_mb():
+        # VmHWM is this process image's high-water mark; ru_maxrss would carry the parent's over exec
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """
+)
+
+LEAN_SCRIPT = PEAK_RSS + textwrap.dedent(
+    """
+    import importlib.abc, json, sys, time
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"torch", "onnx"}:
+                raise ImportError(f"blocked: {name}")
+    sys.meta_path.insert(0, Block())
+    t0 = time.perf_counter()
+    import numpy as np
+    import onnxruntime
+    from edgediff.runtime import load, sample
+    t1 = time.perf_counter()
+    d = load(sys.argv[1], backend="ort")
+    t2 = time.perf_counter()
+    sample(d, d.schedule, (1, *d.sample_shape), method="ddim", steps=20, rng=np.random.default_rng(0))
+    t3 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "sample_ddim20_s": t3 - t2,
+                      "peak_rss_mb": peak_rss_mb(),
+                      "torch_imported": any(m.split(".")[0] == "torch" for m in sys.modules)}))
+    """
+)
+
+TORCH_SCRIPT = PEAK_RSS + textwrap.dedent(
+    """
+    import json, sys, time
+    t0 = time.perf_counter()
+    import numpy as np
+    import torch
+    from edgediff.runtime.bundle import Bundle
+    from edgediff.train import reference
+    from edgediff.train.run import load_run
+    t1 = time.perf_counter()
+    bundle = Bundle.open(sys.argv[1])
+    config, model = load_run(bundle.manifest["source_run"]["path"])
+    t2 = time.perf_counter()
+    reference.sample(lambda x, t: model(x, t), bundle.schedule, (1, *bundle.sample_shape), np.random.default_rng(0),
+                     method="ddim", steps=20)
+    t3 = time.perf_counter()
+    print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "sample_ddim20_s": t3 - t2,
+                      "peak_rss_mb": peak_rss_mb()}))
+    """
+)
+
+
+def process_footprint(bundle: Path, script: str) -> dict[str, Any]:
+    """Run a fresh process that loads the bundle and samples; report its import/load times and peak RSS."""
+    proc = subprocess.run([sys.executable, "-c", script, str(bundle)], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def gmm_quality(denoiser: BundleDenoiser, n: int, batch: int) -> dict[str, Any]:
+    """Mode shares of DDPM-T and DDIM-50 samples of a gmm2d bundle (exact mixture assignment)."""
+    from edgediff.runtime.analytic import GMM2D, GaussianMixtureDenoiser
+
+    exact = GaussianMixtureDenoiser.from_spec(denoiser.schedule, GMM2D)
+    out: dict[str, Any] = {"n": n, "weights": list(exact.weights)}
+    for label, method, steps in (("ddpm", "ddpm", None), ("ddim50", "ddim", 50)):
+        xs = [sample(denoiser, denoiser.schedule, (min(batch, n - i), 2), method=method, steps=steps,
+                     rng=np.random.default_rng([7, i])).x for i in range(0, n, batch)]
+        x = denoiser.normalisation.to_user(np.concatenate(xs))
+        out[label] = exact.mode_shares(x).tolist()
+    out["max_share_diff"] = float(np.max(np.abs(np.subtract(out["ddpm"], out["ddim50"]))))
+    return out

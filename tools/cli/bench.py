@@ -1,0 +1,131 @@
+"""``edgediff bench``: every backend side by side in one run; a table and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgediff.tools.cli import cli
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of positive integers")
+    return values
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--backends", default="ort,torch", show_default=True, help="Comma-separated: ort, torch, trt.")
+@click.option("--batch", "batches", default="1,16,64", show_default=True, help="Batch sizes for the NFE latency.")
+@click.option("--repeats", type=int, default=30, show_default=True, help="Timed repeats per measurement.")
+@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--ddpm/--no-ddpm", default=True, show_default=True, help="Include the DDPM-T end-to-end run.")
+@click.option("--quality-samples", type=int, default=4000, show_default=True, help="gmm2d bundles: samples per sampler.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write all figures as JSON.")
+@click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime CPU threads (0: min(2, cores)).")
+def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, json_out, threads) -> None:
+    """Measure BUNDLE on each backend: NFE latency, sampler overhead, end-to-end time, footprint."""
+    from edgediff.runtime.atomic import write_json
+    from edgediff.runtime.backends import load
+    from edgediff.runtime.errors import InputError
+    from edgediff.tools import bench as b
+
+    names = [n.strip() for n in backends.split(",") if n.strip()]
+    unknown = sorted(set(names) - {"ort", "torch", "trt"})
+    if unknown:
+        raise InputError(f"--backends {unknown} unknown: expected ort, torch, trt")
+    batch_list = _csv_ints(batches)
+    if json_out is not None and not json_out.parent.exists():
+        raise InputError(f"output directory {json_out.parent} does not exist: create it first")
+    denoisers = {n: load(bundle, backend=n, threads=threads) for n in names}
+    report: dict[str, Any] = {"machine": b.machine(), "bundle": str(bundle), "backends": {}, "ratios": {}}
+    for name, d in denoisers.items():
+        entry: dict[str, Any] = {"provider": d.provider, "nfe": {}, "end_to_end": {}}
+        for size in [s for s in batch_list if d.min_batch <= s <= d.max_batch]:
+            entry["nfe"][str(size)] = b.nfe_latency(d, size, warmup, repeats)
+        entry["loop_overhead"] = b.loop_overhead(d, max(1, d.min_batch), 50, max(3, repeats // 6))
+        runs = ([("ddpm", None)] if ddpm else []) + [("ddim", 50), ("ddim", 20)]
+        for method, steps in runs:
+            label = f"{method}-{steps or d.schedule.T}"
+            entry["end_to_end"][label] = b.end_to_end(d, max(1, d.min_batch), method, steps, repeats=1 if steps is None else 3)
+        report["backends"][name] = entry
+    if "torch" in denoisers:
+        d = denoisers["torch"]
+        report["research_loop"] = {f"{m}-{s or d.schedule.T}": b.research_loop(d, m, s, 1, 1 if s is None else 3)
+                                   for m, s in (([("ddpm", None)] if ddpm else []) + [("ddim", 50)])}
+        report["torch_process"] = b.process_footprint(bundle, b.TORCH_SCRIPT)
+    report["lean_process"] = b.process_footprint(bundle, b.LEAN_SCRIPT)
+    report["ratios"] = ratios(report)
+    first = next(iter(denoisers.values()))
+    if first.bundle.manifest.get("data", {}).get("dataset") == "gmm2d":
+        report["gmm2d_quality"] = b.gmm_quality(denoisers.get("ort", first), quality_samples, first.max_batch)
+    for line in table(report):
+        click.echo(line)
+    if json_out is not None:
+        write_json(json_out, report)
+        click.echo(f"wrote {json_out}")
+
+
+def ratios(report: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    be = report["backends"]
+    for slow, fast in (("torch", "ort"), ("torch", "trt"), ("ort", "trt")):
+        if slow in be and fast in be:
+            common = set(be[slow]["nfe"]) & set(be[fast]["nfe"])
+            out[f"nfe {slow}/{fast}"] = {k: be[slow]["nfe"][k]["median"] / be[fast]["nfe"][k]["median"]
+                                         for k in sorted(common, key=int)}
+    for name, entry in be.items():
+        e2e = entry["end_to_end"]
+        ddpm = next((v for k, v in e2e.items() if k.startswith("ddpm")), None)
+        if ddpm is not None and "ddim-50" in e2e:
+            out[f"{name} ddpm/ddim-50 end to end"] = ddpm["median"] / e2e["ddim-50"]["median"]
+    if "research_loop" in report and "ort" in be:
+        for label, v in report["research_loop"].items():
+            if label in be["ort"]["end_to_end"]:
+                out[f"research torch loop / edgediff ort, {label}"] = v["median"] / be["ort"]["end_to_end"][label]["median"]
+    return out
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    m = report["machine"]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, {m['arch']}, python {m['python']}, numpy {m['numpy']}, "
+             f"onnxruntime {m.get('onnxruntime', '-')}, torch {m.get('torch', '-')}"]
+    be = report["backends"]
+    sizes = sorted({int(k) for e in be.values() for k in e["nfe"]})
+    lines.append("NFE latency, ms (median [min-max])".ljust(34) + "".join(f"batch {s}".rjust(24) for s in sizes))
+    for name, e in be.items():
+        cells = [f"{1e3 * e['nfe'][str(s)]['median']:.3f} [{1e3 * e['nfe'][str(s)]['min']:.2f}-{1e3 * e['nfe'][str(s)]['max']:.2f}]"
+                 if str(s) in e["nfe"] else "-" for s in sizes]
+        lines.append(f"  {name} ({e['provider'][:24]})".ljust(34) + "".join(c.rjust(24) for c in cells))
+    lines.append("sampler overhead outside the network, per step (batch 1, DDIM-50 eta 1):")
+    for name, e in be.items():
+        o = e["loop_overhead"]
+        lines.append(f"  {name}: {1e6 * o['overhead_s']:.1f} us of a {1e3 * o['step_s']:.3f} ms step "
+                     f"({100 * o['overhead_fraction']:.2f} %)")
+    lines.append("end to end, seconds per sample (batch 1):")
+    for name, e in be.items():
+        lines.append(f"  {name}: " + ", ".join(f"{k} {v['median']:.3f}" for k, v in e["end_to_end"].items()))
+    if "research_loop" in report:
+        lines.append("  torch research loop: " + ", ".join(f"{k} {v['median']:.3f}" for k, v in report["research_loop"].items()))
+    for key in ("lean_process", "torch_process"):
+        p = report.get(key)
+        if p and "error" not in p:
+            what = "edgediff runtime on onnxruntime, torch blocked" if key == "lean_process" else "torch research loop"
+            lines.append(f"process ({what}): peak RSS {p['peak_rss_mb']:.0f} MB, import {p['import_s']:.2f} s, "
+                         f"load {p['load_s']:.3f} s, DDIM-20 {p['sample_ddim20_s']:.2f} s")
+    lines.append("ratios (same run):")
+    for k, v in report["ratios"].items():
+        text = ", ".join(f"batch {s}: {r:.2f}x" for s, r in v.items()) if isinstance(v, dict) else f"{v:.2f}x"
+        lines.append(f"  {k}: {text}")
+    if "gmm2d_quality" in report:
+        q = report["gmm2d_quality"]
+        lines.append(f"gmm2d mode shares ({q['n']} samples): DDPM {['%.3f' % s for s in q['ddpm']]}, "
+                     f"DDIM-50 {['%.3f' % s for s in q['ddim50']]}; max difference {q['max_share_diff']:.3f}")
+    return lines

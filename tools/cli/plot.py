@@ -1,0 +1,171 @@
+"""``edgediff plot ...``: figures that show what the theory says, one PNG per subcommand."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from edgediff.tools.cli import cli
+
+OUT = click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
+
+
+@cli.group()
+def plot() -> None:
+    """Draw schedules, the forward process, score fields, samples, trajectories and loss curves."""
+
+
+def _check_out(out: Path) -> None:
+    from edgediff.runtime.errors import InputError
+
+    if not out.parent.exists():
+        raise InputError(f"output directory {out.parent} does not exist: create it first")
+
+
+def _schedule(kind: str, T: int) -> Any:
+    from edgediff.runtime import NoiseSchedule
+
+    return NoiseSchedule.linear(T=T) if kind == "linear" else NoiseSchedule.cosine(T=T)
+
+
+def _learned(bundle: Path | None, run: Path | None) -> tuple[Any, Any]:
+    """A denoiser-protocol callable and its schedule, from a bundle (ONNX Runtime) or a run (torch)."""
+    if bundle is not None:
+        from edgediff.runtime import load
+
+        d = load(bundle, backend="ort")
+        return d, d.schedule
+    if run is not None:
+        from edgediff.train.run import load_run
+        from edgediff.train.torch_engine import TorchEngine
+
+        config, model = load_run(run)
+        engine = TorchEngine(model)
+        return (lambda x, t: engine(x, np.asarray(t, dtype=np.float32))), config.schedule
+    return None, None
+
+
+@plot.command("score-field")
+@OUT
+@click.option("--bundle", type=click.Path(path_type=Path), help="A gmm2d bundle: learned score beside the exact one.")
+@click.option("--run", type=click.Path(path_type=Path), help="A gmm2d run (torch) instead of a bundle.")
+@click.option("--sigma", "sigmas", type=float, multiple=True, default=(0.3, 3.0), show_default=True,
+              help="Noise levels sqrt((1 - abar) / abar) to draw.")
+@click.option("--schedule", "kind", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
+def score_field(out, bundle, run, sigmas, kind) -> None:
+    """Score of the 2D Gaussian mixture as arrows at several noise levels."""
+    from edgediff.tools import plots
+
+    _check_out(out)
+    learned, schedule = _learned(bundle, run)
+    click.echo(f"wrote {plots.score_field(schedule or _schedule(kind, 1000), tuple(sigmas), out, learned)}")
+
+
+@plot.command("forward")
+@OUT
+@click.option("--dataset", type=click.Choice(["rf-qpsk", "rf-chirp", "rf-mix"]), default="rf-qpsk", show_default=True)
+@click.option("--length", type=int, default=256, show_default=True)
+@click.option("--t", "ts", default="0,50,150,300,600,999", show_default=True, help="Comma-separated timesteps.")
+@click.option("--T", "T", type=int, default=1000, show_default=True)
+def forward(out, dataset, length, ts, T) -> None:
+    """An RF frame corrupted by the forward process, linear and cosine schedules side by side."""
+    from edgediff.train.datasets import builtin, fit_normalisation
+    from edgediff.tools import plots
+
+    _check_out(out)
+    frames = builtin(dataset, 64, length, seed=0)
+    frame = frames[0] / fit_normalisation(frames, "rms").scale
+    steps = tuple(min(int(t), T - 1) for t in ts.split(","))
+    named = {"linear": _schedule("linear", T), "cosine": _schedule("cosine", T)}
+    click.echo(f"wrote {plots.forward_process(frame.astype(np.float64), named, steps, out)}")
+
+
+@plot.command("schedule")
+@OUT
+@click.option("--T", "T", type=int, default=1000, show_default=True)
+def schedule_cmd(out, T) -> None:
+    """abar_t, SNR and beta_t for the linear and cosine schedules."""
+    from edgediff.tools import plots
+
+    _check_out(out)
+    click.echo(f"wrote {plots.schedules({'linear': _schedule('linear', T), 'cosine': _schedule('cosine', T)}, out)}")
+
+
+@plot.command("samples")
+@OUT
+@click.option("--samples", type=click.Path(exists=True, path_type=Path), help="Generated samples (.npy).")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Sample this bundle instead (DDIM).")
+@click.option("--n", type=int, default=64, show_default=True)
+@click.option("--steps", type=int, default=50, show_default=True)
+@click.option("--dataset", type=click.Choice(["gmm2d", "rf-qpsk", "rf-chirp", "rf-mix"]),
+              help="Training frames to compare with (default: the bundle's dataset).")
+def samples_cmd(out, samples, bundle, n, steps, dataset) -> None:
+    """Generated against training frames: I/Q traces, constellation, power spectral density."""
+    from edgediff.runtime.errors import InputError
+    from edgediff.train.datasets import builtin
+    from edgediff.tools import plots
+
+    _check_out(out)
+    if samples is None and bundle is None:
+        raise InputError("give --samples FILE.npy or --bundle DIR")
+    if samples is not None:
+        x = np.load(samples, allow_pickle=False)
+    else:
+        from edgediff.runtime import load
+        from edgediff.runtime.generate import SampleRequest, generate
+
+        d = load(bundle, backend="ort")
+        x = generate(d, SampleRequest(n=n, steps=steps)).x
+        dataset = dataset or d.bundle.manifest.get("data", {}).get("dataset")
+    reference = builtin(dataset, len(x), x.shape[-1] if x.ndim == 3 else 0, seed=12345) if dataset else None
+    click.echo(f"wrote {plots.samples_figure(x, reference, out, title=f'{len(x)} generated frames vs training')}")
+
+
+@plot.command("trajectory")
+@OUT
+@click.option("--tweedie", type=click.Path(exists=True, path_type=Path), help="From `edgediff sample --tweedie`.")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Sample this bundle instead (DDIM).")
+@click.option("--steps", type=int, default=50, show_default=True)
+@click.option("--every", type=int, default=10, show_default=True)
+def trajectory_cmd(out, tweedie, bundle, steps, every) -> None:
+    """Tweedie x0_hat along the reverse process."""
+    from edgediff.runtime.errors import InputError
+    from edgediff.tools import plots
+
+    _check_out(out)
+    if tweedie is not None:
+        with np.load(tweedie, allow_pickle=False) as data:
+            ts, x0 = data["t"], data["x0_hat"]
+    elif bundle is not None:
+        from edgediff.runtime import load
+        from edgediff.runtime.generate import SampleRequest, generate
+
+        d = load(bundle, backend="ort")
+        run = generate(d, SampleRequest(n=64 if len(d.sample_shape) == 1 else 1, steps=steps, tweedie_every=every))
+        ts, x0 = run.tweedie_t, run.tweedie
+    else:
+        raise InputError("give --tweedie FILE.npz or --bundle DIR")
+    click.echo(f"wrote {plots.trajectory(ts, x0, out)}")
+
+
+@plot.command("loss")
+@click.argument("run", type=click.Path(path_type=Path))
+@OUT
+def loss_cmd(run, out) -> None:
+    """The training loss curve from RUN/loss.csv."""
+    from edgediff.runtime.errors import BundleError
+    from edgediff.tools import plots
+
+    _check_out(out)
+    path = Path(run) / "loss.csv"
+    if not path.is_file():
+        raise BundleError(f"{path}: missing; is {run} a training run?")
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    steps = np.array([int(r["step"]) for r in rows])
+    losses = np.array([float(r["loss"]) for r in rows])
+    click.echo(f"wrote {plots.loss_curve(steps, losses, out, title=f'training loss, {run}')}")
