@@ -85,20 +85,21 @@ class TimedDenoiser:
         return eps
 
 
-def loop_overhead(denoiser: BundleDenoiser, batch: int, steps: int, repeats: int) -> dict[str, Any]:
-    """Per-step time of the numpy sampler outside the network (DDIM with eta = 1: every step draws noise)."""
+def loop_overhead(denoiser: BundleDenoiser, batch: int, steps: int, repeats: int, eta: float = 0.0) -> dict[str, Any]:
+    """Per-step time of the numpy sampler outside the network: DDIM with ``eta`` (0: deterministic,
+    the `edgediff sample` default; 1: the DDPM posterior, which draws noise at every step)."""
     shape = (batch, *denoiser.sample_shape)
     per_step, outside = [], []
     sample(denoiser, denoiser.schedule, shape, method="ddim", steps=min(10, steps), rng=np.random.default_rng(0))
     for r in range(repeats):
         timed = TimedDenoiser(denoiser)
         start = time.perf_counter()
-        sample(timed, denoiser.schedule, shape, method="ddim", steps=steps, eta=1.0, rng=np.random.default_rng(r))
+        sample(timed, denoiser.schedule, shape, method="ddim", steps=steps, eta=eta, rng=np.random.default_rng(r))
         total = time.perf_counter() - start
         per_step.append(total / steps)
         outside.append((total - timed.inside) / steps)
     step, over = statistics.median(per_step), statistics.median(outside)
-    return {"batch": batch, "steps": steps, "step_s": step, "overhead_s": over, "overhead_fraction": over / step,
+    return {"batch": batch, "steps": steps, "eta": eta, "step_s": step, "overhead_s": over, "overhead_fraction": over / step,
             "overhead_min_s": min(outside), "overhead_max_s": max(outside)}
 
 

@@ -22,7 +22,8 @@ def test_bench_reports_every_section(tmp_path, mlp_bundle):
         assert set(entry["nfe"]) == {"1", "8"}
         for s in entry["nfe"].values():
             assert 0 < s["min"] <= s["median"] <= s["max"] and s["n"] == 5
-        assert 0 < entry["loop_overhead"]["overhead_fraction"] < 1
+        assert set(entry["loop_overhead"]) == {"ddim", "ddpm-posterior"}
+        assert all(0 < o["overhead_fraction"] < 1 for o in entry["loop_overhead"].values())
         assert set(entry["end_to_end"]) == {"ddpm-100", "ddim-50", "ddim-20"}
     assert report["ratios"]["nfe torch/ort"]["1"] > 0 and "ort ddpm/ddim-50 end to end" in report["ratios"]
     lean = report["lean_process"]

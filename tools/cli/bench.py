@@ -50,7 +50,8 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
         entry: dict[str, Any] = {"provider": d.provider, "nfe": {}, "end_to_end": {}}
         for size in [s for s in batch_list if d.min_batch <= s <= d.max_batch]:
             entry["nfe"][str(size)] = b.nfe_latency(d, size, warmup, repeats)
-        entry["loop_overhead"] = b.loop_overhead(d, max(1, d.min_batch), 50, max(3, repeats // 6))
+        entry["loop_overhead"] = {label: b.loop_overhead(d, max(1, d.min_batch), 50, max(3, repeats // 6), eta)
+                                  for label, eta in (("ddim", 0.0), ("ddpm-posterior", 1.0))}
         runs = ([("ddpm", None)] if ddpm else []) + [("ddim", 50), ("ddim", 20)]
         for method, steps in runs:
             label = f"{method}-{steps or d.schedule.T}"
@@ -104,11 +105,11 @@ def table(report: dict[str, Any]) -> list[str]:
         cells = [f"{1e3 * e['nfe'][str(s)]['median']:.3f} [{1e3 * e['nfe'][str(s)]['min']:.2f}-{1e3 * e['nfe'][str(s)]['max']:.2f}]"
                  if str(s) in e["nfe"] else "-" for s in sizes]
         lines.append(f"  {name} ({e['provider'][:24]})".ljust(34) + "".join(c.rjust(24) for c in cells))
-    lines.append("sampler overhead outside the network, per step (batch 1, DDIM-50 eta 1):")
+    lines.append("sampler overhead outside the network, per step (batch 1, 50 steps; DDIM eta 0 / eta 1 = DDPM posterior):")
     for name, e in be.items():
-        o = e["loop_overhead"]
-        lines.append(f"  {name}: {1e6 * o['overhead_s']:.1f} us of a {1e3 * o['step_s']:.3f} ms step "
-                     f"({100 * o['overhead_fraction']:.2f} %)")
+        parts = [f"{label} {1e6 * o['overhead_s']:.1f} us of {1e3 * o['step_s']:.3f} ms ({100 * o['overhead_fraction']:.2f} %)"
+                 for label, o in e["loop_overhead"].items()]
+        lines.append(f"  {name}: " + "; ".join(parts))
     lines.append("end to end, seconds per sample (batch 1):")
     for name, e in be.items():
         lines.append(f"  {name}: " + ", ".join(f"{k} {v['median']:.3f}" for k, v in e["end_to_end"].items()))
