@@ -157,3 +157,16 @@ class GaussianDenoiser:
         t = check_timesteps(self.schedule.T, t, np.shape(x_t)[0])
         s = self.score(x_t, t)
         return (-np.sqrt(1.0 - per_sample(self.schedule.alphas_bar, t, s.ndim)) * s).astype(np.float32)
+
+    def forward_with_vjp(self, x_t: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, Any]:
+        """eps and v -> J^T v in closed form: eps = sqrt(1 - abar) P_t (x - sqrt(abar) mu), P_t symmetric."""
+        t_int = np.asarray(t).astype(np.int64)
+        eps = self(x_t, t_int)
+        abar = np.broadcast_to(np.asarray(self.schedule.alphas_bar[t_int], dtype=np.float64), (len(x_t),))
+
+        def vjp(v: np.ndarray) -> np.ndarray:
+            flat = np.asarray(v, dtype=np.float64).reshape(len(v), -1) @ self.eigvecs
+            flat /= abar[:, None] * self.eigvals[None] + (1.0 - abar[:, None])
+            return (np.sqrt(1 - abar)[:, None] * (flat @ self.eigvecs.T)).reshape(np.shape(v))
+
+        return eps, vjp

@@ -196,3 +196,26 @@ def loss_curve(steps: np.ndarray, losses: np.ndarray, out: Path, title: str = ""
     ax.legend()
     fig.tight_layout()
     return save(fig, out)
+
+
+def reconstruction_figure(truth: np.ndarray | None, measured: np.ndarray, recon: np.ndarray, out: Path,
+                          title: str = "") -> Path:
+    """One frame: truth (if known), the measurement as the operator's A^T y, the reconstruction, the error."""
+    plt = pyplot()
+    rows = [("measurement (A^T y)", measured), ("reconstruction", recon)]
+    if truth is not None:
+        rows = [("truth", truth)] + rows + [("error (reconstruction - truth)", recon - truth)]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.7 * len(rows) + 0.5), sharex=True, squeeze=False)
+    for ax, (name, x) in zip(axes[:, 0], rows):
+        x = np.asarray(x)
+        if x.ndim == 2:
+            ax.plot(x[0], lw=0.8, label="I")
+            ax.plot(x[1], lw=0.8, label="Q")
+        else:
+            ax.plot(x, lw=0.8)
+        ax.set_ylabel(name, fontsize=8)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    return save(fig, out)

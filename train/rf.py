@@ -15,13 +15,13 @@ QPSK = {
     "rolloff": 0.35,
     "span_symbols": 8,
     "cfo_max": 0.01,  # cycles per sample
-    "snr_db": (10.0, 30.0),
+    "snr_db": (20.0, 40.0),
 }
 CHIRP = {
     "start_freq": (-0.2, 0.2),  # cycles per sample
     "sweep": (-0.3, 0.3),  # total frequency change over the pulse, cycles per sample
     "duration": (0.5, 1.0),  # fraction of the frame
-    "snr_db": (10.0, 30.0),
+    "snr_db": (20.0, 40.0),
 }
 
 

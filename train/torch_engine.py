@@ -7,7 +7,7 @@ weights changed since the bundle was exported (their sha256 is in the manifest).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ class TorchEngine:
     def __init__(self, model: torch.nn.Module, device: str = "cpu"):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        for p in self.model.parameters():  # gradients flow to the input only (DPS)
+            p.requires_grad_(False)
         self.provider = f"torch {torch.__version__} eager on {self.device}"
 
     @classmethod
@@ -44,3 +46,14 @@ class TorchEngine:
         x = torch.from_numpy(x_t).to(self.device)
         tt = torch.from_numpy(np.asarray(t, dtype=np.float32)).to(self.device)
         return self.model(x, tt).cpu().numpy()
+
+    def forward_with_vjp(self, x_t: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+        """eps and a function v -> J^T v, J = d eps / d x_t (one forward now, one backward when called)."""
+        x = torch.from_numpy(np.ascontiguousarray(x_t)).to(self.device).requires_grad_(True)
+        eps = self.model(x, torch.from_numpy(np.asarray(t, dtype=np.float32)).to(self.device))
+
+        def vjp(v: np.ndarray) -> np.ndarray:
+            (grad,) = torch.autograd.grad(eps, x, grad_outputs=torch.from_numpy(np.ascontiguousarray(v)).to(self.device))
+            return grad.cpu().numpy()
+
+        return eps.detach().cpu().numpy(), vjp

@@ -1,0 +1,44 @@
+"""Reconstruction: diffusion priors for y = A x + n on any engine (numpy only).
+
+``reconstruct(denoiser, y, operator, sigma_y, method=...)`` takes measurements in the user's units,
+applies the bundle's normalisation, runs DDNM+ or DPS, and returns frames in the user's units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgediff.runtime.errors import InputError
+from edgediff.runtime.inverse.methods import METHODS, Problem, Reconstruction, ddnm, dps
+from edgediff.runtime.inverse.operators import OPERATORS, Operator, build
+
+__all__ = ["METHODS", "OPERATORS", "Operator", "Problem", "Reconstruction", "build", "reconstruct"]
+
+
+def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float, *, method: str = "ddnm",
+                steps: int = 100, seed: int = 0, eta: float = 0.85, zeta: float = 1.0, exact: bool | None = None,
+                progress: Any = None) -> tuple[np.ndarray, Reconstruction]:
+    """Reconstruct frames from measurements ``y`` (user units, (B, *measurement) or one frame)."""
+    if method not in METHODS:
+        raise InputError(f"method {method!r} is unknown: expected one of {', '.join(METHODS)}")
+    if not 1 <= steps <= denoiser.schedule.T:
+        raise InputError(f"--steps {steps} is out of range: expected 1..{denoiser.schedule.T}")
+    y = np.asarray(y)
+    if y.shape == operator.measurement_shape:
+        y = y[None]
+    scale = denoiser.normalisation.scale
+    outputs, nfe, equivalent, seconds = [], 0, 0.0, 0.0
+    for i, first in enumerate(range(0, len(y), denoiser.max_batch)):
+        problem = Problem(operator, y[first:first + denoiser.max_batch] / scale, float(sigma_y) / scale)
+        rng = np.random.default_rng([seed, i])
+        if method == "ddnm":
+            res = ddnm(denoiser, denoiser.schedule, problem, steps=steps, eta=eta, rng=rng, progress=progress)
+        else:
+            res = dps(denoiser, denoiser.schedule, problem, steps=steps, zeta=zeta, rng=rng, exact=exact,
+                      progress=progress)
+        outputs.append(res.x)
+        nfe, equivalent, seconds = res.nfe, res.nfe_equivalent, seconds + res.seconds
+    x = denoiser.normalisation.to_user(np.concatenate(outputs))
+    return x, Reconstruction(x, nfe, equivalent, seconds)

@@ -1,0 +1,183 @@
+"""Linear measurement operators y = A x for one frame x of shape ``sample_shape`` (batched: (B, ...)).
+
+Each has ``forward`` (A), ``adjoint`` (A^T) and ``pinv`` (A^+, closed form where one exists).
+Measurements keep a fixed shape per operator: a mask's y has x's shape with zeros where nothing was
+observed; a decimation's y is (C, L / k); a matrix's y is (M,).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgediff.runtime.errors import InputError
+
+OPERATORS = ("mask", "identity", "decimate", "matrix")
+
+
+class Operator:
+    """Base: shapes and checks. Subclasses implement the three maps on batches."""
+
+    name = "operator"
+
+    def __init__(self, sample_shape: tuple[int, ...]):
+        self.sample_shape = tuple(sample_shape)
+
+    @property
+    def measurement_shape(self) -> tuple[int, ...]:
+        return self.sample_shape
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def pinv(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def check_measurement(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y)
+        if y.dtype.kind not in "f":
+            raise InputError(f"measurement has dtype {y.dtype}: expected real floating-point values")
+        if y.shape[1:] != self.measurement_shape:
+            raise InputError(f"measurement frames have shape {y.shape[1:]}: the {self.name} operator on frames of "
+                             f"{self.sample_shape} expects {self.measurement_shape}")
+        if not np.isfinite(y).all():
+            raise InputError("the measurement contains NaN or Inf: clean or mask those samples first")
+        return y.astype(np.float64)
+
+
+class Identity(Operator):
+    """A = I: denoising."""
+
+    name = "identity"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    adjoint = pinv = forward
+
+
+class Mask(Operator):
+    """A = diag(m) with m in {0, 1}: samples lost to interference or clipping. A^+ = A^T = A."""
+
+    name = "mask"
+
+    def __init__(self, mask: Any, sample_shape: tuple[int, ...]):
+        super().__init__(sample_shape)
+        m = np.asarray(mask)
+        if m.shape == sample_shape[-1:] and len(sample_shape) > 1:
+            m = np.broadcast_to(m, sample_shape)  # one mask per time sample, shared by I and Q
+        if m.shape != tuple(sample_shape):
+            raise InputError(f"mask has shape {m.shape}: expected {tuple(sample_shape)} (or ({sample_shape[-1]},))")
+        if not np.isin(m, (0, 1)).all():
+            raise InputError("mask holds values other than 0 and 1: expected a 0/1 array (1 = observed)")
+        if not m.any():
+            raise InputError("mask observes no sample at all: nothing to reconstruct from")
+        self.mask = m.astype(np.float64)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x * self.mask
+
+    adjoint = pinv = forward
+
+
+class Decimate(Operator):
+    """Keep every k-th sample after an anti-alias low-pass filter (or plain subsampling).
+
+    The filter is a circular convolution (a windowed sinc with cut-off 1/k), so A = S H is diagonal
+    in frequency and A A^T is diagonal on the decimated grid: A^+ = H^T S^T (A A^T)^{-1} in closed form.
+    """
+
+    name = "decimate"
+
+    def __init__(self, factor: int, sample_shape: tuple[int, ...], antialias: bool = True, taps: int = 33):
+        super().__init__(sample_shape)
+        L = sample_shape[-1]
+        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1 or L % factor:
+            raise InputError(f"--factor {factor} must be a positive integer dividing the frame length {L}")
+        self.k, self.L = int(factor), L
+        h = np.zeros(L)
+        if antialias and self.k > 1:
+            n = np.arange(taps) - taps // 2
+            kernel = np.sinc(n / self.k) / self.k * np.hamming(taps)
+            h[n % L] = kernel / kernel.sum()
+        else:
+            h[0] = 1.0
+        self.H = np.fft.fft(h)  # (L,) frequency response
+        power = np.abs(self.H) ** 2
+        # A A^T on the decimated grid: (1/k) sum of |H|^2 over the k aliases of each frequency
+        self.gram = power.reshape(self.k, L // self.k).sum(axis=0) / self.k
+        if self.gram.min() <= 1e-12:
+            raise InputError("the decimation filter has a null: A A^T is singular; use plain subsampling")
+
+    @property
+    def measurement_shape(self) -> tuple[int, ...]:
+        return (*self.sample_shape[:-1], self.L // self.k)
+
+    def _filter(self, x: np.ndarray, response: np.ndarray) -> np.ndarray:
+        return np.real(np.fft.ifft(np.fft.fft(x, axis=-1) * response, axis=-1))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._filter(x, self.H)[..., :: self.k]
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        up = np.zeros((*y.shape[:-1], self.L))
+        up[..., :: self.k] = y
+        return self._filter(up, np.conj(self.H))
+
+    def pinv(self, y: np.ndarray) -> np.ndarray:
+        w = np.real(np.fft.ifft(np.fft.fft(y, axis=-1) / self.gram, axis=-1))  # (A A^T)^{-1} y
+        return self.adjoint(w)
+
+
+class Matrix(Operator):
+    """A dense (M, C*L) sensing matrix over the flattened frame; A^+ by SVD."""
+
+    name = "matrix"
+
+    def __init__(self, matrix: Any, sample_shape: tuple[int, ...]):
+        super().__init__(sample_shape)
+        A = np.asarray(matrix, dtype=np.float64)
+        n = int(np.prod(sample_shape))
+        if A.ndim != 2 or A.shape[1] != n:
+            raise InputError(f"matrix has shape {A.shape}: expected (M, {n}) over the flattened frame {tuple(sample_shape)}")
+        if not np.isfinite(A).all():
+            raise InputError("matrix contains NaN or Inf")
+        self.A = A
+        self.A_pinv = np.linalg.pinv(A)
+
+    @property
+    def measurement_shape(self) -> tuple[int, ...]:
+        return (self.A.shape[0],)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x), -1) @ self.A.T
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        return (y @ self.A).reshape(len(y), *self.sample_shape)
+
+    def pinv(self, y: np.ndarray) -> np.ndarray:
+        return (y @ self.A_pinv.T).reshape(len(y), *self.sample_shape)
+
+
+def build(kind: str, sample_shape: tuple[int, ...], *, mask: Any = None, factor: int | None = None,
+          matrix: Any = None, antialias: bool = True) -> Operator:
+    """The operator of ``kind`` with the one parameter it needs."""
+    if kind not in OPERATORS:
+        raise InputError(f"operator {kind!r} is unknown: expected one of {', '.join(OPERATORS)}")
+    if kind == "identity":
+        return Identity(sample_shape)
+    if kind == "mask":
+        if mask is None:
+            raise InputError("--operator mask needs --mask FILE.npy (1 = observed)")
+        return Mask(mask, sample_shape)
+    if kind == "decimate":
+        if factor is None:
+            raise InputError("--operator decimate needs --factor k")
+        return Decimate(factor, sample_shape, antialias=antialias)
+    if matrix is None:
+        raise InputError("--operator matrix needs --matrix FILE.npy of shape (M, C*L)")
+    return Matrix(matrix, sample_shape)

@@ -1,0 +1,153 @@
+"""The reconstruction benchmark: diffusion priors against classical estimators on held-out RF frames.
+
+Each case draws its degradation per frame from a fixed seed; every method sees the same y. Figures
+are NMSE in dB against the truth (sum of squared errors over sum of squared truth, all frames), the
+network evaluations per frame, and wall time per frame at batch 1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgediff.runtime.backends import BundleDenoiser, load
+from edgediff.runtime.errors import InputError
+from edgediff.runtime.inverse import baselines
+from edgediff.runtime.inverse.methods import Problem, ddnm, dps
+from edgediff.runtime.inverse.operators import Decimate, Identity, Mask, Operator
+
+#: case -> (description, measurement SNR in dB)
+CASES = {
+    "miss50": ("50 % of samples missing at random", 30.0),
+    "miss75": ("75 % of samples missing at random", 30.0),
+    "burst25": ("a burst of 25 % missing", 30.0),
+    "denoise10": ("denoising at 10 dB SNR", 10.0),
+    "decimate2": ("2x decimation (anti-alias filter)", 30.0),
+}
+
+
+def make_operator(case: str, shape: tuple[int, ...], rng: np.random.Generator) -> Operator:
+    L = shape[-1]
+    if case in ("miss50", "miss75"):
+        keep = 0.5 if case == "miss50" else 0.25
+        return Mask((rng.random(L) < keep).astype(float), shape)
+    if case == "burst25":
+        m = np.ones(L)
+        start = rng.integers(0, L - L // 4 + 1)
+        m[start:start + L // 4] = 0
+        return Mask(m, shape)
+    if case == "denoise10":
+        return Identity(shape)
+    return Decimate(2, shape)
+
+
+def degrade(case: str, frame: np.ndarray, rng: np.random.Generator) -> tuple[Operator, np.ndarray, float]:
+    """(operator, y, sigma_y) for one frame (network units): noise at the case's SNR over the frame."""
+    op = make_operator(case, frame.shape, rng)
+    clean = op.forward(frame[None])
+    sigma = float(np.sqrt(np.mean(frame**2) / 10 ** (CASES[case][1] / 10)))
+    return op, clean + sigma * rng.standard_normal(clean.shape), sigma
+
+
+class Setup:
+    """One bundle's data: held-out truth, the Gaussian prior and bandwidth of its training frames."""
+
+    def __init__(self, bundle: Path, frames: int, exact_dps: bool):
+        from edgediff.train import datasets
+
+        self.denoiser = load(bundle, backend="ort")
+        data = self.denoiser.bundle.manifest.get("data", {})
+        if data.get("dataset") not in ("rf-qpsk", "rf-chirp", "rf-mix"):
+            raise InputError(f"{bundle}: bench-reconstruct needs a bundle of a built-in RF dataset, not {data.get('dataset')!r}")
+        config = datasets.DataConfig(dataset=data["dataset"], length=int(data["length"]), seed=int(data["seed"]),
+                                     n=8000, normalise=data.get("normalise", "rms"))
+        train, _ = datasets.load(config)  # the training frames' law, in network units
+        scale = self.denoiser.normalisation.scale
+        self.truth = datasets.held_out(config, frames) / scale  # frames training never saw
+        self.prior = baselines.GaussianPrior.fit(train)
+        self.bandwidth = baselines.occupied_bandwidth(train)
+        self.name = data["dataset"]
+        self.torch = None
+        if exact_dps:
+            try:
+                self.torch = load(bundle, backend="torch")
+            except Exception as exc:  # no torch or no run: the exact variant is skipped, and said so
+                self.torch_reason = str(exc)
+
+
+def methods(setup: Setup, case: str, steps: int) -> dict[str, tuple[str, Callable[[Problem, int], Any]]]:
+    """name -> (kind, fn(problem, seed) -> (x, nfe equivalents))."""
+    d, sched = setup.denoiser, setup.denoiser.schedule
+    out: dict[str, tuple[str, Callable[[Problem, int], Any]]] = {
+        "DDNM+": ("diffusion", lambda p, s: _res(ddnm(d, sched, p, steps=steps, rng=np.random.default_rng(s)))),
+        "DPS (Jacobian-free, ORT)": ("diffusion", lambda p, s: _res(dps(d, sched, p, steps=steps, zeta=0.3, exact=False,
+                                                                        rng=np.random.default_rng(s)))),
+    }
+    if setup.torch is not None:
+        td = setup.torch
+        out["DPS (exact, torch)"] = ("diffusion", lambda p, s: _res(dps(td, sched, p, steps=steps // 2, zeta=0.3,
+                                                                          exact=True, rng=np.random.default_rng(s))))
+    out["least squares A^+ y"] = ("classical", lambda p, s: (baselines.least_squares(p), 0))
+    if case.startswith(("miss", "burst")):
+        out["linear interpolation"] = ("classical", lambda p, s: (baselines.linear_interpolation(p), 0))
+    if case != "denoise10":
+        out["band-limited LS"] = ("classical", lambda p, s: (baselines.bandlimited(p, setup.bandwidth), 0))
+    out["LMMSE / Wiener"] = ("classical", lambda p, s: (baselines.lmmse(p, setup.prior), 0))
+    return out
+
+
+def _res(r: Any) -> tuple[np.ndarray, float]:
+    return r.x, r.nfe_equivalent
+
+
+def run_case(setup: Setup, case: str, steps: int) -> dict[str, Any]:
+    rng = np.random.default_rng([sum(map(ord, setup.name)), sum(map(ord, case))])  # stable across processes
+    problems = []
+    for frame in setup.truth:
+        op, y, sigma = degrade(case, frame, rng)
+        problems.append(Problem(op, y, sigma))
+    rows: dict[str, Any] = {}
+    for name, (kind, fn) in methods(setup, case, steps).items():
+        err = ref = 0.0
+        start = time.perf_counter()
+        nfe = 0.0
+        for i, (frame, problem) in enumerate(zip(setup.truth, problems)):
+            x, nfe = fn(problem, i)
+            err += float(np.sum((x[0] - frame) ** 2))
+            ref += float(np.sum(frame**2))
+        rows[name] = {"kind": kind, "nmse_db": 10 * np.log10(err / ref), "nfe": nfe,
+                      "ms_per_frame": 1e3 * (time.perf_counter() - start) / len(problems)}
+    best = {k: min((r["nmse_db"] for r in rows.values() if r["kind"] == k)) for k in ("diffusion", "classical")}
+    return {"case": CASES[case][0], "methods": rows, "best_diffusion_db": best["diffusion"],
+            "best_classical_db": best["classical"], "gain_db": best["classical"] - best["diffusion"]}
+
+
+def run_benchmark(bundles: list[Path], cases: list[str], frames: int, steps: int, exact_dps: bool = True) -> dict[str, Any]:
+    from edgediff.tools.bench import machine
+
+    report: dict[str, Any] = {"machine": machine(), "frames": frames, "steps": steps, "datasets": {}}
+    for bundle in bundles:
+        setup = Setup(bundle, frames, exact_dps)
+        report["datasets"][setup.name] = {case: run_case(setup, case, steps) for case in cases}
+        if setup.torch is None and exact_dps:
+            report["datasets"][setup.name]["note"] = f"exact DPS skipped: {getattr(setup, 'torch_reason', '')}"
+    return report
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    lines = [f"{report['frames']} held-out frames per case, budget {report['steps']} NFE per frame; NMSE in dB "
+             f"(lower is better); machine {report['machine']['cpu']}, {report['machine']['cores']} cores"]
+    for dataset, cases in report["datasets"].items():
+        for case, r in cases.items():
+            if case == "note":
+                lines.append(f"  note: {r}")
+                continue
+            lines.append(f"{dataset} / {r['case']}: best diffusion {r['best_diffusion_db']:.2f} dB, best classical "
+                         f"{r['best_classical_db']:.2f} dB, gain {r['gain_db']:.2f} dB")
+            for name, m in r["methods"].items():
+                lines.append(f"    {name:<28} {m['nmse_db']:8.2f} dB   {m['nfe']:5.0f} NFE   {m['ms_per_frame']:8.1f} ms/frame")
+    return lines

@@ -1,0 +1,92 @@
+"""What the runtime sees on this machine, and what each bundle can run on here (and why not)."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgediff.runtime.errors import EdgediffError
+
+
+def is_jetson() -> str | None:
+    """The board's model string on a Jetson (L4T), else None."""
+    for path in (Path("/proc/device-tree/model"), Path("/etc/nv_tegra_release")):
+        try:
+            text = path.read_text(errors="replace").strip("\x00\n ")
+        except OSError:
+            continue
+        if path.name == "nv_tegra_release" or "jetson" in text.lower() or "nvidia" in text.lower():
+            return text.splitlines()[0][:80]
+    return None
+
+
+def environment() -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "python": platform.python_version(), "machine": platform.machine(), "system": platform.platform(),
+        "numpy": np.__version__, "jetson": is_jetson(),
+    }
+    try:
+        import onnxruntime
+
+        facts["onnxruntime"] = onnxruntime.__version__
+        facts["onnxruntime_providers"] = list(onnxruntime.get_available_providers())
+    except ImportError:
+        facts["onnxruntime"] = None
+    from edgediff.runtime.backends import cuda
+    from edgediff.runtime.backends.trt import import_tensorrt
+
+    try:
+        facts["tensorrt"] = import_tensorrt(allow_lean=True).__version__
+    except EdgediffError as exc:
+        facts["tensorrt"] = None
+        facts["tensorrt_reason"] = str(exc)
+    try:
+        info = cuda.device_info(0)
+        facts["cuda"] = {"driver": cuda.version_string(info.driver_version), "runtime": cuda.version_string(info.runtime_version),
+                         "gpu": info.name, "compute_capability": info.compute_capability, "memory_gb": info.total_memory / 2**30}
+    except EdgediffError as exc:
+        facts["cuda"] = None
+        facts["cuda_reason"] = str(exc)
+    return facts
+
+
+def find_bundles(root: Path) -> list[Path]:
+    if (root / "manifest.json").is_file():
+        return [root]
+    return sorted(p.parent for p in root.glob("*/manifest.json"))
+
+
+def bundle_support(bundle: Path, env: dict[str, Any]) -> dict[str, Any]:
+    """Each way of running ``bundle`` here: ok, or the reason it is not available."""
+    from edgediff.runtime.backends.trt import incompatibility
+    from edgediff.runtime.bundle import Bundle
+
+    out: dict[str, Any] = {"bundle": str(bundle), "engines": {}}
+    try:
+        b = Bundle.open(bundle)
+    except EdgediffError as exc:
+        out["error"] = str(exc)
+        return out
+    out["schedule"] = f"{b.schedule.kind} T={b.schedule.T}"
+    out["sample_shape"] = list(b.sample_shape)
+    providers = env.get("onnxruntime_providers") or []
+    out["engines"]["onnxruntime CPU"] = "ok" if env.get("onnxruntime") else "onnxruntime is not installed: pip install 'edgediff[ort]'"
+    out["engines"]["onnxruntime CUDA"] = ("ok" if "CUDAExecutionProvider" in providers and env.get("cuda")
+                                          else "needs onnxruntime-gpu and a CUDA GPU")
+    if not b.engines:
+        out["engines"]["TensorRT"] = f"no plan in the bundle: edgediff export trt {bundle}"
+    for entry in b.engines:
+        name = f"TensorRT {entry['file']}"
+        if env.get("tensorrt") is None:
+            out["engines"][name] = env.get("tensorrt_reason", "TensorRT is not installed")
+        elif env.get("cuda") is None:
+            out["engines"][name] = env.get("cuda_reason", "no CUDA device")
+        else:
+            from edgediff.runtime.backends import cuda
+
+            info = cuda.device_info(0)
+            out["engines"][name] = incompatibility(entry, info, env["tensorrt"]) or "ok"
+    return out
