@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 EDGEDIFF := $(VENV)/bin/edgediff
 STAMP := $(VENV)/.edgediff-installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean edge-tools
 
 venv: $(STAMP)
 
@@ -31,7 +31,16 @@ demo: $(STAMP)
 	$(EDGEDIFF) verify bundles/demo
 	$(EDGEDIFF) sample bundles/demo --n 16 --out out/samples.npy --plot out/samples.png
 
-test: $(STAMP)
+# qemu-user-static and debootstrap run the ARM64 (Jetson CPU) tests; installed when we may (root + apt),
+# otherwise those tests skip and say why.
+edge-tools:
+	@if command -v qemu-aarch64-static >/dev/null && command -v debootstrap >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static debootstrap) >/dev/null 2>&1 \
+	  || echo "note: could not install qemu-user-static/debootstrap; the ARM64 tests will skip"; \
+	else echo "note: qemu-user-static/debootstrap missing and not root; the ARM64 tests will skip"; fi
+
+test: $(STAMP) edge-tools
 	$(PY) -m pytest -q
 
 clean:

@@ -213,3 +213,31 @@ def gmm_quality(denoiser: BundleDenoiser, n: int, batch: int) -> dict[str, Any]:
         out[label] = exact.mode_shares(x).tolist()
     out["max_share_diff"] = float(np.max(np.abs(np.subtract(out["ddpm"], out["ddim50"]))))
     return out
+
+
+def install_footprint(roots: list[str]) -> dict[str, Any]:
+    """Installed size (MB) of ``roots`` and everything they require, from the installed metadata."""
+    import importlib.metadata as md
+    import re
+
+    try:
+        from packaging.markers import Marker
+    except ImportError:  # pragma: no cover - packaging comes with onnxruntime
+        Marker = None  # type: ignore[assignment, misc]
+    seen: dict[str, float] = {}
+    todo = list(roots)
+    while todo:
+        name = re.split(r"[\s\[<>=!~;(]", todo.pop().strip(), maxsplit=1)[0].lower().replace("_", "-")
+        if not name or name in seen:
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        seen[name] = sum((f.size or 0) for f in (dist.files or [])) / 1e6
+        for req in dist.requires or []:
+            spec, _, marker = req.partition(";")
+            if marker and ("extra" in marker or (Marker is not None and not Marker(marker).evaluate())):
+                continue
+            todo.append(spec)
+    return {"total_mb": round(sum(seen.values()), 1), "packages": {k: round(v, 1) for k, v in sorted(seen.items())}}

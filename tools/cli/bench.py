@@ -63,6 +63,8 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
                                    for m, s in (([("ddpm", None)] if ddpm else []) + [("ddim", 50)])}
         report["torch_process"] = b.process_footprint(bundle, b.TORCH_SCRIPT)
     report["lean_process"] = b.process_footprint(bundle, b.LEAN_SCRIPT)
+    report["install_footprint"] = {"edgediff[ort]": b.install_footprint(["edgediff", "onnxruntime"]),
+                                   "torch loop": b.install_footprint(["torch", "numpy"])}
     report["ratios"] = ratios(report)
     first = next(iter(denoisers.values()))
     if first.bundle.manifest.get("data", {}).get("dataset") == "gmm2d":
@@ -121,6 +123,10 @@ def table(report: dict[str, Any]) -> list[str]:
             what = "edgediff runtime on onnxruntime, torch blocked" if key == "lean_process" else "torch research loop"
             lines.append(f"process ({what}): peak RSS {p['peak_rss_mb']:.0f} MB, import {p['import_s']:.2f} s, "
                          f"load {p['load_s']:.3f} s, DDIM-20 {p['sample_ddim20_s']:.2f} s")
+    fp = report.get("install_footprint", {})
+    if fp:
+        lines.append("install footprint (installed packages, MB): " + ", ".join(
+            f"{k} {v['total_mb']:.0f} MB ({len(v['packages'])} packages)" for k, v in fp.items()))
     lines.append("ratios (same run):")
     for k, v in report["ratios"].items():
         text = ", ".join(f"batch {s}: {r:.2f}x" for s, r in v.items()) if isinstance(v, dict) else f"{v:.2f}x"

@@ -1,0 +1,58 @@
+"""The lean runtime on ARM64 (a Jetson's CPU architecture) under qemu user-mode emulation.
+
+The same bundle and seed are sampled on x86 (here) and on emulated ARM64 (numpy 1.26, onnxruntime
+1.27, Python 3.11 from Debian bookworm); `verify` must pass there too. Skipped only where the
+emulation tools cannot be installed (`make test` installs them on Debian machines).
+"""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from edgediff.tools import arm64  # noqa: E402
+
+pytestmark = [pytest.mark.edge, pytest.mark.slow]
+
+missing = arm64.tools_missing()
+needs_tools = pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed: {arm64.TOOLS_HINT}")
+
+
+@pytest.fixture(scope="module")
+def arm_env():
+    return arm64.build()
+
+
+@needs_tools
+def test_arm64_samples_match_x86_and_verify_passes(tmp_path, arm_env, unet_bundle):
+    args = ["sample", str(unet_bundle), "--n", "4", "--steps", "20", "--eta", "0.5", "--seed", "3", "--quiet"]
+    x86 = subprocess.run([sys.executable, "-m", "edgediff", *args, "--out", str(tmp_path / "x86.npy")],
+                         capture_output=True, text=True, timeout=300)
+    assert x86.returncode == 0, x86.stderr
+    arm = arm64.run(arm_env, [*args, "--out", str(tmp_path / "arm.npy")])
+    assert arm.returncode == 0, arm.stderr
+    a, b = np.load(tmp_path / "x86.npy"), np.load(tmp_path / "arm.npy")
+    assert a.shape == b.shape == (4, 2, 32)
+    diff = np.abs(a - b)
+    print(f"x86 vs ARM64: median |dx| {np.median(diff):.2e}, max |dx| {diff.max():.2e} (signal RMS {np.sqrt(np.mean(a**2)):.3f})")
+    assert np.median(diff) <= 1e-4
+    check = arm64.run(arm_env, ["verify", str(unet_bundle)])
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "ok   reference.npz" in check.stdout and "passed" in check.stdout
+    machine = arm64.run(arm_env, ["doctor"])
+    assert machine.returncode == 0 and "on aarch64" in machine.stdout and "numpy       1.26" in machine.stdout
+
+
+@needs_tools
+def test_arm64_cli_errors_keep_the_convention(tmp_path, arm_env):
+    res = arm64.run(arm_env, ["sample", str(tmp_path / "missing"), "--out", str(tmp_path / "s.npy")])
+    assert res.returncode == 2 and "edgediff: error:" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_cache_location_is_ignored_by_git():
+    proc = subprocess.run(["git", "check-ignore", "-q", str(arm64.DEFAULT_CACHE)], cwd=arm64.REPO)
+    assert proc.returncode == 0 or shutil.which("git") is None
