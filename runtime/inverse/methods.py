@@ -30,7 +30,7 @@ from edgediff.runtime.errors import InputError
 from edgediff.runtime.inverse.operators import Operator
 from edgediff.runtime.sampling import timesteps
 
-METHODS = ("ddnm", "dps")
+METHODS = ("ddnm", "diffpir", "dps")
 
 
 @dataclass
@@ -94,6 +94,35 @@ def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, et
         x = a * x0c
         if gamma > 0:
             x = x + gamma * (eta * rng.standard_normal(x.shape) + math.sqrt(1 - eta**2) * eps)
+        if progress is not None:
+            progress(1)
+    return Reconstruction(x, len(ts), float(len(ts)), time.perf_counter() - start)
+
+
+def diffpir(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, lam: float = 1.0, zeta: float = 0.3,
+            rng: np.random.Generator, progress: Progress | None = None) -> Reconstruction:
+    """DiffPIR (Zhu et al. 2023): a closed-form proximal data step on x0_hat at every step,
+    x0_d = argmin ||y - A x||^2 + rho_t ||x - x0_hat||^2 with rho_t = lam sigma_y^2 / sigma_bar_t^2,
+    sigma_bar_t = sqrt((1 - abar_t) / abar_t), then back to t_prev with a share zeta of fresh noise.
+    Gradient-free; with sigma_y = 0 the data step is the exact projection A x = y."""
+    A, y, sigma_y = problem.operator, problem.y, problem.sigma_y
+    ts = timesteps(schedule.T, steps, "trailing").tolist()
+    start = time.perf_counter()
+    x = rng.standard_normal(problem.shape)
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        abar = schedule.alphas_bar[t]
+        eps = _eps(denoiser, x, t)
+        x0 = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
+        # 1. data step: the prior term weighs sigma_y^2 against the denoiser's noise level sigma_bar_t^2
+        rho = lam * sigma_y**2 * abar / (1 - abar)
+        x0d = A.proximal(x0, y, rho)
+        # 2. back to t_prev: the effective noise of x_t given x0d, mixed with fresh noise
+        abar_prev = schedule.alphas_bar[t_prev] if t_prev >= 0 else 1.0
+        eps_hat = (x - math.sqrt(abar) * x0d) / math.sqrt(1 - abar)
+        x = math.sqrt(abar_prev) * x0d
+        if t_prev >= 0:
+            x = x + math.sqrt(1 - abar_prev) * (math.sqrt(1 - zeta) * eps_hat + math.sqrt(zeta) * rng.standard_normal(x.shape))
         if progress is not None:
             progress(1)
     return Reconstruction(x, len(ts), float(len(ts)), time.perf_counter() - start)

@@ -37,6 +37,14 @@ class Operator:
     def pinv(self, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def solve_gram(self, v: np.ndarray, c: float) -> np.ndarray:
+        """(A A^T + c I)^{-1} v in measurement space, c >= 0 (c = 0: (A A^T)^{-1} on the range)."""
+        raise NotImplementedError
+
+    def proximal(self, x0: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
+        """argmin_x ||y - A x||^2 + c ||x - x0||^2 = x0 + A^T (A A^T + c I)^{-1} (y - A x0)."""
+        return x0 + self.adjoint(self.solve_gram(y - self.forward(x0), c))
+
     def check_measurement(self, y: np.ndarray) -> np.ndarray:
         y = np.asarray(y)
         if y.dtype.kind not in "f":
@@ -58,6 +66,9 @@ class Identity(Operator):
         return x
 
     adjoint = pinv = forward
+
+    def solve_gram(self, v: np.ndarray, c: float) -> np.ndarray:
+        return v / (1.0 + c)
 
 
 class Mask(Operator):
@@ -82,6 +93,9 @@ class Mask(Operator):
         return x * self.mask
 
     adjoint = pinv = forward
+
+    def solve_gram(self, v: np.ndarray, c: float) -> np.ndarray:
+        return v * self.mask / (self.mask + c) if c > 0 else v * self.mask
 
 
 class Decimate(Operator):
@@ -129,8 +143,10 @@ class Decimate(Operator):
         return self._filter(up, np.conj(self.H))
 
     def pinv(self, y: np.ndarray) -> np.ndarray:
-        w = np.real(np.fft.ifft(np.fft.fft(y, axis=-1) / self.gram, axis=-1))  # (A A^T)^{-1} y
-        return self.adjoint(w)
+        return self.adjoint(self.solve_gram(y, 0.0))
+
+    def solve_gram(self, v: np.ndarray, c: float) -> np.ndarray:
+        return np.real(np.fft.ifft(np.fft.fft(v, axis=-1) / (self.gram + c), axis=-1))
 
 
 class Matrix(Operator):
@@ -148,6 +164,8 @@ class Matrix(Operator):
             raise InputError("matrix contains NaN or Inf")
         self.A = A
         self.A_pinv = np.linalg.pinv(A)
+        lam, self.gram_vecs = np.linalg.eigh(A @ A.T)  # A A^T = U diag(lam) U^T, for any c at once
+        self.gram_vals = np.maximum(lam, 0.0)
 
     @property
     def measurement_shape(self) -> tuple[int, ...]:
@@ -161,6 +179,10 @@ class Matrix(Operator):
 
     def pinv(self, y: np.ndarray) -> np.ndarray:
         return (y @ self.A_pinv.T).reshape(len(y), *self.sample_shape)
+
+    def solve_gram(self, v: np.ndarray, c: float) -> np.ndarray:
+        inv = np.where(self.gram_vals + c > 1e-12 * max(self.gram_vals.max(), 1e-30), 1.0 / (self.gram_vals + c), 0.0)
+        return ((v @ self.gram_vecs) * inv) @ self.gram_vecs.T
 
 
 def build(kind: str, sample_shape: tuple[int, ...], *, mask: Any = None, factor: int | None = None,
