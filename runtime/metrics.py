@@ -33,6 +33,15 @@ def compare(reference: Any, candidate: Any, *, atol: float = 1e-5, rtol: float =
     }
 
 
+def judge(reference: Any, candidate: Any, tolerance: dict[str, float]) -> dict[str, Any]:
+    """:func:`compare` against a tolerance: elementwise ``atol``/``rtol``, or a ``rel_l2`` bound (reduced
+    precision); non-finite output always fails. JSON-safe."""
+    report = compare(reference, candidate, atol=tolerance.get("atol", 0.0), rtol=tolerance.get("rtol", 0.0))
+    if "rel_l2" in tolerance:
+        report["passed"] = report["finite"] and report["rel_l2"] <= tolerance["rel_l2"]
+    return json_safe(report)
+
+
 def json_safe(report: dict[str, Any]) -> dict[str, Any]:
     """Replace infinities (not valid JSON) with strings."""
     return {k: (str(v) if isinstance(v, float) and not np.isfinite(v) else v) for k, v in report.items()}

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgediff.runtime.backends import BundleDenoiser
 from edgediff.runtime.errors import EdgediffError
+from edgediff.runtime import metrics
 from edgediff.runtime.metrics import compare, json_safe
 from edgediff.runtime.sampling import sample
 
@@ -46,11 +47,7 @@ def precision_of(denoiser: BundleDenoiser) -> str:
 
 
 def judge(ref: np.ndarray, got: np.ndarray, precision: str) -> dict[str, Any]:
-    tol = TOLERANCES[precision]
-    report = compare(ref, got, atol=tol.get("atol", 0.0), rtol=tol.get("rtol", 0.0))
-    if "rel_l2" in tol:
-        report["passed"] = report["finite"] and report["rel_l2"] <= tol["rel_l2"]
-    return json_safe(report)
+    return metrics.judge(ref, got, TOLERANCES[precision])
 
 
 def verify(denoiser: BundleDenoiser, *, steps: int = 20, n: int = 4, seed: int = 0) -> VerifyReport:

@@ -11,16 +11,20 @@ from typing import Any
 import numpy as np
 
 from edgediff.runtime.errors import InputError
-from edgediff.runtime.inverse.methods import METHODS, Problem, Reconstruction, ddnm, dps
+from edgediff.runtime.inverse.methods import METHODS, Problem, Reconstruction, ddnm, diffpir, dps
 from edgediff.runtime.inverse.operators import OPERATORS, Operator, build
 
 __all__ = ["METHODS", "OPERATORS", "Operator", "Problem", "Reconstruction", "build", "reconstruct"]
 
 
 def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float, *, method: str = "ddnm",
-                steps: int = 100, seed: int = 0, eta: float = 0.85, zeta: float = 1.0, exact: bool | None = None,
-                progress: Any = None) -> tuple[np.ndarray, Reconstruction]:
-    """Reconstruct frames from measurements ``y`` (user units, (B, *measurement) or one frame)."""
+                steps: int = 100, seed: int = 0, eta: float = 0.5, zeta: float | None = None, lam: float = 1.0,
+                exact: bool | None = None, progress: Any = None) -> tuple[np.ndarray, Reconstruction]:
+    """Reconstruct frames from measurements ``y`` (user units, (B, *measurement) or one frame).
+
+    ``zeta``: DPS step size (default 1.0 with exact gradients, 0.3 without) or DiffPIR's share of
+    fresh noise (default 1.0); ``lam``: DiffPIR's data weight; ``eta``: DDNM+'s share of fresh noise.
+    """
     if method not in METHODS:
         raise InputError(f"method {method!r} is unknown: expected one of {', '.join(METHODS)}")
     if not 1 <= steps <= denoiser.schedule.T:
@@ -35,9 +39,13 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
         rng = np.random.default_rng([seed, i])
         if method == "ddnm":
             res = ddnm(denoiser, denoiser.schedule, problem, steps=steps, eta=eta, rng=rng, progress=progress)
+        elif method == "diffpir":
+            res = diffpir(denoiser, denoiser.schedule, problem, steps=steps, lam=lam, zeta=1.0 if zeta is None else zeta,
+                          rng=rng, progress=progress)
         else:
-            res = dps(denoiser, denoiser.schedule, problem, steps=steps, zeta=zeta, rng=rng, exact=exact,
-                      progress=progress)
+            has_grad = exact if exact is not None else hasattr(getattr(denoiser, "engine", None), "forward_with_vjp")
+            res = dps(denoiser, denoiser.schedule, problem, steps=steps, rng=rng, exact=exact, progress=progress,
+                      zeta=(1.0 if has_grad else 0.3) if zeta is None else zeta)
         outputs.append(res.x)
         nfe, equivalent, seconds = res.nfe, res.nfe_equivalent, seconds + res.seconds
     x = denoiser.normalisation.to_user(np.concatenate(outputs))

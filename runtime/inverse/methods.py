@@ -1,7 +1,8 @@
 """Measurement-guided reverse processes: the diffusion model as a prior for y = A x + n.
 
-Both methods work on the network's units (the caller scales y and sigma_y by the bundle's
+All methods work on the network's units (the caller scales y and sigma_y by the bundle's
 normalisation) and visit strided timesteps like DDIM, feeding the network training indices.
+DiffPIR (Zhu et al. 2023) is the second gradient-free method: see :func:`diffpir`.
 
 DDNM+ (Wang et al. 2023, "Zero-shot image restoration using denoising diffusion null-space model"):
 gradient-free, any engine. At each step the Tweedie estimate x0_hat is corrected by a range-space
@@ -69,21 +70,25 @@ def _eps(denoiser: Any, x: np.ndarray, t: int) -> np.ndarray:
     return eps
 
 
+def _schedule_steps(schedule: Any, steps: int) -> list[tuple[int, int, float, float]]:
+    """(t, t_prev, abar_t, abar_prev) for strided trailing steps; t_prev = -1 has abar_prev = 1."""
+    ts = timesteps(schedule.T, steps, "trailing").tolist()
+    pairs = zip(ts, ts[1:] + [-1])
+    return [(t, tp, float(schedule.alphas_bar[t]), float(schedule.alphas_bar[tp]) if tp >= 0 else 1.0) for t, tp in pairs]
+
+
 def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, eta: float = 0.85,
          rng: np.random.Generator, progress: Progress | None = None) -> Reconstruction:
     """DDNM+ with strided steps; with sigma_y = 0 the result satisfies A x = y exactly (A A^+ = I)."""
     A, y, sigma_y = problem.operator, problem.y, problem.sigma_y
-    ts = timesteps(schedule.T, steps, "trailing").tolist()
+    plan = _schedule_steps(schedule, steps)
     start = time.perf_counter()
     x = rng.standard_normal(problem.shape)
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+    for t, t_prev, abar, abar_prev in plan:
         eps = _eps(denoiser, x, t)
         # 1. Tweedie x0_hat
-        abar = schedule.alphas_bar[t]
         x0 = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
         # 2. noise-aware range-space correction (DDNM+ eq. 17)
-        abar_prev = schedule.alphas_bar[t_prev] if t_prev >= 0 else 1.0
         a, sigma_next = math.sqrt(abar_prev), math.sqrt(1 - abar_prev)
         if sigma_next >= a * sigma_y:
             lam, gamma = 1.0, math.sqrt(max(sigma_next**2 - (a * sigma_y) ** 2, 0.0))
@@ -96,7 +101,7 @@ def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, et
             x = x + gamma * (eta * rng.standard_normal(x.shape) + math.sqrt(1 - eta**2) * eps)
         if progress is not None:
             progress(1)
-    return Reconstruction(x, len(ts), float(len(ts)), time.perf_counter() - start)
+    return Reconstruction(x, len(plan), float(len(plan)), time.perf_counter() - start)
 
 
 def diffpir(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, lam: float = 1.0, zeta: float = 0.3,
@@ -106,26 +111,23 @@ def diffpir(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100,
     sigma_bar_t = sqrt((1 - abar_t) / abar_t), then back to t_prev with a share zeta of fresh noise.
     Gradient-free; with sigma_y = 0 the data step is the exact projection A x = y."""
     A, y, sigma_y = problem.operator, problem.y, problem.sigma_y
-    ts = timesteps(schedule.T, steps, "trailing").tolist()
+    plan = _schedule_steps(schedule, steps)
     start = time.perf_counter()
     x = rng.standard_normal(problem.shape)
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        abar = schedule.alphas_bar[t]
+    for t, t_prev, abar, abar_prev in plan:
         eps = _eps(denoiser, x, t)
         x0 = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
         # 1. data step: the prior term weighs sigma_y^2 against the denoiser's noise level sigma_bar_t^2
         rho = lam * sigma_y**2 * abar / (1 - abar)
         x0d = A.proximal(x0, y, rho)
         # 2. back to t_prev: the effective noise of x_t given x0d, mixed with fresh noise
-        abar_prev = schedule.alphas_bar[t_prev] if t_prev >= 0 else 1.0
         eps_hat = (x - math.sqrt(abar) * x0d) / math.sqrt(1 - abar)
         x = math.sqrt(abar_prev) * x0d
         if t_prev >= 0:
             x = x + math.sqrt(1 - abar_prev) * (math.sqrt(1 - zeta) * eps_hat + math.sqrt(zeta) * rng.standard_normal(x.shape))
         if progress is not None:
             progress(1)
-    return Reconstruction(x, len(ts), float(len(ts)), time.perf_counter() - start)
+    return Reconstruction(x, len(plan), float(len(plan)), time.perf_counter() - start)
 
 
 def dps(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, zeta: float = 1.0,
@@ -137,12 +139,10 @@ def dps(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, zet
     if exact and vjp_engine is None:
         raise InputError("exact DPS needs gradients through the network: use --backend torch (or --dps-approx)")
     use_exact = vjp_engine is not None if exact is None else exact
-    ts = timesteps(schedule.T, steps, "trailing").tolist()
+    plan = _schedule_steps(schedule, steps)
     start = time.perf_counter()
     x = rng.standard_normal(problem.shape)
-    for i, t in enumerate(ts):
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        abar = schedule.alphas_bar[t]
+    for t, t_prev, abar, abar_prev in plan:
         s0, s1 = math.sqrt(abar), math.sqrt(1 - abar)
         if use_exact:
             eps32, vjp = vjp_engine(x.astype(np.float32), np.full(len(x), t, dtype=np.float32))
@@ -158,7 +158,6 @@ def dps(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, zet
         else:  # Jacobian-free: the network's Jacobian dropped
             grad = g_x0 / s0
         # DDPM posterior step (DDIM with eta = 1) from x_t with the unguided x0_hat, then the guidance
-        abar_prev = schedule.alphas_bar[t_prev] if t_prev >= 0 else 1.0
         sigma = math.sqrt((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev))
         x = math.sqrt(abar_prev) * x0 + math.sqrt(max(1 - abar_prev - sigma**2, 0.0)) * eps
         if sigma > 0:
@@ -167,4 +166,4 @@ def dps(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, zet
         if progress is not None:
             progress(1)
     per_step = 2.0 if use_exact else 1.0
-    return Reconstruction(x, len(ts), per_step * len(ts), time.perf_counter() - start)
+    return Reconstruction(x, len(plan), per_step * len(plan), time.perf_counter() - start)

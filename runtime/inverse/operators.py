@@ -94,6 +94,10 @@ class Mask(Operator):
 
     adjoint = pinv = forward
 
+    def check_measurement(self, y: np.ndarray) -> np.ndarray:
+        """Entries where the mask is 0 are not measurements: whatever they hold is set to 0."""
+        return super().check_measurement(y) * self.mask
+
     def solve_gram(self, v: np.ndarray, c: float) -> np.ndarray:
         return v * self.mask / (self.mask + c) if c > 0 else v * self.mask
 

@@ -12,7 +12,7 @@ import pytest
 
 from edgediff.runtime import GaussianDenoiser, InputError, NoiseSchedule
 from edgediff.runtime.inverse.baselines import GaussianPrior, bandlimited, least_squares, linear_interpolation, lmmse
-from edgediff.runtime.inverse.methods import Problem, ddnm, dps
+from edgediff.runtime.inverse.methods import Problem, ddnm, diffpir, dps
 from edgediff.runtime.inverse.operators import Decimate, Identity, Mask, Matrix, build
 
 SHAPE = (2, 16)
@@ -84,29 +84,41 @@ def posterior_mean(op, y, sigma, cov):
     return (cov @ A.T @ np.linalg.solve(gram, y.reshape(-1))).reshape(SHAPE)
 
 
-def test_ddnm_reproduces_observed_samples_exactly_without_noise(gaussian):
+@pytest.mark.parametrize("method", [ddnm, diffpir])
+def test_gradient_free_methods_reproduce_observed_samples_exactly_without_noise(gaussian, method):
     schedule, prior, cov = gaussian
     rng = np.random.default_rng(3)
     op = Mask((rng.random(16) < 0.3).astype(float), SHAPE)
     x = rng.multivariate_normal(np.zeros(32), cov, size=4).reshape(4, *SHAPE)
     y = op.forward(x)
-    res = ddnm(prior, schedule, Problem(op, y, 0.0), steps=50, rng=np.random.default_rng(0))
+    res = method(prior, schedule, Problem(op, y, 0.0), steps=50, rng=np.random.default_rng(0))
     np.testing.assert_allclose(op.forward(res.x), y, atol=1e-10)
     assert not np.allclose(res.x, y)  # the unobserved samples were filled in, not left at zero
     assert res.nfe == 50 == res.nfe_equivalent
 
 
+@pytest.mark.parametrize("name", ["mask", "identity", "decimate", "matrix"])
+def test_proximal_step_is_the_regularised_least_squares_solution(name):
+    rng = np.random.default_rng(5)
+    op = operators(rng)[name]
+    n = 32
+    A = op.forward(np.eye(n).reshape(n, *SHAPE)).reshape(n, -1).T
+    x0, y, c = rng.standard_normal((1, *SHAPE)), op.forward(rng.standard_normal((1, *SHAPE))), 0.3
+    direct = np.linalg.solve(A.T @ A + c * np.eye(n), A.T @ y.reshape(-1) + c * x0.reshape(-1))
+    np.testing.assert_allclose(op.proximal(x0, y, c).reshape(-1), direct, rtol=1e-9, atol=1e-9)
+
+
 # Measured gaps (relative L2 distance of the 400-sample average from the exact posterior mean, 100
 # steps, DPS at zeta = 0.3), with a Monte-Carlo standard error of about 0.02-0.04 and A^+ y at
 # 0.54-0.62 (masks, decimation) and 0.20 (denoising) on the same scale:
-#   mask 50 %, sigma 0.05:   DDNM+ 0.11, DPS exact 0.19, DPS Jacobian-free 0.04
-#   decimate 2x, sigma 0.05: DDNM+ 0.06, DPS exact 0.18, DPS Jacobian-free 0.04
-#   denoising, sigma 0.3:    DDNM+ 0.11; DPS stays at y (0.20) for zeta 0.3-2 with 100 steps, so it is
-#                            not asserted here (exact DPS is known to want ~1000 steps)
+#   mask 50 %, sigma 0.05:   DDNM+ 0.11, DiffPIR 0.13, DPS exact 0.19, DPS Jacobian-free 0.04
+#   decimate 2x, sigma 0.05: DDNM+ 0.06, DiffPIR 0.08, DPS exact 0.18, DPS Jacobian-free 0.04
+#   denoising, sigma 0.3:    DDNM+ 0.11, DiffPIR 0.025; DPS stays at y (0.20) for zeta 0.3-2 with 100
+#                            steps, so it is not asserted here (exact DPS is known to want ~1000 steps)
 # The bounds leave ~35 % room over the measured gaps for other platforms' rounding.
-CASES = [("mask", 0.05, {"ddnm": 0.15, "dps-exact": 0.25, "dps-jf": 0.06}),
-         ("decimate", 0.05, {"ddnm": 0.09, "dps-exact": 0.25, "dps-jf": 0.06}),
-         ("identity", 0.3, {"ddnm": 0.15})]
+CASES = [("mask", 0.05, {"ddnm": 0.15, "diffpir": 0.18, "dps-exact": 0.25, "dps-jf": 0.06}),
+         ("decimate", 0.05, {"ddnm": 0.09, "diffpir": 0.12, "dps-exact": 0.25, "dps-jf": 0.06}),
+         ("identity", 0.3, {"ddnm": 0.15, "diffpir": 0.05})]
 
 
 @pytest.mark.parametrize("name, sigma, bounds", CASES)
@@ -122,6 +134,8 @@ def test_average_reconstruction_approaches_the_gaussian_posterior_mean(gaussian,
     for method, bound in bounds.items():
         if method == "ddnm":
             res = ddnm(prior, schedule, problem, steps=100, rng=np.random.default_rng(1))
+        elif method == "diffpir":
+            res = diffpir(prior, schedule, problem, steps=100, lam=1.0, zeta=1.0, rng=np.random.default_rng(1))
         else:
             res = dps(prior, schedule, problem, steps=100, zeta=0.3, rng=np.random.default_rng(1),
                       exact=method == "dps-exact")

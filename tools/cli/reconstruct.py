@@ -35,10 +35,11 @@ def load_array(path: Path | None, what: str) -> np.ndarray | None:
 @click.option("--no-antialias", is_flag=True, help="Decimate by plain subsampling (no low-pass filter).")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), help="Dense (M, C*L) sensing matrix (.npy).")
 @click.option("--sigma-y", type=float, required=True, help="Measurement noise std, user units.")
-@click.option("--method", type=click.Choice(["ddnm", "dps"]), default="ddnm", show_default=True)
+@click.option("--method", type=click.Choice(["ddnm", "diffpir", "dps"]), default="ddnm", show_default=True)
 @click.option("--steps", type=int, default=100, show_default=True)
-@click.option("--eta", type=float, default=0.85, show_default=True, help="DDNM+ share of fresh noise.")
-@click.option("--zeta", type=float, default=0.3, show_default=True, help="DPS step size.")
+@click.option("--eta", type=float, default=0.5, show_default=True, help="DDNM+ share of fresh noise.")
+@click.option("--zeta", type=float, help="DPS step size [1.0 exact, 0.3 Jacobian-free]; DiffPIR fresh-noise share [1.0].")
+@click.option("--lam", type=float, default=1.0, show_default=True, help="DiffPIR data weight lambda.")
 @click.option("--dps-approx", is_flag=True, help="DPS without the network Jacobian even when gradients exist.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Reconstruction (.npy), user units.")
@@ -47,8 +48,8 @@ def load_array(path: Path | None, what: str) -> np.ndarray | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
 def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, steps, eta,
-                zeta, dps_approx, seed, out, truth_path, plot, quiet, **engine) -> None:
-    """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+ or DPS)."""
+                zeta, lam, dps_approx, seed, out, truth_path, plot, quiet, **engine) -> None:
+    """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS)."""
     from edgediff.runtime.atomic import save_npy
     from edgediff.runtime.errors import InputError
     from edgediff.runtime.inverse import build, reconstruct as run
@@ -69,7 +70,7 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         raise InputError(f"--truth holds {truth.shape}: expected one frame of {denoiser.sample_shape} per measurement")
     total = -(-len(y) // denoiser.max_batch) * steps
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
-        x, res = run(denoiser, y, op, sigma_y, method=method, steps=steps, seed=seed, eta=eta, zeta=zeta,
+        x, res = run(denoiser, y, op, sigma_y, method=method, steps=steps, seed=seed, eta=eta, zeta=zeta, lam=lam,
                      exact=False if dps_approx else None, progress=bar.update)
     save_npy(out, x.astype(np.float32))
     line = (f"{len(y)} frames, {res.nfe} NFE each ({res.nfe_equivalent:.0f} NFE-equivalents with backward passes), "
