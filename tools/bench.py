@@ -241,3 +241,22 @@ def install_footprint(roots: list[str]) -> dict[str, Any]:
                 continue
             todo.append(spec)
     return {"total_mb": round(sum(seen.values()), 1), "packages": {k: round(v, 1) for k, v in sorted(seen.items())}}
+
+
+SAMPLE_CLI = textwrap.dedent(
+    """
+    import json, resource, subprocess, sys, tempfile, time, os
+    out = os.path.join(tempfile.mkdtemp(), "s.npy")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "edgediff", "sample", sys.argv[1], "--n", "16", "--steps", "20",
+                           "--backend", "ort", "--out", out, "--quiet"], capture_output=True, text=True)
+    print(json.dumps({"returncode": proc.returncode, "wall_s": time.perf_counter() - start,
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+    """
+)
+
+
+def sample_cli_footprint(bundle: Path) -> dict[str, Any]:
+    """Peak RSS and wall time of a whole `edgediff sample` process (CLI start-up included), measured by a
+    small parent so the figure is the child's own high-water mark."""
+    return process_footprint(bundle, SAMPLE_CLI)

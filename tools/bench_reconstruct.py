@@ -113,6 +113,10 @@ def methods(setup: Setup, case: str, steps: int) -> dict[str, tuple[str, Callabl
     return out
 
 
+def _res(r: Any) -> tuple[np.ndarray, float]:
+    return r.x, r.nfe_equivalent
+
+
 def run_case(setup: Setup, case: str, steps: int) -> dict[str, Any]:
     rng = np.random.default_rng([sum(map(ord, setup.name)), sum(map(ord, case))])  # stable across processes
     problems = []

@@ -63,6 +63,7 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
                                    for m, s in (([("ddpm", None)] if ddpm else []) + [("ddim", 50)])}
         report["torch_process"] = b.process_footprint(bundle, b.TORCH_SCRIPT)
     report["lean_process"] = b.process_footprint(bundle, b.LEAN_SCRIPT)
+    report["sample_cli"] = b.sample_cli_footprint(bundle)
     report["install_footprint"] = {"edgediff[ort]": b.install_footprint(["edgediff", "onnxruntime"]),
                                    "torch loop": b.install_footprint(["torch", "numpy"])}
     report["ratios"] = ratios(report)
@@ -123,6 +124,10 @@ def table(report: dict[str, Any]) -> list[str]:
             what = "edgediff runtime on onnxruntime, torch blocked" if key == "lean_process" else "torch research loop"
             lines.append(f"process ({what}): peak RSS {p['peak_rss_mb']:.0f} MB, import {p['import_s']:.2f} s, "
                          f"load {p['load_s']:.3f} s, DDIM-20 {p['sample_ddim20_s']:.2f} s")
+    cli_fp = report.get("sample_cli", {})
+    if "peak_rss_mb" in cli_fp:
+        lines.append(f"`edgediff sample --n 16 --steps 20` process: peak RSS {cli_fp['peak_rss_mb']:.0f} MB, "
+                     f"wall {cli_fp['wall_s']:.2f} s (exit {cli_fp['returncode']})")
     fp = report.get("install_footprint", {})
     if fp:
         lines.append("install footprint (installed packages, MB): " + ", ".join(

@@ -1,0 +1,36 @@
+"""`edgediff bench-reconstruct` runs every method and baseline on held-out frames and reports NMSE."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.slow
+def test_bench_reconstruct_small_run(tmp_path, unet_bundle):
+    out = tmp_path / "r.json"
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(unet_bundle), "--frames", "2",
+                          "--steps", "8", "--cases", "miss50,burst25,denoise10,decimate2", "--json", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    cases = report["datasets"]["rf-qpsk"]
+    assert set(cases) == {"miss50", "burst25", "denoise10", "decimate2"}
+    for case in cases.values():
+        methods = case["methods"]
+        assert {"DDNM+ (8 steps)", "DiffPIR (8 steps)", "LMMSE / Wiener", "least squares A^+ y"} <= set(methods)
+        assert all(m["nfe"] <= 8 for m in methods.values())
+        assert case["best_classical_db"] <= case["best_listed_db"]
+        assert case["gain_vs_all_classical_db"] == pytest.approx(case["best_classical_db"] - case["best_diffusion_db"])
+    assert "linear interpolation" in cases["miss50"]["methods"] and "linear interpolation" not in cases["denoise10"]["methods"]
+    assert cases["denoise10"]["methods"]["LMMSE / Wiener"]["kind"] == "listed"
+    assert "gain" in res.stdout and "NFE" in res.stdout
+
+
+def test_bench_reconstruct_refuses_other_bundles(mlp_bundle):
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(mlp_bundle)], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and "built-in RF dataset" in res.stderr
