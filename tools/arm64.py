@@ -86,9 +86,15 @@ def fetch_wheels(cache: Path) -> Path:
 
 def install_checkout(cache: Path) -> Path:
     """A wheel built from this checkout, unpacked fresh (the code under test changes every run)."""
-    dist = cache / "dist"
-    shutil.rmtree(dist, ignore_errors=True)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)])
+    dist, src = cache / "dist", cache / "src"
+    for path in (dist, src):
+        shutil.rmtree(path, ignore_errors=True)
+    # build from a copy: setuptools' build/ scratch in the checkout could carry stale modules into the wheel
+    for name in ("edgediff", "runtime", "train", "export", "tools"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)])
     site = cache / "site-edgediff"
     shutil.rmtree(site, ignore_errors=True)
     (wheel,) = dist.glob("edgediff-*.whl")
