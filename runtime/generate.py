@@ -21,7 +21,7 @@ class SampleRequest:
     n: int
     method: str = "ddim"
     steps: int | None = None
-    eta: float = 0.0
+    eta: float = 1.0  # stochastic steps forgive model error; eta = 0 (deterministic DDIM) amplifies it
     seed: int = 0
     batch: int | None = None  # default: the engine's largest batch, at most n
     spacing: str = "trailing"

@@ -15,7 +15,9 @@ from edgediff.tools.cli.options import engine_options, load_denoiser
 @click.option("--n", "n", type=int, default=16, show_default=True, help="Number of samples.")
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddim", show_default=True)
 @click.option("--steps", type=int, help="Sampler steps (DDPM: all T; DDIM: 50).")
-@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM stochasticity (0 deterministic, 1 DDPM-like).")
+@click.option("--eta", type=float, default=1.0, show_default=True,
+              help="DDIM stochasticity: 1 is the DDPM posterior on the strided steps (robust to model error), "
+                   "0 the deterministic sampler.")
 @click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]), default="trailing", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch", type=int, help="Samples per engine call (default: the engine's largest batch).")
