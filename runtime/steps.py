@@ -74,6 +74,8 @@ class StepCoefficients(NamedTuple):
 
     DDPM (eq. 7 through x0_hat) has c_eps = 0; DDIM (eq. 12) has c_xt = 0 and re-derives eps from a
     clipped x0_hat (``recompute_eps``). A sampler computes these once per step, not per call.
+    Without clipping, the step is also x_prev = :attr:`a_xt` x_t + :attr:`a_eps` eps + sigma z,
+    which a sampler that does not need x0_hat evaluates with fewer array operations.
     """
 
     sqrt_abar: Any
@@ -83,6 +85,14 @@ class StepCoefficients(NamedTuple):
     c_eps: Any
     sigma: Any
     recompute_eps: bool
+
+    @property
+    def a_xt(self) -> Any:
+        return self.c_x0 / self.sqrt_abar + self.c_xt
+
+    @property
+    def a_eps(self) -> Any:
+        return self.c_eps - self.c_x0 * self.sqrt_1m_abar / self.sqrt_abar
 
 
 def ddpm_coefficients(schedule: NoiseSchedule, t: Timestep, ndim: int = 1, variance: str = "small") -> StepCoefficients:
