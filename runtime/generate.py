@@ -74,22 +74,18 @@ def generate(denoiser: Any, req: SampleRequest, progress: Callable[[int], Any] |
     start = time.perf_counter()
     for i, first in enumerate(range(0, req.n, batch)):
         size = min(batch, req.n - first)
-        if size < denoiser.min_batch:  # a fixed-batch engine: pad the last batch, keep what was asked
-            size_run = denoiser.min_batch
-        else:
-            size_run = size
         traj: list[np.ndarray] = []
         ts: list[int] = []
 
-        def keep(step: int, t: int, x_t: np.ndarray, x0_hat: np.ndarray) -> None:
-            if req.tweedie_every and (step % req.tweedie_every == 0 or step == n_steps - 1):
+        def keep(step: int, t: int, x_t: np.ndarray, x0_hat: np.ndarray, traj=traj, ts=ts, size=size) -> None:
+            if step % req.tweedie_every == 0 or step == n_steps - 1:
                 traj.append(x0_hat[:size].astype(np.float32))
                 ts.append(t)
-            if progress is not None:
-                progress(1)
 
-        res = sample(denoiser, schedule, (size_run, *shape), method=req.method, steps=req.steps, eta=req.eta,
-                     spacing=req.spacing, rng=np.random.default_rng([req.seed, i]), callback=keep)
+        # a fixed-batch engine runs the last, short batch padded; only what was asked is kept
+        res = sample(denoiser, schedule, (max(size, denoiser.min_batch), *shape), method=req.method, steps=req.steps,
+                     eta=req.eta, spacing=req.spacing, rng=np.random.default_rng([req.seed, i]),
+                     callback=keep if req.tweedie_every else None, progress=progress)
         nfe = res.nfe
         outputs.append(res.x[:size])
         if traj:

@@ -8,13 +8,12 @@ network evaluations per frame, and wall time per frame at batch 1.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from edgediff.runtime.backends import BundleDenoiser, load
+from edgediff.runtime.backends import load
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.inverse import baselines
 from edgediff.runtime.inverse.methods import Problem, ddnm, diffpir, dps

@@ -84,7 +84,7 @@ def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, et
     plan = _schedule_steps(schedule, steps)
     start = time.perf_counter()
     x = rng.standard_normal(problem.shape)
-    for t, t_prev, abar, abar_prev in plan:
+    for t, _, abar, abar_prev in plan:
         eps = _eps(denoiser, x, t)
         # 1. Tweedie x0_hat
         x0 = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
@@ -142,7 +142,7 @@ def dps(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, zet
     plan = _schedule_steps(schedule, steps)
     start = time.perf_counter()
     x = rng.standard_normal(problem.shape)
-    for t, t_prev, abar, abar_prev in plan:
+    for t, _, abar, abar_prev in plan:
         s0, s1 = math.sqrt(abar), math.sqrt(1 - abar)
         if use_exact:
             eps32, vjp = vjp_engine(x.astype(np.float32), np.full(len(x), t, dtype=np.float32))

@@ -9,7 +9,6 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from edgediff.runtime.bundle import Bundle  # noqa: E402
-from edgediff.runtime.inverse.operators import Mask  # noqa: E402
 
 
 def edgediff(*args):
