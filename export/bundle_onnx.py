@@ -72,6 +72,7 @@ def export_bundle(run_dir: Path, out: Path, opts: OnnxExportOptions = OnnxExport
         m = manifest.build(
             root=tmp, files=files,
             model={"kind": config.model.kind, "config": config_to_dict(config.model),
+                   "trained_prediction": config.train.prediction,
                    "parameters": count_parameters(model), "opset": opts.opset},
             sample_shape=config.sample_shape,
             batch_range={"min": opts.batch or 1, "opt": opts.batch or 1, "max": max_batch, "dynamic": opts.batch is None},

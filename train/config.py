@@ -13,6 +13,7 @@ from edgediff.runtime.errors import BundleError, InputError
 from edgediff.runtime.schedule import NoiseSchedule
 from edgediff.runtime.normalisation import Normalisation
 from edgediff.train.datasets import DataConfig
+from edgediff.train.objective import AUGMENTS, LOSS_WEIGHTS, PREDICTIONS, check_choice
 from edgediff.train.models import ModelConfig, config_from_dict, config_to_dict
 
 CONFIG_FORMAT = 1
@@ -31,12 +32,24 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 250
     log_every: int = 10
+    prediction: str = "eps"  # the network's target: eps or v (exported as eps either way)
+    loss_weight: str = "none"  # none or min-snr (Hang et al. 2023)
+    snr_gamma: float = 5.0
+    augment: str = "none"  # none or phase (random carrier phase per frame; I/Q data only)
+    max_seconds: float | None = None  # stop after this much training time; the LR follows the time fraction
+    amp: bool = False  # bf16 autocast on CUDA
+    snapshot_every: int = 0  # keep the EMA weights every K steps in snapshots/ (0: none)
+    init_from: str | None = None  # start from these weights (safetensors) instead of a random init
 
     def __post_init__(self) -> None:
+        check_choice("prediction", self.prediction, PREDICTIONS)
+        check_choice("loss_weight", self.loss_weight, LOSS_WEIGHTS)
+        check_choice("augment", self.augment, AUGMENTS)
         checks = {
             "steps": self.steps >= 1, "batch": self.batch >= 1, "lr": self.lr > 0, "warmup": self.warmup >= 0,
             "ema": 0 <= self.ema < 1, "grad_clip": self.grad_clip > 0, "checkpoint_every": self.checkpoint_every >= 1,
-            "log_every": self.log_every >= 1,
+            "log_every": self.log_every >= 1, "snr_gamma": self.snr_gamma > 0, "snapshot_every": self.snapshot_every >= 0,
+            "max_seconds": self.max_seconds is None or self.max_seconds > 0,
         }
         for name, ok in checks.items():
             if not ok:

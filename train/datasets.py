@@ -17,7 +17,7 @@ from edgediff.runtime.errors import DataError, InputError
 from edgediff.runtime.normalisation import NORMALISATIONS, Normalisation
 from edgediff.train import rf
 
-BUILTINS = ("gmm2d", "rf-qpsk", "rf-chirp", "rf-mix")
+BUILTINS = ("gmm2d", "rf-qpsk", "rf-chirp", "rf-mix", "rf-qpsk-fast")
 #: Offset added to the seed for held-out frames, so evaluation never sees training frames.
 HELD_OUT_SEED_OFFSET = 1_000_003
 
@@ -54,6 +54,8 @@ def builtin(name: str, n: int, length: int, seed: int) -> np.ndarray:
         return GMM2D.sample(n, rng)[0].astype(np.float32)
     if name == "rf-qpsk":
         return rf.to_iq(rf.qpsk_frames(n, length, rng))
+    if name == "rf-qpsk-fast":
+        return rf.to_iq(rf.qpsk_frames(n, length, rng, rf.QPSK_FAST))
     if name == "rf-chirp":
         return rf.to_iq(rf.chirp_frames(n, length, rng))
     if name == "rf-mix":

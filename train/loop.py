@@ -1,7 +1,8 @@
 """The training loop: DDPM loss, AdamW with warm-up and cosine decay, clipping, EMA, checkpoints.
 
-Randomness is a pure function of (seed, step, rank): every step draws its batch indices, timesteps
-and noise from ``numpy.random.default_rng([seed, step, rank])``. A resumed run therefore replays
+Randomness is a pure function of (seed, step, rank): every step draws its batch indices, timesteps,
+noise and augmentation from a torch generator on the training device seeded from
+``numpy.random.SeedSequence([seed, step, rank])``. A resumed run therefore replays
 exactly the steps an uninterrupted one would have taken, and reaches the same weights.
 """
 
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from edgediff.runtime.atomic import write_json, write_text
 from edgediff.runtime.errors import InputError
-from edgediff.train import checkpoint, datasets, distributed
+from edgediff.train import checkpoint, datasets, distributed, objective
 from edgediff.train.config import RunConfig, current_versions
 from edgediff.train.distributed import DistContext
 from edgediff.train.models import build_model, count_parameters, fit_to_data
@@ -32,7 +33,12 @@ from edgediff.train.reference import q_sample, schedule_tensors
 
 log = logging.getLogger(__name__)
 
-LOSS_COLUMNS = ("step", "loss", "lr", "samples_per_s")
+#: With a time budget, the step count is fixed after this many steps (or the warm-up, if longer) ...
+PLAN_AFTER = 50
+WARM_STEPS = 10
+#: ... and a run that still overruns the budget by this factor stops where it is.
+OVERRUN = 1.2
+LOSS_COLUMNS = ("step", "loss", "lr", "samples_per_s", "eps_mse")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,6 +106,8 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(config.model).to(dev)  # validates the config before anything is written
+        if cfg.init_from:  # a later stage: start from an earlier run's (EMA) weights
+            _load_init(model, cfg.init_from)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
@@ -112,56 +120,126 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if dev.type == "cuda" else None)
 
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
     sched = schedule_tensors(config.schedule, torch.float32, dev)
     x_all = torch.from_numpy(data).to(dev)
+    if cfg.augment == "phase" and (x_all.ndim != 3 or x_all.shape[1] != 2):
+        raise InputError(f"--augment phase needs I/Q frames (N, 2, L); the data has samples of shape {tuple(x_all.shape[1:])}")
     local_batch = cfg.batch // ctx.world_size
+    generator = torch.Generator(device=dev)
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and ctx.is_main), unit="step",
                desc=f"train {config.data.dataset or Path(str(config.data.path)).name}", dynamic_ncols=True,
                mininterval=0.2 if sys.stderr.isatty() else 10.0)
-    window: list[float] = []
+    window: list[tuple[torch.Tensor, torch.Tensor]] = []
     t_start = t_window = time.perf_counter()
-    for step in range(start, cfg.steps):
-        rng = np.random.default_rng([cfg.seed, step, ctx.rank])
-        idx = torch.from_numpy(rng.integers(0, len(data), local_batch)).to(dev)
-        t = torch.from_numpy(rng.integers(0, config.schedule.T, local_batch)).to(dev)
-        noise = torch.from_numpy(rng.standard_normal((local_batch, *config.sample_shape), dtype=np.float32)).to(dev)
-        # the DDPM loss: || eps - eps_theta(sqrt(abar) x0 + sqrt(1 - abar) eps, t) ||^2
-        x_t = q_sample(sched, x_all[idx], t, noise)
-        loss = torch.mean((net(x_t, t.to(torch.float32)) - noise) ** 2)
+    step, t_warm = start, None
+    while step < cfg.steps:
+        now = time.perf_counter()
+        elapsed = now - t_start
+        if step == start + WARM_STEPS:
+            t_warm = now  # speed is measured from here: the first steps pay for kernel selection
+        if cfg.max_seconds and step == max(cfg.warmup, PLAN_AFTER) and t_warm is not None:
+            # a time budget becomes a step count once the speed is known; from here on the run is
+            # exactly the run with --steps N (the warm-up so far did not depend on N)
+            rate = distributed.mean_across(ctx, (step - start - WARM_STEPS) / max(now - t_warm, 1e-9), dev)
+            cfg = replace(cfg, steps=int(min(cfg.steps, step + 1 + rate * max(0.0, cfg.max_seconds - elapsed))))
+            config = replace(config, train=cfg)
+            bar.total = cfg.steps
+            if ctx.is_main:
+                write_json(out / "config.json", config.to_dict())
+        if cfg.max_seconds and elapsed >= OVERRUN * cfg.max_seconds:
+            break
+        # every draw of this step comes from (seed, step, rank): a resumed run replays it exactly
+        generator.manual_seed(_step_seed(cfg.seed, step, ctx.rank))
         lr = learning_rate(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        loss, eps_mse = _train_step(net, model, optimizer, sched, x_all, local_batch, config, generator, dev)
         _update_ema(ema, model, ema_decay(step, cfg.ema))
-        window.append(float(loss.detach()))
-        done = step + 1
-        if done % cfg.log_every == 0 or done == cfg.steps:
+        window.append((loss, eps_mse))
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
             now = time.perf_counter()
             rate = len(window) * cfg.batch / max(now - t_window, 1e-9)
-            mean_loss = distributed.mean_across(ctx, float(np.mean(window)), dev)
-            rows.append((done, mean_loss, lr, rate))
+            means = torch.stack([torch.stack(w) for w in window]).mean(dim=0).tolist()
+            mean_loss = distributed.mean_across(ctx, means[0], dev)
+            mean_eps = distributed.mean_across(ctx, means[1], dev)
+            rows.append((step, mean_loss, lr, rate, mean_eps))
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             window, t_window = [], now
             if ctx.is_main:
                 write_text(out / "loss.csv", _csv(rows))
         bar.update(1)
-        if ctx.is_main and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            _checkpoint(out, done, model, ema, optimizer, rows)
+        if ctx.is_main and cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            (out / "snapshots").mkdir(exist_ok=True)
+            checkpoint.save_weights(out / "snapshots" / f"step_{step:08d}.safetensors", ema, {"kind": "ema", "step": str(step)})
+        if ctx.is_main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            _checkpoint(out, step, model, ema, optimizer, rows)
     bar.close()
     seconds = time.perf_counter() - t_start
+    if step < cfg.steps:  # ran past the time budget's safety margin: the run ends where it got to
+        log.warning("time budget overrun: stopped at step %d of %d", step, cfg.steps)
+        config = replace(config, train=replace(cfg, steps=step))
+        if ctx.is_main:
+            write_json(out / "config.json", config.to_dict())
+            _checkpoint(out, step, model, ema, optimizer, rows)
     return _summarise(config, out, model, ema, rows, start, seconds, dev, ctx)
 
 
-def _update_ema(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def _train_step(net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, sched: dict[str, torch.Tensor],
+                x_all: torch.Tensor, batch: int, config: RunConfig, generator: torch.Generator,
+                dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the (weighted) DDPM loss; returns the loss and the plain eps MSE."""
+    cfg = config.train
+    # 1. batch, timesteps and noise, all from this step's generator
+    idx = torch.randint(0, x_all.shape[0], (batch,), device=dev, generator=generator)
+    t = torch.randint(0, config.schedule.T, (batch,), device=dev, generator=generator)
+    noise = torch.randn((batch, *x_all.shape[1:]), device=dev, generator=generator)
+    x0 = x_all[idx]
+    if cfg.augment == "phase":
+        x0 = objective.rotate_phase(x0, generator)
+    # 2. forward process x_t = sqrt(abar) x0 + sqrt(1 - abar) eps and the target (eps or v)
+    x_t = q_sample(sched, x0, t, noise)
+    abar = sched["alphas_bar"][t]
+    target = objective.target(cfg.prediction, x0, noise, abar)
+    # 3. weighted squared error, per sample mean over the signal's axes
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda"):
+        out = net(x_t, t.to(torch.float32))
+    out = out.float()
+    per_sample = ((out - target) ** 2).flatten(1).mean(dim=1)
+    loss = torch.mean(objective.loss_weights(cfg.loss_weight, cfg.prediction, abar, cfg.snr_gamma) * per_sample)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
     with torch.no_grad():
-        for name, value in model.state_dict().items():
-            if value.dtype.is_floating_point:
-                ema[name].mul_(decay).add_(value, alpha=1 - decay)
-            else:
+        eps_mse = torch.mean((objective.eps_from_output(cfg.prediction, out, x_t, abar) - noise) ** 2)
+    return loss.detach(), eps_mse  # tensors: reading them here would stall the GPU every step
+
+
+def _update_ema(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights, in one fused call over the float tensors."""
+    with torch.no_grad():
+        state = model.state_dict()
+        floats = [k for k, v in state.items() if v.dtype.is_floating_point]
+        torch._foreach_lerp_([ema[k] for k in floats], [state[k] for k in floats], 1 - decay)
+        for name, value in state.items():
+            if not value.dtype.is_floating_point:
                 ema[name].copy_(value)
+
+
+def _load_init(model: nn.Module, path: str) -> None:
+    weights = checkpoint.load_weights(Path(path))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InputError(f"init_from {path}: weights do not fit this model ({first}); use a run with the same model") from None
 
 
 def _restore(out: Path, model: nn.Module, ema: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -191,8 +269,9 @@ def _csv(rows: list[tuple]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(LOSS_COLUMNS)
-    for step, loss, lr, rate in rows:
-        writer.writerow([step, f"{loss:.6f}", f"{lr:.6e}", f"{rate:.1f}"])
+    for step, loss, lr, rate, *rest in rows:
+        eps_mse = f"{rest[0]:.6f}" if rest else ""
+        writer.writerow([step, f"{loss:.6f}", f"{lr:.6e}", f"{rate:.1f}", eps_mse])
     return buf.getvalue()
 
 

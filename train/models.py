@@ -33,6 +33,7 @@ class UNet1DConfig:
     norm_groups: int = 8
     emb_dim: int = 128
     dropout: float = 0.0
+    stem_kernel: int = 3  # first convolution's length in samples (odd): a long one sees whole symbols
     kind: str = "unet1d"
 
     @property
@@ -88,7 +89,9 @@ class UNet1D(nn.Module):
         self.config = c
         widths = [c.base_width * m for m in c.mults]
         self.embed = SinusoidalEmbedding(c.emb_dim, c.emb_dim)
-        self.stem = nn.Conv1d(c.channels, widths[0], 3, padding=1)
+        if c.stem_kernel < 1 or c.stem_kernel % 2 == 0:
+            raise InputError(f"stem_kernel={c.stem_kernel} must be odd and positive (the output keeps the length)")
+        self.stem = nn.Conv1d(c.channels, widths[0], c.stem_kernel, padding=c.stem_kernel // 2)
         self.down = nn.ModuleList()
         skips = [widths[0]]
         ch = widths[0]

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from edgediff.runtime.receivers import PskFormat, PskTruth, rrc_taps
+
 QPSK = {
     "samples_per_symbol": 8,
     "rolloff": 0.35,
@@ -17,6 +19,8 @@ QPSK = {
     "cfo_max": 0.01,  # cycles per sample
     "snr_db": (20.0, 40.0),
 }
+#: A second digital signal for interference studies: QPSK at twice the symbol rate, wider roll-off.
+QPSK_FAST = {**QPSK, "samples_per_symbol": 4, "rolloff": 0.5}
 CHIRP = {
     "start_freq": (-0.2, 0.2),  # cycles per sample
     "sweep": (-0.3, 0.3),  # total frequency change over the pulse, cycles per sample
@@ -26,23 +30,13 @@ CHIRP = {
 
 
 def describe() -> dict[str, Any]:
-    return {"rf-qpsk": QPSK, "rf-chirp": CHIRP}
+    return {"rf-qpsk": QPSK, "rf-qpsk-fast": QPSK_FAST, "rf-chirp": CHIRP}
 
 
-def rrc_taps(samples_per_symbol: int, rolloff: float, span_symbols: int) -> np.ndarray:
-    """Root-raised-cosine impulse response with unit energy, ``span * sps + 1`` taps."""
-    sps, beta = samples_per_symbol, rolloff
-    t = np.arange(-span_symbols * sps / 2, span_symbols * sps / 2 + 1) / sps  # in symbols
-    h = np.empty_like(t)
-    for i, ti in enumerate(t):
-        if np.isclose(ti, 0.0):
-            h[i] = 1.0 - beta + 4 * beta / np.pi
-        elif beta > 0 and np.isclose(abs(ti), 1 / (4 * beta)):
-            h[i] = beta / np.sqrt(2) * ((1 + 2 / np.pi) * np.sin(np.pi / (4 * beta)) + (1 - 2 / np.pi) * np.cos(np.pi / (4 * beta)))
-        else:
-            num = np.sin(np.pi * ti * (1 - beta)) + 4 * beta * ti * np.cos(np.pi * ti * (1 + beta))
-            h[i] = num / (np.pi * ti * (1 - (4 * beta * ti) ** 2))
-    return h / np.linalg.norm(h)
+def psk_format(params: dict[str, Any]) -> PskFormat:
+    """The receiver's view of a generator's parameters."""
+    return PskFormat(samples_per_symbol=params["samples_per_symbol"], rolloff=params["rolloff"],
+                     span_symbols=params["span_symbols"])
 
 
 def _awgn(signal: np.ndarray, snr_db: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -53,23 +47,36 @@ def _awgn(signal: np.ndarray, snr_db: np.ndarray, rng: np.random.Generator) -> n
     return signal + np.sqrt(noise_power / 2) * noise
 
 
-def qpsk_frames(n: int, length: int, rng: np.random.Generator) -> np.ndarray:
-    """Complex (n, length) QPSK with RRC pulses, random timing, carrier offset, phase and SNR."""
-    p = QPSK
-    sps = p["samples_per_symbol"]
-    taps = rrc_taps(sps, p["rolloff"], p["span_symbols"])
-    n_sym = length // sps + p["span_symbols"] + 2
+def qpsk_frames_with_truth(n: int, length: int, rng: np.random.Generator, params: dict[str, Any] = QPSK,
+                           snr_db: tuple[float, float] | None = None) -> tuple[np.ndarray, PskTruth]:
+    """Complex (n, length) QPSK with RRC pulses, random timing, carrier offset, phase and SNR, and the
+    truth a genie receiver needs (``snr_db=(inf, inf)`` gives clean frames)."""
+    p = params
+    sps, span = p["samples_per_symbol"], p["span_symbols"]
+    taps = rrc_taps(sps, p["rolloff"], span)
+    n_sym = length // sps + span + 2
     symbols = (rng.choice([-1.0, 1.0], (n, n_sym)) + 1j * rng.choice([-1.0, 1.0], (n, n_sym))) / np.sqrt(2)
     up = np.zeros((n, n_sym * sps), dtype=complex)
     up[:, ::sps] = symbols
     size = up.shape[1] + len(taps) - 1
     shaped = np.fft.ifft(np.fft.fft(up, size, axis=1) * np.fft.fft(taps, size)[None], axis=1)
-    start = len(taps) // 2 + p["span_symbols"] * sps // 2 + rng.integers(0, sps, n)
+    offset = rng.integers(0, sps, n)
+    start = len(taps) // 2 + span * sps // 2 + offset
     frames = shaped[np.arange(n)[:, None], start[:, None] + np.arange(length)[None]]
     cfo = rng.uniform(-p["cfo_max"], p["cfo_max"], n)
     phase = rng.uniform(0, 2 * np.pi, n)
     frames = frames * np.exp(1j * (2 * np.pi * cfo[:, None] * np.arange(length)[None] + phase[:, None]))
-    return _awgn(frames, rng.uniform(*p["snr_db"], n), rng)
+    lo, hi = snr_db or p["snr_db"]
+    snr = np.full(n, float(lo)) if lo == hi else rng.uniform(lo, hi, n)
+    # symbol k peaks at shaped index k sps + len(taps) // 2, i.e. at frame sample k sps - span sps / 2 - offset
+    peaks = np.arange(n_sym)[None] * sps - span * sps // 2 - offset[:, None]
+    noisy = frames if np.all(np.isinf(snr)) else _awgn(frames, snr, rng)
+    return noisy, PskTruth(cfo, phase, peaks, symbols)
+
+
+def qpsk_frames(n: int, length: int, rng: np.random.Generator, params: dict[str, Any] = QPSK) -> np.ndarray:
+    """Complex (n, length) QPSK frames (see :func:`qpsk_frames_with_truth`)."""
+    return qpsk_frames_with_truth(n, length, rng, params)[0]
 
 
 def chirp_frames(n: int, length: int, rng: np.random.Generator) -> np.ndarray:

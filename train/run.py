@@ -11,16 +11,20 @@ from edgediff.runtime.errors import BundleError
 from edgediff.train.checkpoint import load_weights
 from edgediff.train.config import RunConfig
 from edgediff.train.models import build_model
+from edgediff.train.objective import EpsilonView
 
 
 def model_with_weights(config: RunConfig, weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> nn.Module:
-    model = build_model(config.model).to(device)
+    """The run's network holding ``weights``, as an epsilon network whatever its training target."""
+    model = build_model(config.model)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise BundleError(f"weights do not fit the {config.model.kind} in config.json ({first}); re-train or fix the run") from None
-    return model.eval()
+    if config.train.prediction != "eps":
+        model = EpsilonView(model, config.schedule, config.train.prediction)
+    return model.to(device).eval()
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[RunConfig, nn.Module]:

@@ -57,3 +57,15 @@ class TorchEngine:
             return grad.cpu().numpy()
 
         return eps.detach().cpu().numpy(), vjp
+
+
+class RunDenoiser(TorchEngine):
+    """A training run's model in the bundle denoiser protocol (schedule, shape, normalisation, batch
+    range), for measuring runs and their snapshots before they are exported."""
+
+    def __init__(self, config: Any, model: torch.nn.Module, device: str = "cpu", max_batch: int = 1024):
+        super().__init__(model, device)
+        self.schedule, self.sample_shape = config.schedule, tuple(config.sample_shape)
+        self.normalisation = config.normalisation
+        self.min_batch, self.max_batch = 1, max_batch
+        self.backend = "torch"

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
+from edgediff.train.datasets import BUILTINS
 
-BUILTINS = ("gmm2d", "rf-qpsk", "rf-chirp", "rf-mix")
 #: Per-dataset defaults, used where an option is not given on the command line.
 DEFAULTS = {
     "points": {"model": "mlp", "steps": 4000, "batch": 512, "lr": 2e-3, "normalise": "none"},

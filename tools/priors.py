@@ -1,0 +1,161 @@
+"""The shipped priors: their training recipes, the recipe study, learning curves and export.
+
+A recipe is a frozen :class:`PriorRecipe`; :func:`run_config` turns it into the run config that
+``edgediff train`` would build. ``edgediff priors train NAME`` trains one (optionally to a time
+budget, which fixes the step count after the warm-up), ``edgediff priors curve RUN`` samples every
+EMA snapshot of a run with the ``sample`` defaults and measures it against held-out frames, and
+``edgediff priors export`` writes the bundles that live in ``priors/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgediff.runtime.errors import InputError
+
+#: Where the shipped bundles live, relative to the repository root (resolved by short name).
+PRIORS_DIR = Path(__file__).resolve().parents[1] / "priors"
+
+
+@dataclass(frozen=True)
+class PriorRecipe:
+    dataset: str
+    prediction: str = "v"
+    loss_weight: str = "min-snr"
+    schedule: str = "cosine"
+    width: int = 32
+    stem_kernel: int = 3
+    batch: int = 512
+    lr: float = 2e-3
+    warmup: int = 300
+    ema: float = 0.999
+    steps: int = 200_000  # the cap; a time budget fixes the real count after the warm-up
+    n_frames: int = 200_000
+    augment: str = "phase"
+    seed: int = 0
+    init: str | None = None  # a later stage: starts from the EMA weights of this recipe's run
+
+
+#: The recipe study on rf-qpsk: each variant changes one lever from the one before it.
+STUDY = {
+    "qpsk-eps-linear": PriorRecipe("rf-qpsk", prediction="eps", loss_weight="none", schedule="linear"),
+    "qpsk-v-minsnr-linear": PriorRecipe("rf-qpsk", schedule="linear"),
+    "qpsk-v-minsnr-cosine": PriorRecipe("rf-qpsk"),
+    "qpsk-v-minsnr-cosine-stem33": PriorRecipe("rf-qpsk", stem_kernel=33),
+}
+#: Stage 2 of the best study variant: its EMA weights trained on at a lower peak rate, alone on a GPU.
+STAGES = {
+    "qpsk-stage2": PriorRecipe("rf-qpsk", lr=5e-4, warmup=100, init="qpsk-v-minsnr-cosine"),
+    # stage 3 ran on 2 CPU cores (one thread): smaller batches, more updates for the same compute
+    "qpsk-stage3": PriorRecipe("rf-qpsk", lr=2.5e-4, warmup=100, batch=128, steps=12000, init="qpsk-stage2"),
+}
+#: The shipped priors (bundles in priors/NAME).
+RECIPES = {
+    "rf-qpsk": PriorRecipe("rf-qpsk"),
+    "rf-chirp": PriorRecipe("rf-chirp"),
+    "rf-mix": PriorRecipe("rf-mix"),
+    "rf-qpsk-fast": PriorRecipe("rf-qpsk-fast"),
+    "gmm2d": PriorRecipe("gmm2d", prediction="eps", loss_weight="none", schedule="linear", width=256, batch=512,
+                         warmup=100, steps=4000, n_frames=20000, augment="none"),
+}
+ALL = {**RECIPES, **STUDY, **STAGES}
+
+
+def recipe(name: str) -> PriorRecipe:
+    if name not in ALL:
+        raise InputError(f"recipe {name!r} is unknown: expected one of {', '.join(ALL)}")
+    return ALL[name]
+
+
+def run_config(r: PriorRecipe, *, max_seconds: float | None = None, snapshot_every: int = 0, amp: bool = False,
+               runs: Path = Path("runs/priors")):
+    """The run config of a recipe (what ``edgediff train`` with the same options builds)."""
+    from edgediff.runtime.schedule import NoiseSchedule
+    from edgediff.train.config import RunConfig, TrainConfig
+    from edgediff.train.datasets import DataConfig
+    from edgediff.train.models import MLPConfig, UNet1DConfig
+
+    points = r.dataset == "gmm2d"
+    model = MLPConfig(width=r.width) if points else UNet1DConfig(base_width=r.width, stem_kernel=r.stem_kernel)
+    return RunConfig(
+        model=model,
+        schedule=NoiseSchedule.cosine(T=1000) if r.schedule == "cosine" else NoiseSchedule.linear(T=1000),
+        data=DataConfig(dataset=r.dataset, n=r.n_frames, length=256, seed=r.seed, normalise="none" if points else "rms"),
+        train=TrainConfig(steps=r.steps, batch=r.batch, lr=r.lr, warmup=r.warmup, ema=r.ema, seed=r.seed,
+                          checkpoint_every=1000, log_every=50, prediction=r.prediction, loss_weight=r.loss_weight,
+                          augment=r.augment, max_seconds=max_seconds, amp=amp, snapshot_every=snapshot_every,
+                          init_from=str(runs / r.init / "weights.safetensors") if r.init else None),
+    )
+
+
+def snapshots(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of a run's EMA snapshots, oldest first, plus its final weights."""
+    found = []
+    for p in sorted((run_dir / "snapshots").glob("step_*.safetensors")):
+        m = re.match(r"step_(\d+)\.safetensors$", p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return found
+
+
+def curve(run_dir: Path, *, device: str = "cpu", n: int = 256, steps: int = 50, seed: int = 0,
+          max_points: int = 12, final_steps: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    """Snapshots (at most ``max_points``, evenly picked, and the final weights) sampled with the
+    ``sample`` defaults (DDIM, eta 1, ``steps`` trailing steps, seed ``seed``) and measured against
+    ``n`` held-out frames. The final weights are also measured at each of ``final_steps``."""
+    from edgediff.runtime.generate import SampleRequest, generate
+    from edgediff.tools.evaluate import evaluate_frames, reference
+    from edgediff.train.checkpoint import load_weights
+    from edgediff.train.config import RunConfig
+    from edgediff.train.run import model_with_weights
+    from edgediff.train.torch_engine import RunDenoiser
+
+    config = RunConfig.load(run_dir)
+    ref = reference(config.data.dataset, n, config.data.length, config.data.seed)
+    snaps = snapshots(run_dir)
+    every = max(1, -(-len(snaps) // max(1, max_points)))
+    points = snaps[::-1][::every][::-1] + [(config.train.steps, run_dir / "weights.safetensors")]
+    rows, seen = [], set()
+    for step, path in points:
+        if step in seen:
+            continue
+        seen.add(step)
+        denoiser = RunDenoiser(config, model_with_weights(config, load_weights(path), device), device)
+        for k in (steps,) + (final_steps if path.name == "weights.safetensors" else ()):
+            run = generate(denoiser, SampleRequest(n=n, steps=k, seed=seed))
+            rows.append({"step": step, "sample_steps": k, **evaluate_frames(run.x, ref, str(config.data.dataset))})
+    return rows
+
+
+def loss_at(run_dir: Path, step: int) -> dict[str, float]:
+    """The logged loss row nearest ``step`` (loss and plain eps MSE)."""
+    import csv
+
+    if not (run_dir / "loss.csv").is_file():
+        return {}
+    with open(run_dir / "loss.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {}
+    best = min(rows, key=lambda r: abs(int(r["step"]) - step))
+    return {"loss": float(best["loss"]), "eps_mse": float(best["eps_mse"]) if best.get("eps_mse") else float("nan")}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from edgediff.runtime.atomic import write_json as atomic_write
+
+    atomic_write(path, obj)
+
+
+def summary_line(name: str, rows: list[dict[str, Any]]) -> str:
+    last = rows[-1]
+    gen = last["generated"]
+    evm = gen.get("evm")
+    extra = f", EVM median {evm['median_db']:.1f} dB, {100 * evm['share_below_15db']:.0f}% < -15 dB" if evm else ""
+    if gen.get("chirp_linearity_median") is not None:
+        extra += f", chirp IF error {gen['chirp_linearity_median']:.4f}"
+    return (f"{name}: step {last['step']} ({last['sample_steps']} sampling steps): LSD {last['psd_lsd_db']:.2f} dB, "
+            f"W1 {last['envelope_w1']:.3f}{extra}")
