@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 EDGEDIFF := $(VENV)/bin/edgediff
 STAMP := $(VENV)/.edgediff-installed
 
-.PHONY: demo test venv clean edge-tools
+.PHONY: demo test venv clean edge-tools priors
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ demo: $(STAMP)
 	$(EDGEDIFF) export onnx runs/demo --out bundles/demo --force
 	$(EDGEDIFF) verify bundles/demo
 	$(EDGEDIFF) sample bundles/demo --n 16 --out out/samples.npy --plot out/samples.png
+
+# The shipped priors in priors/: train every stage of each recipe (edgediff.tools.priors) that is not
+# in runs/priors yet, then export. Hours per prior on 2 CPU cores, minutes on a GPU. Never run by tests.
+priors: $(STAMP)
+	$(EDGEDIFF) priors build --runs runs/priors --out priors
 
 # qemu-user-static and debootstrap run the ARM64 (Jetson CPU) tests; installed when we may (root + apt),
 # otherwise those tests skip and say why.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,28 @@ MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "edgediff-bundle"
 FORMAT_VERSION = 1
 FINGERPRINT_KEY = "edgediff.schedule_fingerprint"
+#: The priors edgediff ships, one bundle directory each; a bare name such as ``rf-qpsk`` resolves here.
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "priors"
+SHIPPED_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def shipped() -> list[str]:
+    """Names of the shipped priors present in this installation."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / MANIFEST).is_file())
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A bundle directory from a path, or from the short name of a shipped prior (a path wins)."""
+    path = Path(name_or_path)
+    if path.exists() or not SHIPPED_NAME.match(str(name_or_path)):
+        return path
+    if (SHIPPED_DIR / str(name_or_path) / MANIFEST).is_file():
+        return SHIPPED_DIR / str(name_or_path)
+    names = ", ".join(shipped()) or "none installed"
+    raise BundleError(f"{name_or_path}: no such bundle directory and no shipped prior of that name "
+                      f"(shipped: {names}); create a bundle with `edgediff export onnx RUN --out DIR`")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -41,7 +64,8 @@ class Bundle:
 
     @classmethod
     def open(cls, root: str | Path) -> Bundle:
-        root = Path(root)
+        """Open and verify a bundle directory, or a shipped prior by its short name."""
+        root = resolve(root)
         if not root.is_dir():
             raise BundleError(f"{root}: no such bundle directory (create one with `edgediff export onnx RUN --out DIR`)")
         path = root / MANIFEST

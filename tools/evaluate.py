@@ -39,7 +39,7 @@ def reference(dataset: str | None, n: int, length: int, seed: int = 0) -> np.nda
     return held_out(DataConfig(dataset=dataset, length=length, seed=seed), n)
 
 
-def _frame_report(frames: np.ndarray, dataset: str) -> dict[str, Any]:
+def _frame_report(frames: np.ndarray, dataset: str, evm: bool) -> dict[str, Any]:
     report: dict[str, Any] = {}
     psk, chirps = frames, frames[:0]
     if dataset in CHIRP_DATASETS:
@@ -51,13 +51,14 @@ def _frame_report(frames: np.ndarray, dataset: str) -> dict[str, Any]:
         report["chirp_linearity_median"] = float(np.median(lin[is_chirp])) if is_chirp.any() else None
         if dataset == "rf-chirp":
             report["chirp_linearity_median"] = float(np.nanmedian(lin)) if np.isfinite(lin).any() else None
-    if dataset in PSK_DATASETS and len(psk):
+    if evm and dataset in PSK_DATASETS and len(psk):
         report["evm"] = evm_summary(blind_receive(psk, psk_format(dataset)).evm_db)
     return report
 
 
-def evaluate_frames(generated: np.ndarray, reference_frames: np.ndarray, dataset: str) -> dict[str, Any]:
-    """Every measure for (N, 2, L) generated and (M, 2, L) held-out frames, both in user units."""
+def evaluate_frames(generated: np.ndarray, reference_frames: np.ndarray, dataset: str, evm: bool = True) -> dict[str, Any]:
+    """Every measure for (N, 2, L) generated and (M, 2, L) held-out frames, both in user units
+    (``evm=False`` skips the receiver)."""
     for name, x in (("generated", generated), ("held-out", reference_frames)):
         if x.ndim != 3 or x.shape[1] != 2:
             raise InputError(f"{name} frames have shape {x.shape}: expected I/Q frames (N, 2, L)")
@@ -69,8 +70,8 @@ def evaluate_frames(generated: np.ndarray, reference_frames: np.ndarray, dataset
         "frames": {"generated": len(g), "held_out": len(h)},
         "psd_lsd_db": log_spectral_distance_db(g, h),
         "envelope_w1": envelope_w1(g, h),
-        "generated": _frame_report(g, dataset),
-        "held_out": _frame_report(h, dataset),
+        "generated": _frame_report(g, dataset, evm),
+        "held_out": _frame_report(h, dataset, evm),
     }
 
 

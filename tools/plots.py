@@ -219,3 +219,24 @@ def reconstruction_figure(truth: np.ndarray | None, measured: np.ndarray, recon:
         axes[0, 0].set_title(title)
     fig.tight_layout()
     return save(fig, out)
+
+
+def constellation_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], out: Path, title: str = "") -> Path:
+    """Side-by-side constellations: each panel (label, symbols (N, K) complex, per-frame EVM dB)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
+    for ax, (label, symbols, evm_db) in zip(axes[0], panels):
+        pts = np.ravel(symbols)
+        ax.scatter(pts.real, pts.imag, s=2, alpha=0.25, color="tab:blue", rasterized=True)
+        ax.set_title(f"{label}\nEVM median {np.median(evm_db):.1f} dB, {100 * np.mean(evm_db < -15):.0f}% < -15 dB",
+                     fontsize=9)
+        ax.set_xlim(-1.8, 1.8)
+        ax.set_ylim(-1.8, 1.8)
+        ax.set_aspect("equal")
+        ax.axhline(0, color="0.8", lw=0.5)
+        ax.axvline(0, color="0.8", lw=0.5)
+        ax.set_xlabel("I")
+        ax.set_ylabel("Q")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return save(fig, out)

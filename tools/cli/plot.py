@@ -169,3 +169,45 @@ def loss_cmd(run, out) -> None:
     steps = np.array([int(r["step"]) for r in rows])
     losses = np.array([float(r["loss"]) for r in rows])
     click.echo(f"wrote {plots.loss_curve(steps, losses, out, title=f'training loss, {run}')}")
+
+
+@plot.command("constellation")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@OUT
+@click.option("--n", "n", type=click.IntRange(min=1, max=10_000), default=64, show_default=True, help="Frames per panel.")
+@click.option("--samples", type=click.Path(path_type=Path), help="Generated frames (.npy) instead of sampling BUNDLE.")
+@click.option("--data", type=click.Path(path_type=Path), help="Held-out frames (.npy) instead of the built-in set.")
+@click.option("--psk", type=click.Choice(["rf-qpsk", "rf-qpsk-fast"]), help="Receiver format (default: the dataset's).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def constellation(bundle, out, n, samples, data, psk, seed) -> None:
+    """Blindly demodulated constellations of generated and held-out frames, side by side."""
+    from edgediff.runtime import load
+    from edgediff.runtime.errors import InputError
+    from edgediff.runtime.generate import SampleRequest, generate
+    from edgediff.runtime.receivers import blind_receive
+    from edgediff.tools import plots
+    from edgediff.tools.cli.evaluate import reference_frames
+    from edgediff.tools.cli.reconstruct import load_array
+    from edgediff.tools.evaluate import PSK_DATASETS, psk_format
+    from edgediff.train import rf
+
+    _check_out(out)
+    denoiser = load(bundle, backend="ort")
+    ref, dataset = reference_frames(denoiser, data, n)
+    fmt_name = psk or dataset
+    if fmt_name not in PSK_DATASETS:
+        raise InputError(f"dataset {dataset!r} is not PSK: a constellation needs one of {', '.join(PSK_DATASETS)} "
+                         "(give --psk FORMAT for your own frames)")
+    if samples is not None:
+        gen = load_array(samples, "--samples")
+        if gen.ndim != 3 or gen.shape[1:] != tuple(denoiser.sample_shape) or not np.isfinite(gen).all():
+            raise InputError(f"--samples {samples}: shape {gen.shape}: expected finite frames (N, 2, L) of this bundle")
+        gen = gen[:n]
+    else:
+        gen = generate(denoiser, SampleRequest(n=n, seed=seed)).x
+    fmt = psk_format(fmt_name)
+    panels = []
+    for label, frames in (("generated", gen), ("held-out", ref)):
+        res = blind_receive(rf.from_iq(frames).astype(np.complex128), fmt)
+        panels.append((f"{label} ({len(frames)} frames)", res.symbols, res.evm_db))
+    click.echo(f"wrote {plots.constellation_figure(panels, out, title=f'{denoiser.bundle.root.name}: blind receiver')}")

@@ -112,3 +112,20 @@ def study_cmd(names, runs, seconds, snapshot_every, device, n, frames, batch) ->
         p.write_json(run / "curve.json", rows)
         for i in range(len(rows)):
             click.echo(p.summary_line(name, rows[: i + 1]))
+
+
+@priors.command("build")
+@click.argument("names", nargs=-1)
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/priors"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("priors"), show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--amp", is_flag=True, help="bf16 autocast (CUDA only), as the shipped GPU stages used.")
+@click.option("--quiet", is_flag=True)
+def build_cmd(names, runs, out, device, amp, quiet) -> None:
+    """Train (what is missing) and export the shipped priors NAMES (default: all) into OUT/NAME.
+
+    Hours per prior on 2 CPU cores, minutes on a GPU; runs already trained to their recipe's step
+    count are kept, so an interrupted build resumes where it stopped."""
+    from edgediff.tools import priors as p
+
+    p.build(list(names) or list(p.SHIPPED), runs, out, device=device, amp=amp, progress=not quiet, log=click.echo)

@@ -1,0 +1,54 @@
+"""The shipped priors: each loads by short name, keeps its hashes, matches its reference outputs."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgediff.runtime.bundle import SHIPPED_DIR, Bundle, resolve, shipped
+from edgediff.runtime.errors import BundleError
+
+NAMES = ("rf-qpsk", "rf-chirp", "rf-mix", "rf-qpsk-fast", "gmm2d")
+
+
+def test_every_prior_is_shipped_and_small():
+    assert set(NAMES) <= set(shipped())
+    for name in NAMES:
+        size = sum(p.stat().st_size for p in (SHIPPED_DIR / name).iterdir())
+        assert size <= 12e6, f"{name}: {size / 1e6:.1f} MB"
+
+
+@pytest.mark.onnx
+@pytest.mark.parametrize("name", NAMES)
+def test_prior_verifies_against_its_reference(name):
+    pytest.importorskip("onnxruntime")
+    from edgediff.runtime.backends import load
+    from edgediff.tools.verify import verify
+
+    denoiser = load(name, backend="ort")
+    assert denoiser.bundle.root == SHIPPED_DIR / name
+    report = verify(denoiser)
+    reference = report.cases[0]
+    assert reference["name"].startswith("reference.npz") and reference["passed"], reference
+
+
+def test_short_names_resolve_and_paths_win(tmp_path, monkeypatch):
+    assert resolve("rf-qpsk") == SHIPPED_DIR / "rf-qpsk"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rf-qpsk").mkdir()  # a local directory of that name is what the user meant
+    assert resolve("rf-qpsk") == Path("rf-qpsk")
+    with pytest.raises(BundleError, match="no shipped prior of that name"):
+        Bundle.open("rf-nope")
+
+
+def test_altered_prior_is_refused(tmp_path):
+    import shutil
+
+    copy = tmp_path / "rf-chirp"
+    shutil.copytree(SHIPPED_DIR / "rf-chirp", copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="sha256"):
+        Bundle.open(copy)
+    assert np.isfinite(Bundle.open(SHIPPED_DIR / "rf-chirp").reference()["eps"]).all()

@@ -1,0 +1,32 @@
+"""The priors' recipes: stage chains, and a real (tiny) build that trains two stages and exports."""
+
+from dataclasses import replace
+
+import pytest
+
+from edgediff.tools import priors as p
+
+pytestmark = pytest.mark.torch
+
+
+def test_rf_qpsk_is_three_stages_of_the_best_study_variant():
+    assert p.chain(p.SHIPPED["rf-qpsk"]) == ["qpsk-v-minsnr-cosine", "qpsk-stage2", "qpsk-stage3"]
+    assert p.recipe("qpsk-v-minsnr-cosine") == p.STUDY["qpsk-v-minsnr-cosine"]
+    assert all(p.recipe(n).dataset == "rf-qpsk" for n in p.chain("qpsk-stage3"))
+
+
+def test_build_trains_missing_stages_then_exports(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    tiny = p.PriorRecipe("gmm2d", prediction="v", loss_weight="min-snr", schedule="linear", width=32, batch=64,
+                         warmup=5, steps=20, n_frames=256, augment="none")
+    monkeypatch.setattr(p, "STAGES", {"s1": tiny, "s2": replace(tiny, init="s1", steps=10)})
+    monkeypatch.setattr(p, "ALL", {**p.ALL, "s1": tiny, "s2": replace(tiny, init="s1", steps=10)})
+    monkeypatch.setattr(p, "SHIPPED", {"toy": "s2"})
+    lines: list[str] = []
+    written = p.build(["toy"], tmp_path / "runs", tmp_path / "out", device="cpu", progress=False, log=lines.append)
+    assert written == [tmp_path / "out" / "toy"] and (tmp_path / "out" / "toy" / "manifest.json").is_file()
+    assert [line.split(":")[0] for line in lines] == ["s1", "s2", "toy"]
+    lines.clear()
+    p.build(["toy"], tmp_path / "runs", tmp_path / "out", device="cpu", progress=False, log=lines.append)
+    assert lines[0] == "s1: trained (20 steps), kept" and lines[1] == "s2: trained (10 steps), kept"
