@@ -49,7 +49,8 @@ def timesteps(T: int, steps: int, spacing: str = "trailing") -> np.ndarray:
     if spacing == "leading":
         ts = (np.arange(steps) * (T // steps))[::-1]
     elif spacing == "trailing":
-        ts = np.round(np.arange(T, 0, -T / steps)) - 1
+        # T - i T/n for i < n (not arange(T, 0, -T/n), whose float steps can yield n + 1 values and t = -1)
+        ts = np.round(T - np.arange(steps) * (T / steps)) - 1
     else:
         ts = np.round(np.linspace(0, T - 1, steps))[::-1]
     return ts.astype(np.int64)

@@ -2,7 +2,9 @@
 
 Each case draws its degradation per frame from a fixed seed; every method sees the same y. Figures
 are NMSE in dB against the truth (sum of squared errors over sum of squared truth, all frames), the
-network evaluations per frame, and wall time per frame at batch 1.
+network evaluations per frame, wall time per frame at batch 1 and, for QPSK, the symbol error rate
+of the reconstruction (genie receiver: the generator's carrier, timing and symbols). Posterior-mean
+rows average K posterior samples (seeds [frame, k]): like with like against LMMSE, which is a mean.
 """
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ class Setup:
         self.prior = baselines.GaussianPrior.fit(train)
         self.bandwidth = baselines.occupied_bandwidth(train)
         self.name = data["dataset"]
+        self.symbols = None
+        if self.name == "rf-qpsk":  # the same frames again, with the generator's truth for the SER
+            from edgediff.train import rf
+
+            rng = np.random.default_rng(config.seed + datasets.HELD_OUT_SEED_OFFSET)
+            _, self.symbols = rf.qpsk_frames_with_truth(frames, config.length, rng)
         self.torch = None
         if exact_dps:
             try:
@@ -78,23 +86,31 @@ class Setup:
                 self.torch_reason = str(exc)
 
 
-def methods(setup: Setup, case: str, steps: int) -> dict[str, tuple[str, Callable[[Problem, int], Any]]]:
+def methods(setup: Setup, case: str, steps: int, k: int = 4) -> dict[str, tuple[str, Callable[[Problem, int], Any]]]:
     """name -> (kind, fn(problem, seed) -> (x, NFE-equivalents per frame)). Kinds: "diffusion",
     "listed" (the issue's classical baselines for the case) and "classical" (LMMSE where not listed)."""
     d, sched = setup.denoiser, setup.denoiser.schedule
-    k, short = 4, steps // 4
 
-    def averaged(p: Problem, s: int) -> tuple[np.ndarray, float]:
-        many = Problem(p.operator, np.repeat(p.y, k, axis=0), p.sigma_y)
-        r = ddnm(d, sched, many, steps=short, eta=0.5, rng=np.random.default_rng(s))
-        return r.x.mean(axis=0, keepdims=True), k * r.nfe_equivalent
+    def run_ddnm(p: Problem, rng: np.random.Generator) -> Any:
+        return ddnm(d, sched, p, steps=steps, eta=0.5, rng=rng)
+
+    def run_diffpir(p: Problem, rng: np.random.Generator) -> Any:
+        return diffpir(d, sched, p, steps=steps, lam=1.0, zeta=1.0, rng=rng)
+
+    def single(fn: Callable[[Problem, np.random.Generator], Any]) -> Callable[[Problem, int], Any]:
+        return lambda p, s: _res(fn(p, np.random.default_rng(s)))
+
+    def mean_of(fn: Callable[[Problem, np.random.Generator], Any]) -> Callable[[Problem, int], Any]:
+        def run(p: Problem, s: int) -> tuple[np.ndarray, float]:
+            runs = [fn(p, np.random.default_rng([s, j])) for j in range(k)]
+            return np.mean([r.x for r in runs], axis=0), sum(r.nfe_equivalent for r in runs)
+        return run
 
     out: dict[str, tuple[str, Callable[[Problem, int], Any]]] = {
-        f"DDNM+ ({steps} steps)": ("diffusion", lambda p, s: _res(ddnm(d, sched, p, steps=steps, eta=0.5,
-                                                                        rng=np.random.default_rng(s)))),
-        f"DDNM+ (mean of {k} x {short})": ("diffusion", averaged),
-        f"DiffPIR ({steps} steps)": ("diffusion", lambda p, s: _res(diffpir(d, sched, p, steps=steps, lam=1.0, zeta=1.0,
-                                                                            rng=np.random.default_rng(s)))),
+        f"DDNM+ ({steps} steps)": ("diffusion", single(run_ddnm)),
+        f"DDNM+ (mean of {k} x {steps})": ("diffusion", mean_of(run_ddnm)),
+        f"DiffPIR ({steps} steps)": ("diffusion", single(run_diffpir)),
+        f"DiffPIR (mean of {k} x {steps})": ("diffusion", mean_of(run_diffpir)),
         f"DPS Jacobian-free ({steps})": ("diffusion", lambda p, s: _res(dps(d, sched, p, steps=steps, zeta=0.3,
                                                                             exact=False, rng=np.random.default_rng(s)))),
     }
@@ -127,18 +143,30 @@ def run_case(setup: Setup, case: str, steps: int) -> dict[str, Any]:
         err = ref = 0.0
         start = time.perf_counter()
         nfe = 0.0
+        estimates = []
         for i, (frame, problem) in enumerate(zip(setup.truth, problems)):
             x, nfe = fn(problem, i)
+            estimates.append(x[0])
             err += float(np.sum((x[0] - frame) ** 2))
             ref += float(np.sum(frame**2))
         rows[name] = {"kind": kind, "nmse_db": 10 * np.log10(err / ref), "nfe": nfe,
                       "ms_per_frame": 1e3 * (time.perf_counter() - start) / len(problems)}
+        if setup.symbols is not None:
+            rows[name]["ser"] = symbol_error_rate(np.stack(estimates), setup.symbols)
     diffusion = min(r["nmse_db"] for r in rows.values() if r["kind"] == "diffusion")
     listed = min(r["nmse_db"] for r in rows.values() if r["kind"] == "listed")
     classical = min(r["nmse_db"] for r in rows.values() if r["kind"] != "diffusion")
     return {"case": CASES[case][0], "methods": rows, "best_diffusion_db": diffusion, "best_listed_db": listed,
             "best_classical_db": classical, "gain_vs_listed_db": listed - diffusion,
             "gain_vs_all_classical_db": classical - diffusion}
+
+
+def symbol_error_rate(frames: np.ndarray, truth: Any) -> float:
+    """SER of (N, 2, L) frames (any scale) against the generator's truth, genie-aided QPSK receiver."""
+    from edgediff.runtime.receivers import genie_receive
+    from edgediff.train import rf
+
+    return genie_receive(rf.from_iq(frames).astype(np.complex128), truth, rf.psk_format(rf.QPSK)).ser
 
 
 def run_benchmark(bundles: list[Path], cases: list[str], frames: int, steps: int, exact_dps: bool = True) -> dict[str, Any]:
@@ -165,6 +193,7 @@ def table(report: dict[str, Any]) -> list[str]:
                          f"{r['gain_vs_listed_db']:+.2f} dB over the listed baselines, "
                          f"{r['gain_vs_all_classical_db']:+.2f} dB over every classical method (LMMSE included)")
             for name, m in r["methods"].items():
+                ser = f"   SER {m['ser']:.4f}" if "ser" in m else ""
                 lines.append(f"    {name:<30} {m['kind']:<9} {m['nmse_db']:8.2f} dB   {m['nfe']:5.0f} NFE   "
-                             f"{m['ms_per_frame']:8.1f} ms/frame")
+                             f"{m['ms_per_frame']:8.1f} ms/frame{ser}")
     return lines

@@ -28,6 +28,13 @@ class Operator:
     def measurement_shape(self) -> tuple[int, ...]:
         return self.sample_shape
 
+    #: Frames this operator is tied to (per-frame masks), or None when one operator serves every frame.
+    frames: int | None = None
+
+    def take(self, start: int, stop: int) -> Operator:
+        """The operator for frames ``start:stop`` of a batch (itself, unless it is per frame)."""
+        return self
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -72,22 +79,38 @@ class Identity(Operator):
 
 
 class Mask(Operator):
-    """A = diag(m) with m in {0, 1}: samples lost to interference or clipping. A^+ = A^T = A."""
+    """A = diag(m) with m in {0, 1}: samples lost to interference or clipping. A^+ = A^T = A.
+
+    One mask for every frame ((C, L), or (L,) shared by I and Q), or one per frame (N, C, L)."""
 
     name = "mask"
 
     def __init__(self, mask: Any, sample_shape: tuple[int, ...]):
         super().__init__(sample_shape)
         m = np.asarray(mask)
-        if m.shape == sample_shape[-1:] and len(sample_shape) > 1:
-            m = np.broadcast_to(m, sample_shape)  # one mask per time sample, shared by I and Q
-        if m.shape != tuple(sample_shape):
-            raise InputError(f"mask has shape {m.shape}: expected {tuple(sample_shape)} (or ({sample_shape[-1]},))")
-        if not np.isin(m, (0, 1)).all():
+        shape = tuple(sample_shape)
+        if m.shape == shape[-1:] and len(shape) > 1:
+            m = np.broadcast_to(m, shape)  # one mask per time sample, shared by I and Q
+        if m.shape != shape and m.shape[1:] != shape:
+            raise InputError(f"mask has shape {m.shape}: expected {shape}, ({shape[-1]},) or one per frame (N, {', '.join(map(str, shape))})")
+        if m.dtype.kind not in "biuf" or not np.isin(m, (0, 1)).all():
             raise InputError("mask holds values other than 0 and 1: expected a 0/1 array (1 = observed)")
-        if not m.any():
-            raise InputError("mask observes no sample at all: nothing to reconstruct from")
+        per_frame = m.shape != shape
+        observed = m.reshape(len(m), -1).any(axis=1) if per_frame else np.array([m.any()])
+        if not observed.all():
+            raise InputError(f"mask observes no sample at all{f' in frame {int(np.argmin(observed))}' if per_frame else ''}: "
+                             "nothing to reconstruct from")
         self.mask = m.astype(np.float64)
+        self.frames = len(m) if per_frame else None
+
+    def take(self, start: int, stop: int) -> Mask:
+        if self.frames is None:
+            return self
+        return Mask(self.mask[start:stop], self.sample_shape)
+
+    def check_batch(self, batch: int) -> None:
+        if self.frames is not None and self.frames != batch:
+            raise InputError(f"the mask holds {self.frames} per-frame masks for {batch} measured frames: give one per frame")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return x * self.mask
@@ -96,7 +119,9 @@ class Mask(Operator):
 
     def check_measurement(self, y: np.ndarray) -> np.ndarray:
         """Entries where the mask is 0 are not measurements: whatever they hold is set to 0."""
-        return super().check_measurement(y) * self.mask
+        y = super().check_measurement(y)
+        self.check_batch(len(y))
+        return y * self.mask
 
     def solve_gram(self, v: np.ndarray, c: float) -> np.ndarray:
         return v * self.mask / (self.mask + c) if c > 0 else v * self.mask

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgediff.runtime import GaussianMixtureDenoiser, InputError, NoiseSchedule, sample, timesteps
 
@@ -180,3 +182,13 @@ def test_sample_loop_equals_chained_public_steps(method, steps, eta):
             z = rng.standard_normal(x.shape) if eta > 0 and t_prev >= 0 else None
             x, _ = ddim_step(s, x, eps, t, t_prev, eta=eta, noise=z)
     np.testing.assert_allclose(res.x, x, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(T=st.integers(1, 2000), frac=st.floats(0.0, 1.0), spacing=st.sampled_from(["leading", "trailing", "linspace"]))
+def test_every_spacing_gives_n_distinct_decreasing_steps(T, frac, spacing):
+    n = max(1, round(frac * T))
+    ts = timesteps(T, n, spacing)
+    # arange(T, 0, -T/n) once produced n + 1 values ending at t = -1 (e.g. T = 201, n = 50)
+    assert len(ts) == n and ts.min() >= 0 and ts.max() <= T - 1
+    assert np.all(np.diff(ts) < 0) or n == 1

@@ -30,7 +30,8 @@ def load_array(path: Path | None, what: str) -> np.ndarray | None:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--y", "y_path", type=click.Path(path_type=Path), required=True, help="Measurements (.npy), user units.")
 @click.option("--operator", type=click.Choice(["mask", "identity", "decimate", "matrix"]), required=True)
-@click.option("--mask", "mask_path", type=click.Path(path_type=Path), help="0/1 array, (C, L) or (L,); 1 = observed.")
+@click.option("--mask", "mask_path", type=click.Path(path_type=Path),
+              help="0/1 array, 1 = observed: (C, L) or (L,) for every frame, or (N, C, L) one per frame.")
 @click.option("--factor", type=int, help="Decimation factor k.")
 @click.option("--no-antialias", is_flag=True, help="Decimate by plain subsampling (no low-pass filter).")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), help="Dense (M, C*L) sensing matrix (.npy).")
@@ -41,6 +42,8 @@ def load_array(path: Path | None, what: str) -> np.ndarray | None:
 @click.option("--zeta", type=float, help="DPS step size [1.0 exact, 0.3 Jacobian-free]; DiffPIR fresh-noise share [1.0].")
 @click.option("--lam", type=float, default=1.0, show_default=True, help="DiffPIR data weight lambda.")
 @click.option("--dps-approx", is_flag=True, help="DPS without the network Jacobian even when gradients exist.")
+@click.option("--samples", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
+              help="Average K posterior samples (seeds SEED .. SEED+K-1): the posterior-mean estimate, K x steps NFE.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Reconstruction (.npy), user units.")
 @click.option("--truth", "truth_path", type=click.Path(path_type=Path), help="Clean frames, for NMSE and the plot.")
@@ -48,7 +51,7 @@ def load_array(path: Path | None, what: str) -> np.ndarray | None:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
 def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, steps, eta,
-                zeta, lam, dps_approx, seed, out, truth_path, plot, quiet, **engine) -> None:
+                zeta, lam, dps_approx, samples, seed, out, truth_path, plot, quiet, **engine) -> None:
     """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS)."""
     from edgediff.runtime.atomic import save_npy
     from edgediff.runtime.errors import InputError
@@ -68,12 +71,13 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
     op.check_measurement(y)
     if truth is not None and truth.reshape(-1, *denoiser.sample_shape).shape[0] != len(y):
         raise InputError(f"--truth holds {truth.shape}: expected one frame of {denoiser.sample_shape} per measurement")
-    total = -(-len(y) // denoiser.max_batch) * steps
+    total = -(-len(y) // denoiser.max_batch) * steps * samples
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
         x, res = run(denoiser, y, op, sigma_y, method=method, steps=steps, seed=seed, eta=eta, zeta=zeta, lam=lam,
-                     exact=False if dps_approx else None, progress=bar.update)
+                     exact=False if dps_approx else None, samples=samples, progress=bar.update)
     save_npy(out, x.astype(np.float32))
-    line = (f"{len(y)} frames, {res.nfe} NFE each ({res.nfe_equivalent:.0f} NFE-equivalents with backward passes), "
+    mean = f", mean of {samples} posterior samples" if samples > 1 else ""
+    line = (f"{len(y)} frames{mean}, {res.nfe} NFE each ({res.nfe_equivalent:.0f} NFE-equivalents with backward passes), "
             f"{res.seconds:.2f} s ({1e3 * res.seconds / len(y):.1f} ms/frame) on {denoiser.backend}")
     if truth is not None:
         t = truth.reshape(x.shape).astype(np.float64)
