@@ -19,9 +19,12 @@ import numpy as np
 from edgediff.runtime.checks import check_array
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.schedule import NoiseSchedule
+from edgediff.runtime.solvers import SOLVERS, dpmpp2m, unipc
 from edgediff.runtime.steps import VARIANCES, StepCoefficients, apply_step, ddim_coefficients, ddpm_coefficients
 
-METHODS = ("ddpm", "ddim")
+METHODS = ("ddpm", "ddim", "dpmpp2m", "unipc")
+#: Steps a method takes when none are asked for (DDPM: all T).
+DEFAULT_STEPS = {"ddim": 50, "dpmpp2m": 15, "unipc": 15}
 SPACINGS = ("leading", "trailing", "linspace")
 
 Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -76,6 +79,8 @@ def sample(
     ``method="ddpm"`` with ``steps`` None (or T) runs all T ancestral steps; with fewer steps it runs
     the strided DDPM posterior, which is DDIM with eta = 1 (Song et al. 2021, sec. 4.1).
     ``method="ddim"`` runs ``steps`` (default 50, at most T) DDIM steps with the given ``eta``.
+    ``method="dpmpp2m"`` / ``"unipc"`` run the deterministic multistep solvers of
+    :mod:`edgediff.runtime.solvers` (default 15 steps; ``eta`` does not apply).
     ``callback(i, t, x_t, x0_hat)`` receives every Tweedie estimate on the way; ``progress(1)`` is
     called after each step (cheaper: without a callback x0_hat is never formed). ``rng=None`` draws
     fresh, unreproducible entropy.
@@ -87,8 +92,10 @@ def sample(
     if not isinstance(rng, np.random.Generator):
         raise InputError(f"rng is a {type(rng).__name__}: expected a numpy.random.Generator")
     if steps is None:
-        steps = schedule.T if method == "ddpm" else min(50, schedule.T)
+        steps = schedule.T if method == "ddpm" else min(DEFAULT_STEPS[method], schedule.T)
     ts = timesteps(schedule.T, steps, spacing)
+    if method in SOLVERS:
+        return _solve(denoiser, schedule, shape, method, ts, rng, callback, progress)
     if method == "ddpm" and steps < schedule.T:
         method, eta = "ddim", 1.0
     if variance not in VARIANCES:
@@ -119,6 +126,19 @@ def sample(
         if progress is not None:
             progress(1)
         x = x_next
+    return SampleResult(x, len(ts))
+
+
+def _solve(denoiser: Denoiser, schedule: NoiseSchedule, shape: tuple[int, ...], method: str, ts: np.ndarray,
+           rng: np.random.Generator, callback: Callback | None, progress: Callable[[int], Any] | None) -> SampleResult:
+    t_batch = np.empty(shape[0], dtype=np.int64)
+
+    def eps_fn(x: np.ndarray, t: int) -> np.ndarray:
+        t_batch.fill(t)
+        return _call(denoiser, x, t_batch)
+
+    solver = dpmpp2m if method == "dpmpp2m" else unipc
+    x = solver(eps_fn, schedule.alphas_bar, ts, rng.standard_normal(shape), callback=callback, progress=progress)
     return SampleResult(x, len(ts))
 
 

@@ -240,3 +240,27 @@ def constellation_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], out: 
     if title:
         fig.suptitle(title, fontsize=10)
     return save(fig, out)
+
+
+def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
+    """One panel per bundle: its quality measure against NFE, one line per sampler."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(reports), figsize=(4.6 * len(reports), 3.6), squeeze=False)
+    for ax, rep in zip(axes[0], reports):
+        rows = rep["rows"]
+        if "max_share_error" in rows[0]:
+            key, label = (lambda r: r["max_share_error"]), "max mode-share error"
+        elif any("evm" in r for r in rows):
+            key, label = (lambda r: r["evm"]["median_db"] if "evm" in r else np.nan), "blind EVM median (dB)"
+        else:
+            key, label = (lambda r: r["psd_lsd_db"]), "mean-PSD log-spectral distance (dB)"
+        for sampler in dict.fromkeys(r["sampler"] for r in rows):
+            pts = sorted((r["nfe"], key(r)) for r in rows if r["sampler"] == sampler)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sampler)
+        ax.set_xscale("log")
+        ax.set_xlabel("network evaluations per sample")
+        ax.set_ylabel(label)
+        ax.set_title(f"{rep['dataset']}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save(fig, out)

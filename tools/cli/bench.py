@@ -141,3 +141,32 @@ def table(report: dict[str, Any]) -> list[str]:
         lines.append(f"gmm2d mode shares ({q['n']} samples): DDPM {['%.3f' % s for s in q['ddpm']]}, "
                      f"DDIM-50 {['%.3f' % s for s in q['ddim50']]}; max difference {q['max_share_diff']:.3f}")
     return lines
+
+
+@cli.command("bench-samplers")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--n", "n", type=click.IntRange(min=16, max=100_000), default=512, show_default=True, help="Samples per row.")
+@click.option("--no-timing", is_flag=True, help="Quality only (no per-sample timing).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path))
+@click.option("--plot", type=click.Path(path_type=Path), help="Quality against NFE, one panel per bundle (PNG).")
+def bench_samplers(bundles, n, no_timing, json_out, plot) -> None:
+    """Quality against NFE for DDIM, DPM-Solver++(2M) and UniPC (and a distilled bundle's own sampler)."""
+    from edgediff.runtime import load
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools.bench import machine
+    from edgediff.tools.bench_samplers import describe, quality
+
+    reports = []
+    for bundle in bundles:
+        report = quality(load(bundle, backend="ort"), n, timing=not no_timing)
+        reports.append(report)
+        for line in describe(report):
+            click.echo(line)
+    out = {"machine": machine(), "bundles": reports}
+    if json_out is not None:
+        write_json(json_out, out)
+        click.echo(f"wrote {json_out}")
+    if plot is not None:
+        from edgediff.tools import plots
+
+        click.echo(f"wrote {plots.quality_vs_nfe(reports, plot)}")

@@ -13,8 +13,9 @@ from edgediff.tools.cli.options import engine_options, load_denoiser
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=int, default=16, show_default=True, help="Number of samples.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddim", show_default=True)
-@click.option("--steps", type=int, help="Sampler steps (DDPM: all T; DDIM: 50).")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp2m", "unipc"]), default="ddim", show_default=True,
+              help="ddim (with --eta), ddpm, or the deterministic multistep solvers DPM-Solver++(2M) and UniPC.")
+@click.option("--steps", type=int, help="Sampler steps (DDPM: all T; DDIM: 50; dpmpp2m/unipc: 15).")
 @click.option("--eta", type=float, default=1.0, show_default=True,
               help="DDIM stochasticity: 1 is the DDPM posterior on the strided steps (robust to model error), "
                    "0 the deterministic sampler.")
