@@ -50,7 +50,8 @@ def export_bundle(run_dir: Path, out: Path, opts: OnnxExportOptions = OnnxExport
     config, model = load_run(run_dir)
     max_batch = opts.batch or opts.max_batch
     proto = onnx_export.export_checked(model, config.sample_shape, config.schedule, config.model.kind,
-                                       opset=opts.opset, batch=opts.batch, max_batch=max_batch)
+                                       opset=opts.opset, batch=opts.batch, max_batch=max_batch,
+                                       normalisation=config.normalisation.to_dict())
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out, replace=opts.force) as tmp:
         onnx_export.save(proto, tmp / "model.onnx")
@@ -101,7 +102,8 @@ def write_reference(path: Path, model: torch.nn.Module, T: int, sample_shape: tu
     if opts.batch is not None:  # a fixed-batch graph only takes that batch size
         reps = -(-opts.batch // len(t))
         x, t = np.concatenate([x] * reps)[: opts.batch], np.concatenate([t] * reps)[: opts.batch]
-    save_npz(path, x_t=x, t=t, eps=parity.torch_eps(model, x, t).astype(np.float32))
+    # inputs in the model's own dtypes, so a plain onnxruntime session can replay them as they are
+    save_npz(path, x_t=x, t=t.astype(np.float32), eps=parity.torch_eps(model, x, t).astype(np.float32))
 
 
 def write_fp16(tmp: Path, proto: onnx.ModelProto, model: torch.nn.Module, cases: list[dict[str, Any]]) -> dict[str, Any]:

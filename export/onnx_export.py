@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
 from torch import nn
 
 from edgediff import __version__
-from edgediff.runtime.bundle import FINGERPRINT_KEY
+from edgediff.runtime.bundle import FINGERPRINT_KEY, NORMALISATION_KEY
 from edgediff.runtime.errors import BundleError, InputError
 from edgediff.runtime.schedule import NoiseSchedule
 
@@ -102,10 +104,14 @@ def tidy(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def stamp(proto: onnx.ModelProto, schedule: NoiseSchedule, model_kind: str) -> onnx.ModelProto:
-    """Metadata that ties the graph to its schedule, so a mismatched model/manifest pair is detected."""
+def stamp(proto: onnx.ModelProto, schedule: NoiseSchedule, model_kind: str,
+          normalisation: dict[str, Any] | None = None) -> onnx.ModelProto:
+    """Metadata that ties the graph to its schedule and normalisation, so a model and a manifest that
+    disagree (another export's model, an edited scale) are detected when the bundle is loaded."""
     values = {FINGERPRINT_KEY: schedule.fingerprint(), "edgediff.model_kind": model_kind,
               "edgediff.version": __version__}
+    if normalisation is not None:
+        values[NORMALISATION_KEY] = json.dumps({"kind": normalisation["kind"], "scale": float(normalisation["scale"])})
     kept = [p for p in proto.metadata_props if p.key not in values]
     del proto.metadata_props[:]
     proto.metadata_props.extend(kept)
@@ -130,10 +136,11 @@ def check(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def export_checked(model: nn.Module, sample_shape: tuple[int, ...], schedule: NoiseSchedule, model_kind: str, *,
-                   opset: int = DEFAULT_OPSET, batch: int | None = None, max_batch: int = 64) -> onnx.ModelProto:
+                   opset: int = DEFAULT_OPSET, batch: int | None = None, max_batch: int = 64,
+                   normalisation: dict[str, Any] | None = None) -> onnx.ModelProto:
     """The whole chain: export -> tidy -> stamp -> check."""
     proto = export(model, sample_shape, opset=opset, batch=batch, max_batch=max_batch)
-    return check(stamp(tidy(proto), schedule, model_kind))
+    return check(stamp(tidy(proto), schedule, model_kind, normalisation))
 
 
 def save(proto: onnx.ModelProto, path: Path) -> None:

@@ -8,13 +8,15 @@ or unlisted-but-referenced file is refused with a message that names it.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgediff.runtime import manifest as schema
 from edgediff.runtime.errors import BundleError, EdgediffError
 from edgediff.runtime.normalisation import Normalisation
 from edgediff.runtime.schedule import NoiseSchedule
@@ -23,6 +25,7 @@ MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "edgediff-bundle"
 FORMAT_VERSION = 1
 FINGERPRINT_KEY = "edgediff.schedule_fingerprint"
+NORMALISATION_KEY = "edgediff.normalisation"
 #: The priors edgediff ships, one bundle directory each; a bare name such as ``rf-qpsk`` resolves here.
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "priors"
 SHIPPED_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -72,24 +75,23 @@ class Bundle:
         if not path.is_file():
             raise BundleError(f"{path}: missing; {root} is not a bundle")
         try:
-            manifest = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{path}: corrupt JSON ({exc}); re-export the bundle") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{path}: unreadable ({exc.strerror}); check its permissions") from None
+        manifest = schema.parse(raw, str(path))
+        if manifest.get("format") != BUNDLE_FORMAT:
             raise BundleError(f"{path}: not an edgediff bundle manifest")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{path}: format_version {manifest.get('format_version')!r} is not {FORMAT_VERSION}; "
                               "re-export the bundle with this edgediff")
+        schema.validate(manifest, str(path))
         bundle = cls(root, manifest)
         bundle.verify()
         return bundle
 
     def verify(self) -> None:
         """Check every listed file exists, stays inside the bundle and matches its sha256."""
-        files = self.manifest.get("files")
-        if not isinstance(files, dict) or "model.onnx" not in files:
-            raise BundleError(f"{self.root / MANIFEST}: lists no model.onnx; re-export the bundle")
-        for name, entry in files.items():
+        for name, entry in self.manifest["files"].items():
             path = self._inside(name)
             if not path.is_file():
                 raise BundleError(f"{path}: listed in the manifest but missing; re-export or restore the bundle")
@@ -139,9 +141,19 @@ class Bundle:
         return list(self.manifest.get("engines", []))
 
     def reference(self) -> dict[str, np.ndarray]:
-        """The torch model's outputs on fixed inputs: ``x_t`` float32, ``t`` int64, ``eps`` float32."""
+        """The torch model's outputs on fixed inputs, in the model's own dtypes: ``x_t`` float32
+        (B, *sample_shape), ``t`` float32 (B,) (int64 in bundles from before), ``eps`` float32."""
+        where = self.root / "reference.npz"
         try:
             with np.load(self.path("reference.npz"), allow_pickle=False) as data:
-                return {k: data[k] for k in ("x_t", "t", "eps")}
-        except (ValueError, KeyError, OSError) as exc:
-            raise BundleError(f"{self.root / 'reference.npz'}: unreadable ({exc}); re-export the bundle") from None
+                ref = {k: np.asarray(data[k]) for k in ("x_t", "t", "eps")}
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise BundleError(f"{where}: unreadable ({type(exc).__name__}: {str(exc)[:80]}); re-export the bundle") from None
+        shape = (len(ref["t"]), *self.sample_shape)
+        if (ref["t"].ndim != 1 or ref["x_t"].shape != shape or ref["eps"].shape != shape or len(ref["t"]) < 1
+                or ref["t"].dtype.kind not in "fiu" or ref["x_t"].dtype.kind != "f" or ref["eps"].dtype.kind != "f"):
+            raise BundleError(f"{where}: arrays of shapes {ref['x_t'].shape}, {ref['t'].shape}, {ref['eps'].shape} do not "
+                              f"match the sample shape {self.sample_shape}; re-export the bundle")
+        if not all(np.isfinite(v).all() for v in ref.values()) or not np.all((ref["t"] >= 0) & (ref["t"] < self.schedule.T)):
+            raise BundleError(f"{where}: holds non-finite values or timesteps outside 0..T-1; re-export the bundle")
+        return {"x_t": ref["x_t"].astype(np.float32), "t": ref["t"].astype(np.float32), "eps": ref["eps"].astype(np.float32)}

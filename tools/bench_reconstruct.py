@@ -73,7 +73,7 @@ class Setup:
         self.bandwidth = baselines.occupied_bandwidth(train)
         self.name = data["dataset"]
         self.symbols = None
-        if self.name == "rf-qpsk":  # the same frames again, with the generator's truth for the SER
+        if self.name == "rf-qpsk" and config.length >= 128:  # the same frames again, with the truth for the SER
             from edgediff.train import rf
 
             rng = np.random.default_rng(config.seed + datasets.HELD_OUT_SEED_OFFSET)

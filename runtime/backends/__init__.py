@@ -12,13 +12,14 @@ imported by name only when asked for, so the runtime never imports torch on its 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgediff.runtime.bundle import FINGERPRINT_KEY, Bundle
+from edgediff.runtime.bundle import FINGERPRINT_KEY, NORMALISATION_KEY, Bundle
 from edgediff.runtime.errors import BackendUnavailableError, BundleError, EdgediffError, InputError
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class BundleDenoiser:
         self.normalisation = bundle.normalisation
         self.min_batch, self.max_batch = batch_range
         self.provider = str(getattr(engine, "provider", backend))
+        self.self_test_error: float | None = None
 
     def check_batch(self, batch: int) -> None:
         if not self.min_batch <= batch <= self.max_batch:
@@ -73,23 +75,32 @@ class BundleDenoiser:
 
 
 def load(bundle_dir: str | Path, backend: str = "auto", device: str | None = None, *, threads: int = 0,
-         spinning: bool = True, cuda_graph: bool = False, run_dir: str | Path | None = None) -> BundleDenoiser:
-    """Verify ``bundle_dir`` and return a denoiser on the chosen engine.
+         spinning: bool = True, cuda_graph: bool = False, run_dir: str | Path | None = None,
+         self_test: bool = True) -> BundleDenoiser:
+    """Verify ``bundle_dir`` (a path or a shipped prior's name) and return a denoiser on the chosen engine.
 
     ``device``: for ``ort`` one of cpu / cuda / tensorrt (its execution providers); for ``trt`` and
     ``torch`` a device such as ``cuda:0``. ``run_dir`` overrides where the torch backend finds the
-    exporting run (default: the path the manifest recorded).
+    exporting run (default: the path the manifest recorded). With ``self_test`` (the default) the
+    engine must reproduce the bundle's reference outputs before it is returned.
     """
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is unknown: expected one of {', '.join(BACKENDS)}")
     bundle = Bundle.open(bundle_dir)
     if backend == "auto":
-        return _auto(bundle, device, threads, spinning, cuda_graph)
-    if backend == "ort":
-        return _ort(bundle, device or "cpu", threads, spinning, "requested")
-    if backend == "trt":
-        return _trt(bundle, _gpu_index(device), cuda_graph, "requested")
-    return _torch(bundle, device or "cpu", run_dir)
+        denoiser = _auto(bundle, device, threads, spinning, cuda_graph)
+    elif backend == "ort":
+        denoiser = _ort(bundle, device or "cpu", threads, spinning, "requested")
+    elif backend == "trt":
+        denoiser = _trt(bundle, _gpu_index(device), cuda_graph, "requested")
+    else:
+        denoiser = _torch(bundle, device or "cpu", run_dir)
+    if self_test:
+        from edgediff.runtime.selftest import self_test as run_self_test
+
+        precision = str(getattr(denoiser.engine, "entry", {}).get("precision", "fp32")) if denoiser.backend == "trt" else "fp32"
+        denoiser.self_test_error = run_self_test(denoiser, precision)
+    return denoiser
 
 
 def _auto(bundle: Bundle, device: str | None, threads: int, spinning: bool, cuda_graph: bool) -> BundleDenoiser:
@@ -122,8 +133,28 @@ def _ort(bundle: Bundle, device: str, threads: int, spinning: bool, reason: str)
         raise BundleError(f"{bundle.path('model.onnx')}: schedule fingerprint {str(found)[:12]}… does not match "
                           f"manifest.json ({expected[:12]}…); the model and manifest come from different exports: "
                           "re-export the bundle")
+    check_graph(bundle, engine.input_shape, engine.metadata)
     log.info("backend ort (%s): %s", engine.provider, reason)
     return BundleDenoiser(bundle, engine, "ort", reason, bundle.batch_range)
+
+
+def check_graph(bundle: Bundle, input_shape: tuple[Any, ...], metadata: dict[str, str]) -> None:
+    """The manifest's sample shape and normalisation must be the graph's own (stamped at export)."""
+    graph = tuple(input_shape[1:])
+    if len(graph) != len(bundle.sample_shape) or any(isinstance(g, int) and g != s for g, s in zip(graph, bundle.sample_shape)):
+        raise BundleError(f"{bundle.root / 'manifest.json'}: sample_shape {list(bundle.sample_shape)} does not match "
+                          f"model.onnx's input {list(graph)}; the manifest was edited: re-export the bundle")
+    stamped = metadata.get(NORMALISATION_KEY)
+    if stamped is not None:
+        try:
+            norm = json.loads(stamped)
+            same = norm["kind"] == bundle.normalisation.kind and np.isclose(float(norm["scale"]), bundle.normalisation.scale,
+                                                                             rtol=1e-9, atol=0)
+        except (ValueError, KeyError, TypeError):
+            same = False
+        if not same:
+            raise BundleError(f"{bundle.root / 'manifest.json'}: normalisation {bundle.normalisation.to_dict()} does not "
+                              f"match the one model.onnx was exported with ({stamped}); re-export the bundle")
 
 
 def _trt(bundle: Bundle, device_index: int, cuda_graph: bool, reason: str) -> BundleDenoiser:

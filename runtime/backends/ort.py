@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from edgediff.runtime.errors import BackendUnavailableError, BundleError
+from edgediff.runtime.errors import BackendUnavailableError, BundleError, InputError
 
 log = logging.getLogger(__name__)
 
 OPTIMISATION_LEVELS = ("disable", "basic", "extended", "all")
 DEVICES = ("cpu", "cuda", "tensorrt")
+MAX_THREADS = 256
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
 
@@ -37,6 +38,8 @@ class OrtOptions:
     optimisation: str = "all"
 
     def __post_init__(self) -> None:
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= MAX_THREADS:
+            raise InputError(f"--threads {self.threads!r}: expected 0 (automatic) to {MAX_THREADS}")
         if self.device not in DEVICES:
             raise BackendUnavailableError(f"onnxruntime device {self.device!r} is unknown: expected one of {DEVICES}")
         if self.optimisation not in OPTIMISATION_LEVELS:
@@ -102,15 +105,20 @@ class OrtEngine:
             raise BundleError(f"{model_path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
         self.provider = self.session.get_providers()[0]
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.input_shape = tuple(self.session.get_inputs()[0].shape)  # e.g. ("batch", 2, 256)
         self._on_device = opts.device != "cpu" and self.provider != "CPUExecutionProvider"
         self._bound: dict[tuple[int, ...], Any] = {}
         log.info("onnxruntime %s on %s (%d threads, spinning %s)", ort.__version__, self.provider,
                  self.session.get_session_options().intra_op_num_threads, opts.spinning)
 
     def __call__(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
-        if self._on_device:
-            return self._run_bound(x_t, t)
-        return self.session.run(None, {"x_t": x_t, "t": t})[0]
+        try:
+            if self._on_device:
+                return self._run_bound(x_t, t)
+            return self.session.run(None, {"x_t": x_t, "t": t})[0]
+        except Exception as exc:  # a graph that loads but cannot run (altered nodes, wrong shapes)
+            raise BundleError(f"onnxruntime cannot run this model ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:160]}); re-export the bundle") from None
 
     def _run_bound(self, x_t: np.ndarray, t: np.ndarray) -> np.ndarray:
         """IO binding: inputs and output live in device buffers reused across calls of one shape."""

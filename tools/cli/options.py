@@ -16,10 +16,13 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--backend", type=click.Choice(["auto", "ort", "trt", "torch"]), default="auto", show_default=True,
                   help="Engine: TensorRT plan, ONNX Runtime, or the torch reference.")
     @click.option("--device", help="ort: cpu|cuda|tensorrt; trt/torch: cuda or cuda:N (default: auto).")
-    @click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime CPU threads (0: min(2, cores)).")
+    @click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+                  help="ONNX Runtime CPU threads (0: min(2, cores)).")
     @click.option("--no-spin", is_flag=True, help="Turn off ONNX Runtime thread spinning (less CPU, more latency).")
     @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the engine call in a CUDA graph.")
     @click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Training run for the torch backend.")
+    @click.option("--no-self-test", is_flag=True,
+                  help="Skip running reference.npz through the engine on load (only for a bundle you trust).")
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return f(*args, **kwargs)
@@ -28,10 +31,10 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load_denoiser(bundle: Path, *, backend: str, device: str | None, threads: int, no_spin: bool, cuda_graph: bool,
-                  run_dir: Path | None) -> Any:
+                  run_dir: Path | None, no_self_test: bool = False) -> Any:
     from edgediff.runtime.backends import load
 
     denoiser = load(bundle, backend=backend, device=device, threads=threads, spinning=not no_spin,
-                    cuda_graph=cuda_graph, run_dir=run_dir)
+                    cuda_graph=cuda_graph, run_dir=run_dir, self_test=not no_self_test)
     log.info("using %s: %s", denoiser.provider, denoiser.reason)
     return denoiser
