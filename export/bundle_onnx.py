@@ -43,8 +43,7 @@ class OnnxExportOptions:
 def export_bundle(run_dir: Path, out: Path, opts: OnnxExportOptions = OnnxExportOptions()) -> dict[str, Any]:
     """Write the bundle ``out`` from the run ``run_dir``; returns its manifest."""
     run_dir, out = Path(run_dir), Path(out)
-    if out.exists() and not opts.force:
-        raise InputError(f"{out} exists: pass --force to replace it, or choose another --out")
+    check_replaceable(out, opts.force)
     if opts.max_batch < 1 or (opts.batch is not None and opts.batch < 1):
         raise InputError("--batch and --max-batch must be positive")
     config, model = load_run(run_dir)
@@ -85,6 +84,26 @@ def export_bundle(run_dir: Path, out: Path, opts: OnnxExportOptions = OnnxExport
         manifest.write(tmp, m)
     log.info("bundle written to %s", out)
     return m
+
+
+def check_replaceable(out: Path, force: bool) -> None:
+    """--out may be new, or (with --force) an edgediff bundle or an empty directory; never anything else."""
+    if str(out).strip() == "":
+        raise InputError("--out is empty: give a bundle directory")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist: create it first")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"--out {out} is a file: a bundle is a directory; choose another --out")
+    if not force:
+        raise InputError(f"{out} exists: pass --force to replace it, or choose another --out")
+    entries = list(out.iterdir())
+    manifest = out / "manifest.json"
+    is_bundle = manifest.is_file() and b'"edgediff-bundle"' in manifest.read_bytes()[:4096]
+    if entries and not is_bundle:
+        raise InputError(f"--out {out} is not an edgediff bundle ({len(entries)} entries, no bundle manifest): "
+                         "--force replaces only bundles and empty directories; choose another --out")
 
 
 def reference_inputs(T: int, sample_shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -246,10 +246,11 @@ def install_footprint(roots: list[str]) -> dict[str, Any]:
 SAMPLE_CLI = textwrap.dedent(
     """
     import json, resource, subprocess, sys, tempfile, time, os
-    out = os.path.join(tempfile.mkdtemp(), "s.npy")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "edgediff", "sample", sys.argv[1], "--n", "16", "--steps", "20",
-                           "--backend", "ort", "--out", out, "--quiet"], capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:  # removed with what the child wrote
+        out = os.path.join(tmp, "s.npy")
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "edgediff", "sample", sys.argv[1], "--n", "16", "--steps", "20",
+                               "--backend", "ort", "--out", out, "--quiet"], capture_output=True, text=True)
     print(json.dumps({"returncode": proc.returncode, "wall_s": time.perf_counter() - start,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
     """

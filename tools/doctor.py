@@ -70,6 +70,9 @@ def bundle_support(bundle: Path, env: dict[str, Any]) -> dict[str, Any]:
     except EdgediffError as exc:
         out["error"] = str(exc)
         return out
+    except Exception as exc:  # doctor reports and carries on: it promises exit 0 for any bundle
+        out["error"] = f"unreadable ({type(exc).__name__}: {str(exc)[:120]})"
+        return out
     out["schedule"] = f"{b.schedule.kind} T={b.schedule.T}"
     out["sample_shape"] = list(b.sample_shape)
     providers = env.get("onnxruntime_providers") or []

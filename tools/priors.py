@@ -124,6 +124,7 @@ def build(names: list[str], runs: Path, out: Path, *, device: str = "auto", amp:
                 continue
             summary = fit(run_config(r, amp=amp, runs=runs), run, device=device, progress=progress)
             log(f"{stage}: {summary['steps']} steps in {summary['seconds']:.0f} s on {summary['device']}")
+        out.mkdir(parents=True, exist_ok=True)
         export_bundle(runs / SHIPPED[name], out / name, OnnxExportOptions(force=True))
         written.append(out / name)
         log(f"{name}: bundle {out / name}")

@@ -72,9 +72,13 @@ def fit_normalisation(x: np.ndarray, kind: str) -> Normalisation:
         raise InputError(f"normalise={kind!r} is unknown: expected one of {', '.join(NORMALISATIONS)}")
     if kind == "none":
         return Normalisation("none", 1.0)
+    if not np.isfinite(x).all():
+        raise DataError("the dataset holds NaN or Inf values: clean the recording (or drop those frames) first")
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
-    if not rms > 0:
+    if rms == 0:
         raise DataError("the dataset is all zeros: RMS normalisation is impossible; check the recording")
+    if not 1e-30 < rms < 1e30:
+        raise DataError(f"the dataset's RMS {rms:.3g} is outside 1e-30..1e30: rescale the recording or use --normalise none")
     return Normalisation("rms", rms)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from edgediff.runtime.bundle import Bundle, sha256_file
-from edgediff.runtime.errors import BundleError
+from edgediff.runtime.errors import BackendUnavailableError, BundleError
 from edgediff.train.run import load_run
 
 
@@ -21,7 +21,14 @@ class TorchEngine:
     """``engine(x_t float32, t float32) -> eps float32`` with the training model in eval mode."""
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu"):
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise BackendUnavailableError(f"--device {device!r} is not a torch device: expected cpu, cuda or cuda:N") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+        if self.device.type not in ("cpu", "cuda"):
+            raise BackendUnavailableError(f"--device {device}: the torch backend runs on cpu or cuda")
         self.model = model.to(self.device).eval()
         for p in self.model.parameters():  # gradients flow to the input only (DPS)
             p.requires_grad_(False)

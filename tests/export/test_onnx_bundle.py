@@ -202,9 +202,15 @@ def test_existing_output_needs_force(tmp_path, mlp_run):
     (out / "keep.txt").write_text("x")
     res = edgediff("export", "onnx", mlp_run, "--out", out)
     assert res.returncode == 2 and "--force" in res.stderr and (out / "keep.txt").exists()
+    # --force replaces bundles and empty directories only: a folder of the user's files is never deleted
+    res = edgediff("export", "onnx", mlp_run, "--out", out, "--force")
+    assert res.returncode == 2 and "not an edgediff bundle" in res.stderr and (out / "keep.txt").read_text() == "x"
+    (out / "keep.txt").unlink()
     res = edgediff("export", "onnx", mlp_run, "--out", out, "--force", "--max-batch", "8")
     assert res.returncode == 0, res.stderr
-    assert not (out / "keep.txt").exists() and Bundle.open(out).batch_range == (1, 8)
+    assert Bundle.open(out).batch_range == (1, 8)
+    res = edgediff("export", "onnx", mlp_run, "--out", out, "--force", "--max-batch", "4")  # a bundle: replaced
+    assert res.returncode == 0 and Bundle.open(out).batch_range == (1, 4)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary leftovers
 
 

@@ -49,7 +49,7 @@ def test_reconstruct_decimate_and_dps(measured, unet_bundle):
     np.save(measured / "yd.npy", Decimate(2, (2, 32)).forward(truth.astype(np.float64)).astype(np.float32))
     for extra in (["--method", "ddnm"], ["--method", "dps", "--dps-approx"], ["--method", "dps", "--backend", "torch"]):
         res = edgediff("reconstruct", unet_bundle, "--y", measured / "yd.npy", "--operator", "decimate", "--factor", "2",
-                       "--sigma-y", "0.01", "--steps", "10", "--out", measured / "xd.npy", "--quiet", *extra)
+                       "--sigma-y", "0.01", "--steps", "10", "--out", measured / "xd.npy", "--quiet", "--force", *extra)
         if "torch" in extra and "needs torch" in res.stderr:
             continue
         assert res.returncode == 0, (extra, res.stderr)
@@ -61,7 +61,7 @@ def test_reconstruct_decimate_and_dps(measured, unet_bundle):
     "args, match",
     [
         (["--operator", "mask", "--mask", "{d}/zeros.npy"], "observes no sample"),
-        (["--operator", "mask", "--mask", "{d}/mask.npy", "--sigma-y", "-1"], "--sigma-y -1"),
+        (["--operator", "mask", "--mask", "{d}/mask.npy", "--sigma-y", "-1"], "Invalid value for '--sigma-y'"),
         (["--operator", "mask", "--mask", "{d}/short.npy"], "mask has shape"),
         (["--operator", "decimate", "--factor", "2"], "expects (2, 16)"),
         (["--operator", "identity", "--y", "{d}/nan.npy"], "NaN or Inf"),

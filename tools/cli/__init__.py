@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -40,13 +41,26 @@ class EdgediffGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EdgediffError as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            click.echo("edgediff: interrupted", err=True)
-            ctx.exit(130)
+        # library warnings (numpy, sigmf, onnx) would print before our one line: logged instead (-v shows them)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                return super().invoke(ctx)
+            except EdgediffError as exc:
+                fail(str(exc))
+            except KeyboardInterrupt:
+                click.echo("edgediff: interrupted", err=True)
+                ctx.exit(130)
+            except MemoryError:
+                fail("out of memory: ask for fewer samples or frames per run")
+            except OSError as exc:  # the file system said no: a full disk, a permission, a vanished folder
+                if exc.errno is None:
+                    raise
+                where = f"{exc.filename}: " if exc.filename else ""
+                fail(f"{where}{exc.strerror or exc}; nothing was written under the output names")
+            finally:
+                for w in caught:
+                    logging.getLogger("edgediff").info("warning: %s", w.message)
 
 
 @click.group(cls=EdgediffGroup, context_settings={"help_option_names": ["-h", "--help"]})

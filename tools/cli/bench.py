@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 from edgediff.tools.cli import cli
+from edgediff.tools.cli.outputs import check_outputs
+from edgediff.tools.cli.types import count
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -24,13 +26,14 @@ def _csv_ints(text: str) -> list[int]:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--backends", default="ort,torch", show_default=True, help="Comma-separated: ort, torch, trt.")
 @click.option("--batch", "batches", default="1,16,64", show_default=True, help="Batch sizes for the NFE latency.")
-@click.option("--repeats", type=int, default=30, show_default=True, help="Timed repeats per measurement.")
-@click.option("--warmup", type=int, default=5, show_default=True)
+@click.option("--repeats", type=count(1, 100_000), default=30, show_default=True, help="Timed repeats per measurement.")
+@click.option("--warmup", type=count(0, 100_000), default=5, show_default=True)
 @click.option("--ddpm/--no-ddpm", default=True, show_default=True, help="Include the DDPM-T end-to-end run.")
-@click.option("--quality-samples", type=int, default=4000, show_default=True, help="gmm2d bundles: samples per sampler.")
+@click.option("--quality-samples", type=count(16, 1_000_000), default=4000, show_default=True, help="gmm2d bundles: samples per sampler.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write all figures as JSON.")
-@click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime CPU threads (0: min(2, cores)).")
-def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, json_out, threads) -> None:
+@click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
+@click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True, help="ONNX Runtime CPU threads (0: min(2, cores)).")
+def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, json_out, threads, force) -> None:
     """Measure BUNDLE on each backend: NFE latency, sampler overhead, end-to-end time, footprint."""
     from edgediff.runtime.atomic import write_json
     from edgediff.runtime.backends import load
@@ -42,8 +45,7 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
     if unknown:
         raise InputError(f"--backends {unknown} unknown: expected ort, torch, trt")
     batch_list = _csv_ints(batches)
-    if json_out is not None and not json_out.parent.exists():
-        raise InputError(f"output directory {json_out.parent} does not exist: create it first")
+    check_outputs({"--json": json_out}, force=force)
     denoisers = {n: load(bundle, backend=n, threads=threads) for n in names}
     report: dict[str, Any] = {"machine": b.machine(), "bundle": str(bundle), "backends": {}, "ratios": {}}
     for name, d in denoisers.items():
@@ -149,8 +151,10 @@ def table(report: dict[str, Any]) -> list[str]:
 @click.option("--no-timing", is_flag=True, help="Quality only (no per-sample timing).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--plot", type=click.Path(path_type=Path), help="Quality against NFE, one panel per bundle (PNG).")
-def bench_samplers(bundles, n, no_timing, json_out, plot) -> None:
+@click.option("--force", is_flag=True, help="Replace output files that exist.")
+def bench_samplers(bundles, n, no_timing, json_out, plot, force) -> None:
     """Quality against NFE for DDIM, DPM-Solver++(2M) and UniPC (and a distilled bundle's own sampler)."""
+    check_outputs({"--json": json_out, "--plot": plot}, force=force)
     from edgediff.runtime import load
     from edgediff.runtime.atomic import write_json
     from edgediff.tools.bench import machine

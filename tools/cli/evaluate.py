@@ -8,13 +8,15 @@ import click
 import numpy as np
 
 from edgediff.tools.cli import cli
+from edgediff.tools.cli.outputs import check_outputs
+from edgediff.tools.cli.types import SEED, count, non_negative
 from edgediff.tools.cli.options import engine_options, load_denoiser
 
 
 def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, str]:
     """Held-out frames and the dataset name they stand for: ``--data`` or the bundle's built-in dataset."""
     from edgediff.runtime.errors import InputError
-    from edgediff.tools.cli.reconstruct import load_array
+    from edgediff.tools.arrays import load_array
     from edgediff.tools.evaluate import reference
 
     dataset = (denoiser.bundle.manifest.get("data") or {}).get("dataset")
@@ -39,13 +41,14 @@ def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, s
 @click.option("--data", type=click.Path(path_type=Path), help="Held-out frames (.npy, N x 2 x L) instead of the built-in set.")
 @click.option("--evm/--no-evm", default=None, help="Blind EVM (default: for PSK datasets).")
 @click.option("--psk", type=click.Choice(["rf-qpsk", "rf-qpsk-fast"]), help="Receiver format for --data frames.")
-@click.option("--steps", type=click.IntRange(min=1), help="Sampler steps (default 50).")
-@click.option("--eta", type=click.FloatRange(min=0.0, max=10.0), default=1.0, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--steps", type=count(1), help="Sampler steps (default 50).")
+@click.option("--eta", type=non_negative(10.0), default=1.0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON.")
+@click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def evaluate(bundle, n, data, evm, psk, steps, eta, seed, json_out, quiet, **engine) -> None:
+def evaluate(bundle, n, data, evm, psk, steps, eta, seed, json_out, force, quiet, **engine) -> None:
     """Sample N frames from BUNDLE and compare them with N held-out frames: mean-PSD log-spectral
     distance, envelope Wasserstein-1, blind EVM (PSK) and chirp IF linearity (chirps)."""
     from edgediff.runtime.atomic import write_json
@@ -53,8 +56,7 @@ def evaluate(bundle, n, data, evm, psk, steps, eta, seed, json_out, quiet, **eng
     from edgediff.runtime.generate import SampleRequest, generate
     from edgediff.tools.evaluate import PSK_DATASETS, describe, evaluate_frames
 
-    if json_out is not None and not json_out.parent.exists():
-        raise InputError(f"output directory {json_out.parent} does not exist: create it first")
+    check_outputs({"--json": json_out}, inputs={"--data": data}, force=force)
     denoiser = load_denoiser(bundle, **engine)
     ref, dataset = reference_frames(denoiser, data, n)
     if psk is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
+from edgediff.tools.cli.types import count, non_negative
 
 
 @cli.group()
@@ -17,11 +18,11 @@ def export() -> None:
 @export.command("onnx")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Bundle directory to write.")
-@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17 or newer).")
-@click.option("--batch", type=int, help="Fix the batch size (default: dynamic).")
-@click.option("--max-batch", type=int, default=64, show_default=True, help="Largest batch of the dynamic profile.")
-@click.option("--atol", type=float, default=1e-5, show_default=True, help="Parity gate absolute tolerance.")
-@click.option("--rtol", type=float, default=1e-5, show_default=True, help="Parity gate relative tolerance.")
+@click.option("--opset", type=click.IntRange(17, 30), default=18, show_default=True, help="ONNX opset (17 or newer).")
+@click.option("--batch", type=count(1, 65536), help="Fix the batch size (default: dynamic).")
+@click.option("--max-batch", type=count(1, 65536), default=64, show_default=True, help="Largest batch of the dynamic profile.")
+@click.option("--atol", type=non_negative(1.0), default=1e-5, show_default=True, help="Parity gate absolute tolerance.")
+@click.option("--rtol", type=non_negative(1.0), default=1e-5, show_default=True, help="Parity gate relative tolerance.")
 @click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (norms, softmax, embedding kept fp32).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
 def export_onnx(run_dir, out, opset, batch, max_batch, atol, rtol, fp16, force) -> None:
@@ -43,11 +44,11 @@ def export_onnx(run_dir, out, opset, batch, max_batch, atol, rtol, fp16, force) 
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
 @click.option("--batch", "profile", default="1:1:16", show_default=True, help="Optimisation profile MIN:OPT:MAX.")
-@click.option("--workspace", type=int, default=512, show_default=True, help="Builder workspace in MiB (256 on 8 GB Jetsons).")
+@click.option("--workspace", type=count(64, 1 << 20), default=512, show_default=True, help="Builder workspace in MiB (256 on 8 GB Jetsons).")
 @click.option("--timing-cache", type=click.Path(path_type=Path), help="Read and update this timing cache file.")
 @click.option("--tf32/--no-tf32", default=False, show_default=True, help="Allow TF32 in fp32 engines (faster, ~1e-3).")
 @click.option("--version-compatible", is_flag=True, help="Plan that later TensorRT versions and the lean runtime load.")
-@click.option("--gpu", type=int, default=0, show_default=True, help="CUDA device index.")
+@click.option("--gpu", type=click.IntRange(0, 64), default=0, show_default=True, help="CUDA device index.")
 def export_trt(bundle_dir, precision, profile, workspace, timing_cache, tf32, version_compatible, gpu) -> None:
     """Build a TensorRT engine for this GPU from BUNDLE_DIR's ONNX, validate it against ONNX Runtime,
     and add it to the bundle as model.<sm>.trt<version>.<precision>.plan."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +11,26 @@ import click
 import numpy as np
 
 from edgediff.tools.cli import cli
+from edgediff.tools.arrays import load_array
+from edgediff.tools.cli.types import SEED, count, positive
 
-OUT = click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
+def OUT(f: Any) -> Any:
+    """--out PNG and --force for a plot command; the output is checked before any work starts."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, force: bool, **kwargs: Any) -> Any:
+        from edgediff.tools.cli.outputs import check_output
+
+        check_output("--out", kwargs["out"], force)
+        return f(*args, **kwargs)
+
+    wrapper = click.option("--force", is_flag=True, help="Replace the PNG if it exists.")(wrapper)
+    return click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")(wrapper)
 
 
 @cli.group()
 def plot() -> None:
     """Draw schedules, the forward process, score fields, samples, trajectories and loss curves."""
-
-
-def _check_out(out: Path) -> None:
-    from edgediff.runtime.errors import InputError
-
-    if not out.parent.exists():
-        raise InputError(f"output directory {out.parent} does not exist: create it first")
 
 
 def _schedule(kind: str, T: int) -> Any:
@@ -53,14 +60,13 @@ def _learned(bundle: Path | None, run: Path | None) -> tuple[Any, Any]:
 @OUT
 @click.option("--bundle", type=click.Path(path_type=Path), help="A gmm2d bundle: learned score beside the exact one.")
 @click.option("--run", type=click.Path(path_type=Path), help="A gmm2d run (torch) instead of a bundle.")
-@click.option("--sigma", "sigmas", type=float, multiple=True, default=(0.3, 3.0), show_default=True,
+@click.option("--sigma", "sigmas", type=positive(1e6), multiple=True, default=(0.3, 3.0), show_default=True,
               help="Noise levels sqrt((1 - abar) / abar) to draw.")
 @click.option("--schedule", "kind", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
 def score_field(out, bundle, run, sigmas, kind) -> None:
     """Score of the 2D Gaussian mixture as arrows at several noise levels."""
     from edgediff.tools import plots
 
-    _check_out(out)
     learned, schedule = _learned(bundle, run)
     click.echo(f"wrote {plots.score_field(schedule or _schedule(kind, 1000), tuple(sigmas), out, learned)}")
 
@@ -68,15 +74,14 @@ def score_field(out, bundle, run, sigmas, kind) -> None:
 @plot.command("forward")
 @OUT
 @click.option("--dataset", type=click.Choice(["rf-qpsk", "rf-chirp", "rf-mix"]), default="rf-qpsk", show_default=True)
-@click.option("--length", type=int, default=256, show_default=True)
+@click.option("--length", type=count(8, 1 << 16), default=256, show_default=True)
 @click.option("--t", "ts", default="0,50,150,300,600,999", show_default=True, help="Comma-separated timesteps.")
-@click.option("--T", "T", type=int, default=1000, show_default=True)
+@click.option("--T", "T", type=count(2, 100_000), default=1000, show_default=True)
 def forward(out, dataset, length, ts, T) -> None:
     """An RF frame corrupted by the forward process, linear and cosine schedules side by side."""
     from edgediff.train.datasets import builtin, fit_normalisation
     from edgediff.tools import plots
 
-    _check_out(out)
     frames = builtin(dataset, 64, length, seed=0)
     frame = frames[0] / fit_normalisation(frames, "rms").scale
     steps = tuple(min(int(t), T - 1) for t in ts.split(","))
@@ -86,21 +91,20 @@ def forward(out, dataset, length, ts, T) -> None:
 
 @plot.command("schedule")
 @OUT
-@click.option("--T", "T", type=int, default=1000, show_default=True)
+@click.option("--T", "T", type=count(2, 100_000), default=1000, show_default=True)
 def schedule_cmd(out, T) -> None:
     """abar_t, SNR and beta_t for the linear and cosine schedules."""
     from edgediff.tools import plots
 
-    _check_out(out)
     click.echo(f"wrote {plots.schedules({'linear': _schedule('linear', T), 'cosine': _schedule('cosine', T)}, out)}")
 
 
 @plot.command("samples")
 @OUT
-@click.option("--samples", type=click.Path(exists=True, path_type=Path), help="Generated samples (.npy).")
+@click.option("--samples", type=click.Path(path_type=Path), help="Generated samples (.npy).")
 @click.option("--bundle", type=click.Path(path_type=Path), help="Sample this bundle instead (DDIM).")
-@click.option("--n", type=int, default=64, show_default=True)
-@click.option("--steps", type=int, default=50, show_default=True)
+@click.option("--n", type=count(1, 10_000), default=64, show_default=True)
+@click.option("--steps", type=count(1), default=50, show_default=True)
 @click.option("--dataset", type=click.Choice(["gmm2d", "rf-qpsk", "rf-chirp", "rf-mix"]),
               help="Training frames to compare with (default: the bundle's dataset).")
 def samples_cmd(out, samples, bundle, n, steps, dataset) -> None:
@@ -109,11 +113,14 @@ def samples_cmd(out, samples, bundle, n, steps, dataset) -> None:
     from edgediff.train.datasets import builtin
     from edgediff.tools import plots
 
-    _check_out(out)
     if samples is None and bundle is None:
         raise InputError("give --samples FILE.npy or --bundle DIR")
     if samples is not None:
-        x = np.load(samples, allow_pickle=False)
+        x = load_array(samples, "--samples", ndim=(2, 3))
+        if x.ndim == 3 and x.shape[1] != 2:
+            raise InputError(f"--samples {samples}: shape {x.shape}: expected I/Q frames (N, 2, L) or points (N, 2)")
+        if x.ndim == 2 and x.shape[1] != 2:
+            raise InputError(f"--samples {samples}: shape {x.shape}: expected points (N, 2) or I/Q frames (N, 2, L)")
     else:
         from edgediff.runtime import load
         from edgediff.runtime.generate import SampleRequest, generate
@@ -127,19 +134,17 @@ def samples_cmd(out, samples, bundle, n, steps, dataset) -> None:
 
 @plot.command("trajectory")
 @OUT
-@click.option("--tweedie", type=click.Path(exists=True, path_type=Path), help="From `edgediff sample --tweedie`.")
+@click.option("--tweedie", type=click.Path(path_type=Path), help="From `edgediff sample --tweedie`.")
 @click.option("--bundle", type=click.Path(path_type=Path), help="Sample this bundle instead (DDIM).")
-@click.option("--steps", type=int, default=50, show_default=True)
-@click.option("--every", type=int, default=10, show_default=True)
+@click.option("--steps", type=count(1), default=50, show_default=True)
+@click.option("--every", type=count(1), default=10, show_default=True)
 def trajectory_cmd(out, tweedie, bundle, steps, every) -> None:
     """Tweedie x0_hat along the reverse process."""
     from edgediff.runtime.errors import InputError
     from edgediff.tools import plots
 
-    _check_out(out)
     if tweedie is not None:
-        with np.load(tweedie, allow_pickle=False) as data:
-            ts, x0 = data["t"], data["x0_hat"]
+        ts, x0 = _read_tweedie(tweedie)
     elif bundle is not None:
         from edgediff.runtime import load
         from edgediff.runtime.generate import SampleRequest, generate
@@ -152,6 +157,27 @@ def trajectory_cmd(out, tweedie, bundle, steps, every) -> None:
     click.echo(f"wrote {plots.trajectory(ts, x0, out)}")
 
 
+def _read_tweedie(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """t (S,) and x0_hat (S, N, ...) from an `edgediff sample --tweedie` file."""
+    import zipfile
+
+    from edgediff.runtime.errors import InputError
+    from edgediff.tools.arrays import check_array
+
+    if not path.is_file():
+        raise InputError(f"--tweedie {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ts, x0 = np.asarray(data["t"]), np.asarray(data["x0_hat"])
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
+        raise InputError(f"--tweedie {path}: not a trajectory from `edgediff sample --tweedie` ({type(exc).__name__})") from None
+    check_array(ts, f"--tweedie {path} (t)", ndim=(1,))
+    check_array(x0, f"--tweedie {path} (x0_hat)", ndim=(3, 4))
+    if len(ts) != len(x0):
+        raise InputError(f"--tweedie {path}: {len(ts)} timesteps for {len(x0)} trajectory points")
+    return ts, x0
+
+
 @plot.command("loss")
 @click.argument("run", type=click.Path(path_type=Path))
 @OUT
@@ -160,25 +186,29 @@ def loss_cmd(run, out) -> None:
     from edgediff.runtime.errors import BundleError
     from edgediff.tools import plots
 
-    _check_out(out)
     path = Path(run) / "loss.csv"
     if not path.is_file():
         raise BundleError(f"{path}: missing; is {run} a training run?")
-    with open(path) as fh:
-        rows = list(csv.DictReader(fh))
-    steps = np.array([int(r["step"]) for r in rows])
-    losses = np.array([float(r["loss"]) for r in rows])
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        steps = np.array([int(r["step"]) for r in rows])
+        losses = np.array([float(r["loss"]) for r in rows])
+    except (KeyError, ValueError, TypeError, csv.Error, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not a loss log of edgediff train ({type(exc).__name__}); is {run} a training run?") from None
+    if len(rows) == 0 or not np.isfinite(losses).all():
+        raise BundleError(f"{path}: holds no finite loss rows yet; train longer or check the run")
     click.echo(f"wrote {plots.loss_curve(steps, losses, out, title=f'training loss, {run}')}")
 
 
 @plot.command("constellation")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @OUT
-@click.option("--n", "n", type=click.IntRange(min=1, max=10_000), default=64, show_default=True, help="Frames per panel.")
+@click.option("--n", "n", type=count(1, 10_000), default=64, show_default=True, help="Frames per panel.")
 @click.option("--samples", type=click.Path(path_type=Path), help="Generated frames (.npy) instead of sampling BUNDLE.")
 @click.option("--data", type=click.Path(path_type=Path), help="Held-out frames (.npy) instead of the built-in set.")
 @click.option("--psk", type=click.Choice(["rf-qpsk", "rf-qpsk-fast"]), help="Receiver format (default: the dataset's).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 def constellation(bundle, out, n, samples, data, psk, seed) -> None:
     """Blindly demodulated constellations of generated and held-out frames, side by side."""
     from edgediff.runtime import load
@@ -187,11 +217,10 @@ def constellation(bundle, out, n, samples, data, psk, seed) -> None:
     from edgediff.runtime.receivers import blind_receive
     from edgediff.tools import plots
     from edgediff.tools.cli.evaluate import reference_frames
-    from edgediff.tools.cli.reconstruct import load_array
+    from edgediff.tools.arrays import load_array
     from edgediff.tools.evaluate import PSK_DATASETS, psk_format
     from edgediff.train import rf
 
-    _check_out(out)
     denoiser = load(bundle, backend="ort")
     ref, dataset = reference_frames(denoiser, data, n)
     fmt_name = psk or dataset

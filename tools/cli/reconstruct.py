@@ -9,21 +9,9 @@ import click
 import numpy as np
 
 from edgediff.tools.cli import cli
+from edgediff.tools.arrays import load_array
 from edgediff.tools.cli.options import engine_options, load_denoiser
-
-
-def load_array(path: Path | None, what: str) -> np.ndarray | None:
-    """A user .npy (never unpickled); a missing or unreadable file is a one-line error."""
-    from edgediff.runtime.errors import InputError
-
-    if path is None:
-        return None
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{what} {path}: no such file") from None
-    except (ValueError, OSError) as exc:
-        raise InputError(f"{what} {path}: not a readable .npy array ({exc})") from None
+from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 
 
 @cli.command()
@@ -32,36 +20,39 @@ def load_array(path: Path | None, what: str) -> np.ndarray | None:
 @click.option("--operator", type=click.Choice(["mask", "identity", "decimate", "matrix"]), required=True)
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path),
               help="0/1 array, 1 = observed: (C, L) or (L,) for every frame, or (N, C, L) one per frame.")
-@click.option("--factor", type=int, help="Decimation factor k.")
+@click.option("--factor", type=count(1), help="Decimation factor k.")
 @click.option("--no-antialias", is_flag=True, help="Decimate by plain subsampling (no low-pass filter).")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), help="Dense (M, C*L) sensing matrix (.npy).")
-@click.option("--sigma-y", type=float, required=True, help="Measurement noise std, user units.")
+@click.option("--sigma-y", type=non_negative(), required=True, help="Measurement noise std, user units.")
 @click.option("--method", type=click.Choice(["ddnm", "diffpir", "dps"]), default="ddnm", show_default=True)
-@click.option("--steps", type=int, default=100, show_default=True)
-@click.option("--eta", type=float, default=0.5, show_default=True, help="DDNM+ share of fresh noise.")
-@click.option("--zeta", type=float, help="DPS step size [1.0 exact, 0.3 Jacobian-free]; DiffPIR fresh-noise share [1.0].")
-@click.option("--lam", type=float, default=1.0, show_default=True, help="DiffPIR data weight lambda.")
+@click.option("--steps", type=count(1), default=100, show_default=True)
+@click.option("--eta", type=Finite(0.0, 1.0), default=0.5, show_default=True, help="DDNM+ share of fresh noise.")
+@click.option("--zeta", type=non_negative(100.0),
+              help="DPS step size [1.0 exact, 0.3 Jacobian-free]; DiffPIR fresh-noise share in [0, 1] [1.0].")
+@click.option("--lam", type=positive(1e6), default=1.0, show_default=True, help="DiffPIR data weight lambda.")
 @click.option("--dps-approx", is_flag=True, help="DPS without the network Jacobian even when gradients exist.")
 @click.option("--samples", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
               help="Average K posterior samples (seeds SEED .. SEED+K-1): the posterior-mean estimate, K x steps NFE.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Reconstruction (.npy), user units.")
 @click.option("--truth", "truth_path", type=click.Path(path_type=Path), help="Clean frames, for NMSE and the plot.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Truth, measurement, reconstruction and error (PNG).")
+@click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
 def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, steps, eta,
-                zeta, lam, dps_approx, samples, seed, out, truth_path, plot, quiet, **engine) -> None:
+                zeta, lam, dps_approx, samples, seed, out, truth_path, plot, force, quiet, **engine) -> None:
     """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS)."""
     from edgediff.runtime.atomic import save_npy
     from edgediff.runtime.errors import InputError
     from edgediff.runtime.inverse import build, reconstruct as run
 
-    for path in (out, plot):
-        if path is not None and not path.parent.exists():
-            raise InputError(f"output directory {path.parent} does not exist: create it first")
-    if sigma_y < 0 or not np.isfinite(sigma_y):
-        raise InputError(f"--sigma-y {sigma_y}: expected a finite noise level >= 0")
+    from edgediff.tools.cli.outputs import check_outputs
+
+    check_outputs({"--out": out, "--plot": plot},
+                  inputs={"--y": y_path, "--mask": mask_path, "--matrix": matrix_path, "--truth": truth_path}, force=force)
+    if method == "diffpir" and zeta is not None and zeta > 1:
+        raise InputError(f"--zeta {zeta}: DiffPIR's share of fresh noise lies in [0, 1]")
     y = load_array(y_path, "--y")
     truth = load_array(truth_path, "--truth")
     denoiser = load_denoiser(bundle, **engine)
@@ -69,8 +60,12 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
                matrix=load_array(matrix_path, "--matrix"), antialias=not no_antialias)
     y = y[None] if y.shape == op.measurement_shape else y
     op.check_measurement(y)
-    if truth is not None and truth.reshape(-1, *denoiser.sample_shape).shape[0] != len(y):
-        raise InputError(f"--truth holds {truth.shape}: expected one frame of {denoiser.sample_shape} per measurement")
+    if truth is not None:
+        if truth.shape == tuple(denoiser.sample_shape):
+            truth = truth[None]
+        if truth.shape != (len(y), *denoiser.sample_shape):
+            raise InputError(f"--truth holds {truth.shape}: expected one frame of {tuple(denoiser.sample_shape)} per "
+                             f"measurement, i.e. ({len(y)}, {', '.join(map(str, denoiser.sample_shape))})")
     total = -(-len(y) // denoiser.max_batch) * steps * samples
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
         x, res = run(denoiser, y, op, sigma_y, method=method, steps=steps, seed=seed, eta=eta, zeta=zeta, lam=lam,
@@ -83,12 +78,13 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         t = truth.reshape(x.shape).astype(np.float64)
         line += f"; NMSE {nmse_db(x, t):.2f} dB"
     click.echo(line)
-    if plot is not None:
+    if plot is not None:  # side output first, the reconstruction last
         from edgediff.tools import plots
 
         plots.reconstruction_figure(truth.reshape(x.shape)[0] if truth is not None else None,
-                                    op.adjoint(y)[0], x[0], plot,
+                                    op.take(0, 1).adjoint(y[:1])[0], x[0], plot,
                                     title=f"{operator}, {method}-{res.nfe}")
+    save_npy(out, x.astype(np.float32))
     click.echo(f"wrote {out}" + (f", {plot}" if plot else ""))
 
 
@@ -99,16 +95,19 @@ def nmse_db(estimate: np.ndarray, truth: np.ndarray) -> float:
 
 @cli.command("bench-reconstruct")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--frames", type=int, default=16, show_default=True, help="Held-out frames per case.")
-@click.option("--steps", type=int, default=100, show_default=True, help="NFE budget per frame.")
+@click.option("--frames", type=count(1, 10_000), default=16, show_default=True, help="Held-out frames per case.")
+@click.option("--steps", type=count(1), default=100, show_default=True, help="NFE budget per frame.")
 @click.option("--cases", default="miss50,miss75,burst25,denoise10,decimate2", show_default=True)
 @click.option("--no-exact-dps", is_flag=True, help="Skip DPS with torch gradients (needs torch and the run).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
-def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, json_out) -> None:
+@click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
+def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, json_out, force) -> None:
     """NMSE of every method and classical baseline on held-out frames of built-in RF datasets."""
     from edgediff.runtime.atomic import write_json
     from edgediff.tools.bench_reconstruct import CASES, run_benchmark, table
+    from edgediff.tools.cli.outputs import check_outputs
 
+    check_outputs({"--json": json_out}, force=force)
     names = [c.strip() for c in cases.split(",") if c.strip()]
     unknown = sorted(set(names) - set(CASES))
     if unknown:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
+from edgediff.tools.cli.types import SEED, Finite, count, positive
 from edgediff.train.datasets import BUILTINS
 
 #: Per-dataset defaults, used where an option is not given on the command line.
@@ -20,20 +21,20 @@ DEFAULTS = {
 @cli.command()
 @click.option("--dataset", type=click.Choice(BUILTINS), help="A built-in dataset (default rf-qpsk).")
 @click.option("--data", "data_path", type=click.Path(path_type=Path), help="Your .npy/.npz array or SigMF recording.")
-@click.option("--sigmf-frame", type=int, help="Frame length L cut from a SigMF recording (also the built-in L). [256]")
-@click.option("--hop", type=int, help="Hop between SigMF frames (default: L, no overlap).")
-@click.option("--n", "n_frames", type=int, default=20000, show_default=True, help="Built-in frames to generate.")
+@click.option("--sigmf-frame", type=count(8, 1 << 20), help="Frame length L cut from a SigMF recording (also the built-in L). [256]")
+@click.option("--hop", type=count(1, 1 << 20), help="Hop between SigMF frames (default: L, no overlap).")
+@click.option("--n", "n_frames", type=count(16, 10_000_000), default=20000, show_default=True, help="Built-in frames to generate.")
 @click.option("--model", type=click.Choice(["unet1d", "mlp"]), help="Network (default: unet1d for signals, mlp for points).")
-@click.option("--width", type=int, help="U-Net base width or MLP width. [32 / 256]")
+@click.option("--width", type=count(1, 4096), help="U-Net base width or MLP width. [32 / 256]")
 @click.option("--schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
-@click.option("--T", "T", type=int, default=1000, show_default=True, help="Diffusion steps.")
-@click.option("--steps", type=int, help="Optimizer steps. [2000 signals / 4000 points]")
-@click.option("--batch", type=int, help="Global batch size. [32 signals / 512 points]")
-@click.option("--lr", type=float, help="Peak learning rate. [2e-3]")
-@click.option("--ema", type=float, default=0.999, show_default=True, help="EMA decay of the exported weights.")
+@click.option("--T", "T", type=count(2, 100_000), default=1000, show_default=True, help="Diffusion steps.")
+@click.option("--steps", type=count(1), help="Optimizer steps. [2000 signals / 4000 points]")
+@click.option("--batch", type=count(1, 1 << 20), help="Global batch size. [32 signals / 512 points]")
+@click.option("--lr", type=positive(10.0), help="Peak learning rate. [2e-3]")
+@click.option("--ema", type=Finite(0.0, 1.0, max_open=True), default=0.999, show_default=True, help="EMA decay of the exported weights.")
 @click.option("--normalise", type=click.Choice(["rms", "none"]), help="Scale data to unit RMS. [rms signals / none points]")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=250, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--checkpoint-every", type=count(1), default=250, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest intact checkpoint.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

@@ -7,14 +7,15 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
+from edgediff.tools.cli.types import SEED, count
 from edgediff.tools.cli.options import engine_options, load_denoiser
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--steps", type=int, default=20, show_default=True, help="Steps of the end-to-end sampling check.")
-@click.option("--n", "n", type=int, default=4, show_default=True, help="Samples in the end-to-end check.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=count(1), default=20, show_default=True, help="Steps of the end-to-end sampling check.")
+@click.option("--n", "n", type=count(1, 4096), default=4, show_default=True, help="Samples in the end-to-end check.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @engine_options
 def verify(bundle, steps, n, seed, **engine) -> None:
     """Check BUNDLE's engine against reference.npz, and against the torch model where torch is installed.
