@@ -118,7 +118,9 @@ def test_two_process_ddp_keeps_ranks_identical_and_learns(tmp_path):
         (["--dataset", "gmm2d", "--model", "unet1d", "--n", "16"], "use --model mlp"),
         (["--dataset", "gmm2d", "--data", "{tmp}/nan.npy"], "both given"),
         (["--dataset", "gmm2d", "--resume"], "holds no run"),
-        (["--dataset", "gmm2d", "--batch", "0"], "batch=0"),
+        (["--dataset", "gmm2d", "--batch", "0"], "Invalid value for '--batch'"),
+        (["--dataset", "gmm2d", "--seed", "-1"], "Invalid value for '--seed'"),
+        (["--dataset", "gmm2d", "--width", "0"], "Invalid value for '--width'"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, args, match):
