@@ -17,18 +17,24 @@ from edgediff.runtime.errors import BackendUnavailableError, BundleError
 from edgediff.train.run import load_run
 
 
+def check_device(device: str) -> torch.device:
+    """A torch device that exists here, or the one-line error."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise BackendUnavailableError(f"--device {device!r} is not a torch device: expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailableError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise BackendUnavailableError(f"--device {device}: the torch backend runs on cpu or cuda")
+    return dev
+
+
 class TorchEngine:
     """``engine(x_t float32, t float32) -> eps float32`` with the training model in eval mode."""
 
     def __init__(self, model: torch.nn.Module, device: str = "cpu"):
-        try:
-            self.device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise BackendUnavailableError(f"--device {device!r} is not a torch device: expected cpu, cuda or cuda:N") from None
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailableError(f"--device {device}: torch sees no CUDA device here; use --device cpu")
-        if self.device.type not in ("cpu", "cuda"):
-            raise BackendUnavailableError(f"--device {device}: the torch backend runs on cpu or cuda")
+        self.device = check_device(device)
         self.model = model.to(self.device).eval()
         for p in self.model.parameters():  # gradients flow to the input only (DPS)
             p.requires_grad_(False)
@@ -43,6 +49,7 @@ class TorchEngine:
             raise BundleError(f"{weights}: the exporting run is not here; the torch backend needs it (pass run_dir)")
         if sha256_file(weights) != source.get("weights_sha256"):
             raise BundleError(f"{weights}: changed since this bundle was exported; re-export to compare them")
+        check_device(device)
         config, model = load_run(run, device)
         if config.schedule.fingerprint() != bundle.schedule.fingerprint():
             raise BundleError(f"{run}: schedule differs from the bundle's; re-export the bundle")

@@ -120,6 +120,10 @@ def _auto(bundle: Bundle, device: str | None, threads: int, spinning: bool, cuda
             return _ort(bundle, "cuda", threads, spinning, "auto: onnxruntime has CUDA; " + "; ".join(reasons))
         except EdgediffError as exc:
             reasons.append(f"no onnxruntime CUDA ({exc})")
+    else:
+        reasons.append("onnxruntime has no CUDA provider")
+    if device is not None and device != "cpu":  # a GPU was asked for by name: say why there is none
+        raise BackendUnavailableError(f"--device {device}: no GPU engine here ({'; '.join(reasons)}); use --device cpu")
     return _ort(bundle, "cpu", threads, spinning, "auto: " + ("; ".join(reasons) or "CPU requested"))
 
 

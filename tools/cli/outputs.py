@@ -33,7 +33,7 @@ def check_outputs(outputs: dict[str, Path | None], *, inputs: dict[str, Path | N
 
 
 def check_output(option: str, path: Path, force: bool = False) -> None:
-    if str(path).strip() == "":
+    if str(path).strip() in ("", "."):
         raise InputError(f"{option} is empty: give a file name")
     if path.is_dir():
         raise InputError(f"{option} {path} is a directory: give a file name inside it")
