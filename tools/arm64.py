@@ -90,7 +90,7 @@ def install_checkout(cache: Path) -> Path:
     for path in (dist, src):
         shutil.rmtree(path, ignore_errors=True)
     # build from a copy: setuptools' build/ scratch in the checkout could carry stale modules into the wheel
-    for name in ("edgediff", "runtime", "train", "export", "tools"):
+    for name in ("edgediff", "runtime", "train", "export", "tools", "priors"):
         shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
