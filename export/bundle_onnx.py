@@ -8,7 +8,7 @@ no bundle behind.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from edgediff.export import fp16, manifest, onnx_export, parity
 from edgediff.runtime.atomic import atomic_directory, save_npz
 from edgediff.runtime.backends.ort import OrtEngine, OrtOptions, available_providers
 from edgediff.runtime.bundle import sha256_file
-from edgediff.runtime.errors import BundleError, InputError
+from edgediff.runtime.errors import BundleError, EdgediffError, InputError
 from edgediff.runtime.metrics import compare, json_safe
 from edgediff.train.models import config_to_dict, count_parameters
 from edgediff.train.run import load_run
@@ -64,6 +64,8 @@ def export_bundle(run_dir: Path, out: Path, opts: OnnxExportOptions = OnnxExport
                               "(loosen with --atol/--rtol only if you accept that error)")
         files = ["model.onnx", "reference.npz"]
         write_reference(tmp / "reference.npz", model, config.schedule.T, config.sample_shape, opts)
+        if write_stats(tmp / "stats.npz", config):
+            files.append("stats.npz")
         extra: dict[str, Any] = {"data": {k: v for k, v in config.data.to_dict().items()
                                            if k in ("dataset", "path", "length", "seed", "normalise")}}
         if opts.fp16:
@@ -123,6 +125,29 @@ def write_reference(path: Path, model: torch.nn.Module, T: int, sample_shape: tu
         x, t = np.concatenate([x] * reps)[: opts.batch], np.concatenate([t] * reps)[: opts.batch]
     # inputs in the model's own dtypes, so a plain onnxruntime session can replay them as they are
     save_npz(path, x_t=x, t=t.astype(np.float32), eps=parity.torch_eps(model, x, t).astype(np.float32))
+
+
+#: Frames used for the training data's mean and covariance (stats.npz).
+STATS_FRAMES = 20_000
+
+
+def write_stats(path: Path, config: Any) -> bool:
+    """The training frames' mean and covariance (network units, float32) for LMMSE baselines and
+    starts on the device; skipped (False) for points, long frames, or user data no longer on disk."""
+    from edgediff.train import datasets
+
+    n = int(np.prod(config.sample_shape))
+    if len(config.sample_shape) != 2 or n > 4096:
+        return False
+    try:
+        data, _ = datasets.load(replace(config.data, n=min(config.data.n, STATS_FRAMES)))
+    except EdgediffError as exc:
+        log.warning("no stats.npz: the training data cannot be read again (%s)", exc)
+        return False
+    flat = data[:STATS_FRAMES].reshape(-1, n).astype(np.float64)
+    save_npz(path, mean=flat.mean(axis=0).astype(np.float32), cov=np.cov(flat, rowvar=False).astype(np.float32),
+             frames=np.array(len(flat)))
+    return True
 
 
 def write_fp16(tmp: Path, proto: onnx.ModelProto, model: torch.nn.Module, cases: list[dict[str, Any]]) -> dict[str, Any]:

@@ -142,6 +142,7 @@ class GaussianDenoiser:
         self.eigvals = np.maximum(lam, 0.0)
         self.schedule = schedule
         self.shape = tuple(shape) if shape is not None else (n,)
+        self.sample_shape = self.shape
 
     def score(self, x: Any, t: Any) -> np.ndarray:
         x = check_array("x", x).astype(np.float64)

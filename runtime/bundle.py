@@ -140,6 +140,22 @@ class Bundle:
     def engines(self) -> list[dict[str, Any]]:
         return list(self.manifest.get("engines", []))
 
+    def stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The training frames' mean (n,) and covariance (n, n), float64, network units; None when the
+        bundle has no stats.npz (bundles of points, or of user data that was gone at export)."""
+        if "stats.npz" not in self.manifest["files"]:
+            return None
+        where = self.root / "stats.npz"
+        n = int(np.prod(self.sample_shape))
+        try:
+            with np.load(self.path("stats.npz"), allow_pickle=False) as data:
+                mean, cov = np.asarray(data["mean"], np.float64), np.asarray(data["cov"], np.float64)
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise BundleError(f"{where}: unreadable ({type(exc).__name__}); re-export the bundle") from None
+        if mean.shape != (n,) or cov.shape != (n, n) or not (np.isfinite(mean).all() and np.isfinite(cov).all()):
+            raise BundleError(f"{where}: mean {mean.shape} / covariance {cov.shape} do not fit frames of {self.sample_shape}")
+        return mean, cov
+
     def reference(self) -> dict[str, np.ndarray]:
         """The torch model's outputs on fixed inputs, in the model's own dtypes: ``x_t`` float32
         (B, *sample_shape), ``t`` float32 (B,) (int64 in bundles from before), ``eps`` float32."""

@@ -37,6 +37,11 @@ def load_array(path: Path | None, option: str, *, allow_complex: bool = False, f
 def _read(path: Path, option: str) -> np.ndarray:
     try:
         with open(path, "rb") as fh:
+            magic = fh.read(6)
+            fh.seek(0)
+            if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
+                raise InputError(f"{option} {path}: not a .npy or .npz file (it starts with {magic[:6]!r}): "
+                                 "save the array with numpy.save")
             data = np.load(fh, allow_pickle=False)
             if isinstance(data, np.lib.npyio.NpzFile):
                 names = list(data.files)

@@ -264,3 +264,47 @@ def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save(fig, out)
+
+
+def separation_figure(mixture: np.ndarray, soi: np.ndarray, interference: np.ndarray, out: Path, title: str = "") -> Path:
+    """One frame: the mixture and the two estimates (I traces), and their power spectra."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for label, x in (("mixture", mixture), ("interference estimate", interference), ("SOI estimate", soi)):
+        ax1.plot(x[0], lw=0.8, label=label)
+        f, p = psd_db(x[None, 0] + 1j * x[None, 1])
+        ax2.plot(f, p, lw=0.9, label=label)
+    ax1.set_xlabel("sample")
+    ax1.set_ylabel("I")
+    ax2.set_xlabel("frequency (cycles/sample)")
+    ax2.set_ylabel("power (dB)")
+    ax1.legend(fontsize=8)
+    ax2.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save(fig, out)
+
+
+def separation_curves(report: dict[str, Any], out: Path) -> Path:
+    """BER (log) and SOI MSE against SINR, one row per interferer, one line per method."""
+    plt = pyplot()
+    names = list(report["interferers"])
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 3.6 * len(names)), squeeze=False)
+    for row, name in zip(axes, names):
+        points = report["interferers"][name]
+        sinrs = [int(s) for s in points]
+        methods = [m for m in points[str(sinrs[0])] if not m.startswith("_")]
+        for m in methods:
+            ber = [max(points[str(s)][m]["ber"], 1e-5) for s in sinrs]
+            mse = [points[str(s)][m]["mse_db"] for s in sinrs]
+            style = "o-" if points[str(sinrs[0])][m]["kind"] == "diffusion" else "s--"
+            row[0].semilogy(sinrs, ber, style, label=m, ms=4)
+            row[1].plot(sinrs, mse, style, label=m, ms=4)
+        row[0].set_title(f"BER, interferer {name}", fontsize=10)
+        row[1].set_title(f"SOI MSE, interferer {name}", fontsize=10)
+        row[0].set_ylabel("bit error rate (1e-5 = none seen)")
+        row[1].set_ylabel("MSE (dB)")
+        for ax in row:
+            ax.set_xlabel("SINR (dB)")
+            ax.grid(alpha=0.3, which="both")
+        row[0].legend(fontsize=7)
+    return save(fig, out)

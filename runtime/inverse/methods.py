@@ -80,7 +80,9 @@ def _schedule_steps(schedule: Any, steps: int) -> list[tuple[int, int, float, fl
 def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, eta: float = 0.85,
          rng: np.random.Generator, progress: Progress | None = None) -> Reconstruction:
     """DDNM+ with strided steps; with sigma_y = 0 the result satisfies A x = y exactly (A A^+ = I)."""
-    A, y, sigma_y = problem.operator, problem.y, problem.sigma_y
+    A, y = problem.operator, problem.y
+    # the noise that A^+ carries into x: sigma_y for masks and denoising, less where A^+ averages (sums)
+    sigma_y = problem.sigma_y * getattr(A, "pinv_noise_gain", 1.0)
     plan = _schedule_steps(schedule, steps)
     start = time.perf_counter()
     x = rng.standard_normal(problem.shape)

@@ -1,0 +1,119 @@
+"""``edgediff separate``: a signal of interest and an interferer, apart, with one diffusion prior each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edgediff.tools.arrays import load_array
+from edgediff.tools.cli import cli
+from edgediff.tools.cli.options import engine_options, load_denoiser
+from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
+
+
+@cli.command()
+@click.option("--soi", type=click.Path(path_type=Path), required=True, help="Prior of the signal of interest (bundle or name).")
+@click.option("--interference", type=click.Path(path_type=Path), help="Prior of the interferer (bundle or name).")
+@click.option("--y", "y_path", type=click.Path(path_type=Path), required=True, help="Mixtures (N, 2, L) .npy, user units.")
+@click.option("--sigma-y", type=non_negative(), required=True, help="Noise std beyond the two sources, user units.")
+@click.option("--method", type=click.Choice(["joint-ddnm", "joint-diffpir", "alpha-rgs"]), default="joint-ddnm",
+              show_default=True)
+@click.option("--steps", type=count(1, 100_000), default=100, show_default=True,
+              help="Reverse steps (joint) or iterations (alpha-rgs): network calls per source.")
+@click.option("--samples", type=count(1, 1000), default=1, show_default=True,
+              help="Joint methods: average K posterior samples (seeds SEED..SEED+K-1).")
+@click.option("--soi-power", type=positive(), help="SOI power in the mixture, mean |s|^2 per complex sample.")
+@click.option("--interference-power", type=positive(), help="Interferer power, mean |b|^2 per complex sample.")
+@click.option("--init", type=click.Choice(["auto", "lmmse", "wiener"]), default="auto", show_default=True,
+              help="alpha-rgs start: LMMSE from both priors' stats.npz, or the scalar Wiener gain.")
+@click.option("--omega", type=positive(100.0), default=1.0, show_default=True, help="alpha-rgs: interference prior weight.")
+@click.option("--eta", type=Finite(0.0, 1.0), default=0.5, show_default=True, help="joint-ddnm: share of fresh noise.")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="SOI estimate (.npy), user units.")
+@click.option("--out-interference", type=click.Path(path_type=Path), help="Interference estimate (.npy).")
+@click.option("--plot", type=click.Path(path_type=Path), help="Mixture, estimates and spectra of the first frame (PNG).")
+@click.option("--force", is_flag=True, help="Replace output files that exist.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@engine_options
+def separate(soi, interference, y_path, sigma_y, method, steps, samples, soi_power, interference_power, init, omega,
+             eta, seed, out, out_interference, plot, force, quiet, **engine) -> None:
+    """Separate mixtures y = s + b + n into the signal of interest s and the interferer b.
+
+    Source powers (mean |x|^2 per complex sample, user units): both given are used as they are; one
+    given, the other is what the mixture's power leaves; none given, each prior's training power,
+    refused when the mixture is more than 3 dB away from their sum."""
+    from edgediff.runtime.atomic import save_npy
+    from edgediff.runtime.errors import InputError
+    from edgediff.runtime.inverse.separate import check_pair, lmmse_separation, separate as run, source_amplitudes
+    from edgediff.tools.cli.outputs import check_outputs
+
+    if interference is None:
+        raise InputError("--interference is missing: separation needs a prior for the interferer too "
+                         "(a bundle or a shipped name such as rf-chirp)")
+    check_outputs({"--out": out, "--out-interference": out_interference, "--plot": plot}, inputs={"--y": y_path},
+                  force=force)
+    if method != "alpha-rgs" and init == "lmmse":
+        raise InputError(f"--init lmmse applies to alpha-rgs; --method {method} starts from noise")
+    y = load_array(y_path, "--y", ndim=(2, 3))
+    d_s, d_b = load_denoiser(soi, **engine), load_denoiser(interference, **engine)
+    check_pair(d_s, d_b)
+    y = y[None] if y.ndim == 2 else y
+    if y.shape[1:] != tuple(d_s.sample_shape):
+        raise InputError(f"--y holds frames of {y.shape[1:]}: the priors expect {tuple(d_s.sample_shape)}")
+    amp = source_amplitudes(y, sigma_y, d_s.normalisation.scale, d_b.normalisation.scale, soi_power, interference_power)
+    start = None
+    if method == "alpha-rgs":
+        stats = (d_s.bundle.stats(), d_b.bundle.stats())
+        if init == "lmmse" and None in stats:
+            raise InputError("--init lmmse needs stats.npz in both bundles (re-export them with this edgediff)")
+        if init != "wiener" and None not in stats:
+            start = lmmse_separation(y, sigma_y, amp, *stats)
+    total = steps * (samples if method != "alpha-rgs" else 1) * (-(-len(y) // min(d_s.max_batch, d_b.max_batch)))
+    with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
+        res = run(d_s, d_b, y, sigma_y, amp, method=method, steps=steps, samples=samples, seed=seed, eta=eta,
+                  init=start, omega=omega, progress=bar.update)
+    if not (np.isfinite(res.soi).all() and np.isfinite(res.interference).all()):
+        raise InputError("the separation diverged (non-finite values): lower --omega or give the source powers")
+    click.echo(f"{len(y)} mixtures, {method}, {res.nfe_per_source} NFE per source per frame, {res.seconds:.2f} s "
+               f"({1e3 * res.seconds / len(y):.1f} ms/frame); amplitudes {amp.a_s:.3g} / {amp.a_b:.3g} ({amp.source})")
+    if plot is not None:
+        from edgediff.tools import plots
+
+        plots.separation_figure(y[0], res.soi[0], res.interference[0], plot, title=f"{method}-{res.nfe_per_source}")
+    if out_interference is not None:
+        save_npy(out_interference, res.interference.astype(np.float32))
+    save_npy(out, res.soi.astype(np.float32))
+    click.echo("wrote " + ", ".join(str(p) for p in (out, out_interference, plot) if p is not None))
+
+
+@cli.command("bench-separate")
+@click.option("--soi", type=click.Path(path_type=Path), default=Path("rf-qpsk"), show_default=True)
+@click.option("--interference", "interferers", type=click.Path(path_type=Path), multiple=True,
+              default=(Path("rf-chirp"), Path("rf-qpsk-fast")), show_default=True)
+@click.option("--frames", type=count(1, 100_000), default=100, show_default=True, help="Frames per SINR point.")
+@click.option("--steps", type=count(1, 100_000), default=100, show_default=True,
+              help="Joint steps; alpha-RGS runs twice as many iterations (NFE per source).")
+@click.option("--sinr", "sinrs", type=Finite(-60.0, 60.0), multiple=True, help="SINR points in dB (default -24..0 by 3).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path))
+@click.option("--plot", type=click.Path(path_type=Path), help="BER and MSE against SINR (PNG).")
+@click.option("--force", is_flag=True, help="Replace output files that exist.")
+def bench_separate(soi, interferers, frames, steps, sinrs, json_out, plot, force) -> None:
+    """BER and SOI MSE against SINR: joint diffusion and alpha-RGS against matched filter, LMMSE and fixed filter."""
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools.bench_separate import SINRS, run_benchmark, table
+    from edgediff.tools.cli.outputs import check_outputs
+
+    check_outputs({"--json": json_out, "--plot": plot}, force=force)
+    report = run_benchmark(str(soi), [str(i) for i in interferers], frames, steps,
+                           tuple(int(round(s)) for s in sinrs) or SINRS, progress=lambda m: click.echo(m, err=True))
+    for line in table(report):
+        click.echo(line)
+    if plot is not None:
+        from edgediff.tools import plots
+
+        click.echo(f"wrote {plots.separation_curves(report, plot)}")
+    if json_out is not None:
+        write_json(json_out, report)
+        click.echo(f"wrote {json_out}")
