@@ -195,6 +195,7 @@ def test_mutated_bundles_keep_the_convention(work, mutation, command):
 
 # ---- option and input mutations ---------------------------------------------------------------------
 
+OUTPUT_OPTIONS = {"--out", "--plot", "--tweedie", "--json", "--out-interference"}
 BAD_NUMBERS = ["-1", "0", "nan", "inf", "-inf", "1e309", "abc", "", "99999999999999999999999", "0.5", "1e6"]
 
 
@@ -283,6 +284,7 @@ def test_mutated_options_keep_the_convention(work, files, data):
     argv, options = table[name]
     argv = list(argv)
     heavy = name in ("train", "export", "bench", "bench-reconstruct", "bench-samplers")
+    named_outputs = []
     for _ in range(data.draw(st.integers(1, 2))):
         option = data.draw(st.sampled_from(options))
         value = data.draw(st.sampled_from(BAD_NUMBERS + path_values(files) + [str(case / "side.png"), str(out),
@@ -292,12 +294,16 @@ def test_mutated_options_keep_the_convention(work, files, data):
             argv[argv.index(option) + 1] = value
         else:
             argv += [option, value]
+        if option in OUTPUT_OPTIONS and value not in ("", "."):
+            named_outputs.append(Path(value))  # whatever the user names as an output may be written
     if heavy:
         assert all(p in argv for p in POISON[name])  # still invalid: no real work can start
     if data.draw(st.booleans()):
         out.write_bytes(b"precious")  # an existing output: refused without --force, untouched
     existed = {p for p in (out, out.with_suffix(".png")) if p.exists()}
     outputs = [out, out.with_suffix(".png"), case / "side.png", files / "readonly" / "x.npy"]
+    outputs += [p for p in named_outputs if root in p.parents and p not in outputs]
+    existed |= {p for p in outputs if p.exists()}
     watched = root
     before = tree(watched)
     result = run(argv)
@@ -305,3 +311,6 @@ def test_mutated_options_keep_the_convention(work, files, data):
     assert_convention(result, [*outputs, *(files / n for n in ("run-new",))], before, watched, existed)
     if out in existed and result.exit_code == 2:
         assert out.read_bytes() == b"precious"
+    for p in outputs:  # outputs named inside the shared inputs folder do not outlive this case
+        if p not in existed and p.is_file() and files in p.parents:
+            p.unlink()
