@@ -50,6 +50,18 @@ def test_arm64_samples_match_x86_and_verify_passes(tmp_path, arm_env, unet_bundl
 
 
 @needs_tools
+def test_arm64_streams_a_recording(tmp_path, arm_env, unet_bundle):
+    """The recording path (framing, overlap-add, chunked I/O) with the runtime alone on ARM64."""
+    z = (np.random.default_rng(0).standard_normal(1024) * (1 + 1j) * 0.3).astype(np.complex64)
+    np.save(tmp_path / "rec.npy", z)
+    res = arm64.run(arm_env, ["denoise", str(unet_bundle), "--y", str(tmp_path / "rec.npy"), "--sigma-y", "0.1",
+                              "--steps", "2", "--out", str(tmp_path / "out.npy"), "--quiet"])
+    assert res.returncode == 0, res.stderr
+    out = np.load(tmp_path / "out.npy")
+    assert out.shape == (1024,) and out.dtype == np.complex64 and np.isfinite(out).all()
+
+
+@needs_tools
 def test_arm64_cli_errors_keep_the_convention(tmp_path, arm_env):
     res = arm64.run(arm_env, ["sample", str(tmp_path / "missing"), "--out", str(tmp_path / "s.npy")])
     assert res.returncode == 2 and "edgediff: error:" in res.stderr and "Traceback" not in res.stderr

@@ -24,11 +24,11 @@ def check_outputs(outputs: dict[str, Path | None], *, inputs: dict[str, Path | N
     for option, path in outputs.items():
         if path is None:
             continue
-        check_output(option, path, force)
         key = _key(path)
         if key in seen:
             other = seen[key]
             raise InputError(f"{option} {path} is also {other}: choose a different file for {option}")
+        check_output(option, path, force)
         seen[key] = option
 
 

@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from edgediff.tools.cli import cli
+from edgediff.runtime.errors import InputError
 from edgediff.tools.arrays import load_array
 from edgediff.tools.cli.options import engine_options, load_denoiser
 from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
@@ -37,14 +38,32 @@ from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Reconstruction (.npy), user units.")
 @click.option("--truth", "truth_path", type=click.Path(path_type=Path), help="Clean frames, for NMSE and the plot.")
 @click.option("--plot", type=click.Path(path_type=Path), help="Truth, measurement, reconstruction and error (PNG).")
+@click.option("--hop", type=count(1), help="Recordings: samples between frame starts (default: half a frame).")
+@click.option("--mask-label", help="Recordings: SigMF annotations with this core:label mark lost samples.")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
 def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, steps, eta,
-                zeta, lam, dps_approx, samples, seed, out, truth_path, plot, force, quiet, **engine) -> None:
-    """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS)."""
+                zeta, lam, dps_approx, samples, seed, out, truth_path, plot, hop, mask_label, force, quiet, **engine) -> None:
+    """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS).
+
+    --y may also be a whole recording (NAME.sigmf-meta or a 1-D complex .npy): it is framed with
+    overlap, streamed through the prior in bounded memory and written back as a recording of the
+    same length, datatype and sample rate (--operator identity to clean it, mask to fill lost samples)."""
+    from edgediff.tools.cli.recording import is_recording, run_recording
+
+    if is_recording(y_path):
+        if method == "dps" or samples > 1 or truth_path is not None or plot is not None:
+            raise InputError("recordings run with --method ddnm or diffpir, one sample, no --truth/--plot")
+        denoiser = load_denoiser(bundle, **engine)
+        from edgediff import __version__
+
+        generator = f"edgediff {__version__} {method}-{steps} seed={seed} bundle={denoiser.bundle.root.name}"
+        run_recording(denoiser, y_path, out, operator=operator, mask=mask_path, mask_label=mask_label, sigma_y=sigma_y,
+                      hop=hop, force=force, quiet=quiet, generator=generator, method=method, steps=steps, seed=seed,
+                      **({"eta": eta} if method == "ddnm" else {"lam": lam}))
+        return
     from edgediff.runtime.atomic import save_npy
-    from edgediff.runtime.errors import InputError
     from edgediff.runtime.inverse import build, reconstruct as run
 
     from edgediff.tools.cli.outputs import check_outputs
@@ -91,6 +110,26 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
 def nmse_db(estimate: np.ndarray, truth: np.ndarray) -> float:
     """10 log10(sum ||x_hat - x||^2 / sum ||x||^2) over all frames."""
     return float(10 * np.log10(np.sum((estimate - truth) ** 2) / np.sum(truth**2)))
+
+
+@cli.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--y", "y_path", type=click.Path(path_type=Path), required=True,
+              help="A recording (NAME.sigmf-meta or 1-D complex .npy) or frames (N, 2, L) .npy.")
+@click.option("--sigma-y", type=non_negative(), required=True, help="Noise std to remove, user units.")
+@click.option("--steps", type=count(1), default=100, show_default=True)
+@click.option("--hop", type=count(1), help="Recordings: samples between frame starts (default: half a frame).")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--force", is_flag=True, help="Replace output files that exist.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def denoise(ctx, bundle, y_path, sigma_y, steps, hop, seed, out, force, quiet) -> None:
+    """Clean a recording or frames with BUNDLE's prior: `reconstruct --operator identity` in short."""
+    args = [str(bundle), "--y", str(y_path), "--operator", "identity", "--sigma-y", str(sigma_y), "--steps", str(steps),
+            "--seed", str(seed), "--out", str(out)] + (["--hop", str(hop)] if hop else []) + \
+        (["--force"] if force else []) + (["--quiet"] if quiet else [])
+    ctx.invoke(reconstruct, **reconstruct.make_context("reconstruct", args, parent=ctx.parent).params)
 
 
 @cli.command("bench-reconstruct")
