@@ -68,6 +68,8 @@ def export_bundle(run_dir: Path, out: Path, opts: OnnxExportOptions = OnnxExport
             files.append("stats.npz")
         extra: dict[str, Any] = {"data": {k: v for k, v in config.data.to_dict().items()
                                            if k in ("dataset", "path", "length", "seed", "normalise")}}
+        if config.distilled:
+            extra["distilled"] = {k: config.distilled[k] for k in ("nfe", "timesteps", "sampler", "eta")}
         if opts.fp16:
             extra["fp16"] = write_fp16(tmp, proto, model, cases)
             files.append("model.fp16.onnx")

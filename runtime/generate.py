@@ -7,7 +7,7 @@ size and backend give identical output.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
@@ -21,7 +21,7 @@ class SampleRequest:
     n: int
     method: str = "ddim"
     steps: int | None = None
-    eta: float = 1.0  # stochastic steps forgive model error; eta = 0 (deterministic DDIM) amplifies it
+    eta: float | None = None  # None: 1 (stochastic steps forgive model error), 0 for a distilled bundle
     seed: int = 0
     batch: int | None = None  # default: the engine's largest batch, at most n
     spacing: str = "trailing"
@@ -35,7 +35,7 @@ class SampleRequest:
             raise InputError(f"--sampler {self.method!r} is unknown: expected one of {', '.join(METHODS)}")
         if self.steps is not None and not 1 <= self.steps <= T:
             raise InputError(f"--steps {self.steps} is out of range: expected 1..{T} (the bundle's T)")
-        if not self.eta >= 0:
+        if self.eta is not None and not self.eta >= 0:
             raise InputError(f"--eta {self.eta} is negative: expected eta >= 0")
         if self.batch is not None and not 1 <= self.batch <= max_batch:
             raise InputError(f"--batch {self.batch} is outside 1..{max_batch}, the engine's batch range: "
@@ -63,9 +63,25 @@ class SampleRun:
         return len(self.x) / max(self.seconds, 1e-9)
 
 
+def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None) -> tuple[SampleRequest, Any]:
+    """The request as the bundle needs it, and its timestep grid: a distilled bundle runs its own
+    sampler (DDIM, eta 0) at its own timesteps, and anything else it was not made for is refused."""
+    if not distilled:
+        return replace(req, eta=1.0 if req.eta is None else req.eta), None
+    nfe, sampler = int(distilled["nfe"]), str(distilled.get("sampler", "ddim"))
+    if req.steps not in (None, nfe):
+        raise InputError(f"--steps {req.steps}: this bundle was distilled for {nfe} steps; leave --steps out or use {nfe}")
+    if req.method != sampler:
+        raise InputError(f"--sampler {req.method}: this bundle was distilled for {sampler} at its own {nfe} timesteps")
+    if req.eta not in (None, float(distilled.get("eta", 0.0))):
+        raise InputError(f"--eta {req.eta}: this bundle was distilled for eta {distilled.get('eta', 0.0)}")
+    return replace(req, steps=nfe, eta=float(distilled.get("eta", 0.0))), np.asarray(distilled["timesteps"], dtype=np.int64)
+
+
 def generate(denoiser: Any, req: SampleRequest, progress: Callable[[int], Any] | None = None) -> SampleRun:
     """Sample ``req.n`` frames with a bundle denoiser (it carries schedule, shape, normalisation)."""
     schedule, shape = denoiser.schedule, tuple(denoiser.sample_shape)
+    req, grid = for_bundle(req, getattr(denoiser, "distilled", None))
     req.check(schedule.T, denoiser.max_batch)
     batch = min(req.batch or denoiser.max_batch, req.n)
     n_steps = req.nfe(schedule.T)
@@ -84,7 +100,7 @@ def generate(denoiser: Any, req: SampleRequest, progress: Callable[[int], Any] |
 
         # a fixed-batch engine runs the last, short batch padded; only what was asked is kept
         res = sample(denoiser, schedule, (max(size, denoiser.min_batch), *shape), method=req.method, steps=req.steps,
-                     eta=req.eta, spacing=req.spacing, rng=np.random.default_rng([req.seed, i]),
+                     eta=req.eta, spacing=req.spacing, rng=np.random.default_rng([req.seed, i]), grid=grid,
                      callback=keep if req.tweedie_every else None, progress=progress)
         nfe = res.nfe
         outputs.append(res.x[:size])

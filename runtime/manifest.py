@@ -111,9 +111,21 @@ def validate(m: dict[str, Any], where: str) -> None:
         for key, hi in (("length", MAX_SAMPLE_SIZE), ("seed", 2**63 - 1)):
             if key in data and not _int(data[key], 0, hi):
                 raise _fail(where, f"data.{key}", data[key], "a non-negative integer")
+    distilled = m.get("distilled")
+    if distilled is not None:
+        _distilled(distilled, NoiseSchedule.from_dict(m["schedule"]).T, where)
     for key in ("model", "parity", "source_run", "versions", "io"):
         if key in m and not isinstance(m[key], dict):
             raise _fail(where, key, m[key], "an object")
+
+
+def _distilled(d: Any, T: int, where: str) -> None:
+    nfe = d.get("nfe") if isinstance(d, dict) else None
+    ts = d.get("timesteps") if isinstance(d, dict) else None
+    if not (_int(nfe, 1, T) and isinstance(ts, list) and len(ts) == nfe and all(_int(t, 0, T - 1) for t in ts)
+            and all(a > b for a, b in zip(ts, ts[1:])) and d.get("sampler") == "ddim"
+            and isinstance(d.get("eta", 0.0), (int, float)) and not isinstance(d.get("eta", 0.0), bool)):
+        raise _fail(where, "distilled", d, "nfe, its decreasing timesteps in 0..T-1 and sampler ddim")
 
 
 def _files(files: dict[str, Any], where: str) -> None:

@@ -73,6 +73,7 @@ def sample(
     progress: Callable[[int], Any] | None = None,
     variance: str = "small",
     clip: tuple[float, float] | None = None,
+    grid: Any = None,
 ) -> SampleResult:
     """Run the reverse process from x_T ~ N(0, I) of ``shape`` (batch first) to x_0.
 
@@ -81,6 +82,7 @@ def sample(
     ``method="ddim"`` runs ``steps`` (default 50, at most T) DDIM steps with the given ``eta``.
     ``method="dpmpp2m"`` / ``"unipc"`` run the deterministic multistep solvers of
     :mod:`edgediff.runtime.solvers` (default 15 steps; ``eta`` does not apply).
+    ``grid`` replaces the spacing by explicit timesteps (``steps`` of them), as a distilled bundle's.
     ``callback(i, t, x_t, x0_hat)`` receives every Tweedie estimate on the way; ``progress(1)`` is
     called after each step (cheaper: without a callback x0_hat is never formed). ``rng=None`` draws
     fresh, unreproducible entropy.
@@ -93,7 +95,7 @@ def sample(
         raise InputError(f"rng is a {type(rng).__name__}: expected a numpy.random.Generator")
     if steps is None:
         steps = schedule.T if method == "ddpm" else min(DEFAULT_STEPS[method], schedule.T)
-    ts = timesteps(schedule.T, steps, spacing)
+    ts = timesteps(schedule.T, steps, spacing) if grid is None else _check_grid(grid, schedule.T, steps)
     if method in SOLVERS:
         return _solve(denoiser, schedule, shape, method, ts, rng, callback, progress)
     if method == "ddpm" and steps < schedule.T:
@@ -154,6 +156,15 @@ def _plan(schedule: NoiseSchedule, ts: np.ndarray, method: str, eta: float, vari
             t_prev = ts_list[i + 1] if i + 1 < len(ts_list) else -1
             steps.append((t, ddim_coefficients(schedule, t, t_prev, eta), eta > 0 and t_prev >= 0))
     return steps
+
+
+def _check_grid(grid: Any, T: int, steps: int) -> np.ndarray:
+    """An explicit timestep grid (a distilled bundle's): strictly decreasing integers in [0, T-1]."""
+    ts = np.asarray(grid)
+    if ts.ndim != 1 or len(ts) != steps or ts.dtype.kind not in "iu" or ts.min() < 0 or ts.max() > T - 1 \
+            or np.any(np.diff(ts) >= 0):
+        raise InputError(f"timestep grid {ts.tolist()[:8]}: expected {steps} strictly decreasing integers in [0, {T - 1}]")
+    return ts.astype(np.int64)
 
 
 def _check_shape(shape: Any) -> tuple[int, ...]:

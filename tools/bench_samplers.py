@@ -38,7 +38,7 @@ def seconds_per_sample(denoiser: Any, method: str, steps: int, batch: int, repea
     best = np.inf
     for r in range(repeats):
         start = time.perf_counter()
-        generate(denoiser, SampleRequest(n=batch, method=method, steps=steps, batch=batch, seed=r))
+        generate(denoiser, SampleRequest(n=batch, method=method, steps=steps, batch=batch, seed=r))  # eta: default
         best = min(best, time.perf_counter() - start)
     return float(best / batch)
 
@@ -48,6 +48,8 @@ def quality(denoiser: Any, n: int, grid: tuple[tuple[str, int], ...] = GRID, tim
     from edgediff.tools.evaluate import evaluate_frames, reference
 
     data = denoiser.bundle.manifest.get("data") or {}
+    if getattr(denoiser, "distilled", None):  # a distilled bundle runs only what it was made for
+        grid = (("ddim", int(denoiser.distilled["nfe"])),)
     dataset = data.get("dataset")
     ref = None if dataset == "gmm2d" else reference(dataset, n, int(denoiser.sample_shape[-1]), int(data.get("seed", 0)))
     rows = []

@@ -66,6 +66,8 @@ class RunConfig:
     train: TrainConfig
     normalisation: Normalisation = Normalisation()
     versions: dict[str, str] = field(default_factory=dict)
+    #: set on distilled runs: the student's timesteps, sampler and NFE (see edgediff.train.distill)
+    distilled: dict[str, Any] | None = None
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -80,6 +82,7 @@ class RunConfig:
             "normalisation": self.normalisation.to_dict(),
             "train": asdict(self.train),
             "versions": self.versions or current_versions(),
+            **({"distilled": self.distilled} if self.distilled else {}),
         }
 
     @classmethod
@@ -94,6 +97,7 @@ class RunConfig:
             train=TrainConfig(**d["train"]),
             normalisation=Normalisation.from_dict(d["normalisation"]),
             versions=dict(d.get("versions", {})),
+            distilled=d.get("distilled"),
         )
 
     @classmethod

@@ -45,6 +45,8 @@ class BundleDenoiser:
         self.min_batch, self.max_batch = batch_range
         self.provider = str(getattr(engine, "provider", backend))
         self.self_test_error: float | None = None
+        #: a distilled bundle's grid and sampler (manifest "distilled"), None for ordinary bundles
+        self.distilled: dict[str, Any] | None = bundle.manifest.get("distilled")
 
     def check_batch(self, batch: int) -> None:
         if not self.min_batch <= batch <= self.max_batch:

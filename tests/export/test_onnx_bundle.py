@@ -30,8 +30,11 @@ def test_bundle_contents_and_manifest(which, unet_bundle, mlp_bundle, unet_run, 
     bundle_dir, run = (unet_bundle, unet_run) if which == "unet" else (mlp_bundle, mlp_run)
     b = Bundle.open(bundle_dir)
     m = b.manifest
-    expected = {"model.onnx", "reference.npz"} | ({"model.fp16.onnx"} if which == "unet" else set())
+    expected = {"model.onnx", "reference.npz"} | ({"model.fp16.onnx", "stats.npz"} if which == "unet" else set())
     assert set(m["files"]) == expected
+    if which == "unet":  # the training frames' mean and covariance, for LMMSE on the device
+        mean, cov = b.stats()
+        assert mean.shape == (64,) and cov.shape == (64, 64) and np.allclose(cov, cov.T, atol=1e-6)
     assert sorted(p.name for p in bundle_dir.iterdir()) == sorted(expected | {"manifest.json"})
     assert m["parity"]["passed"] and len(m["parity"]["checks"]) == 12
     for check in m["parity"]["checks"]:

@@ -26,7 +26,7 @@ from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), help="Dense (M, C*L) sensing matrix (.npy).")
 @click.option("--sigma-y", type=non_negative(), required=True, help="Measurement noise std, user units.")
 @click.option("--method", type=click.Choice(["ddnm", "diffpir", "dps"]), default="ddnm", show_default=True)
-@click.option("--steps", type=count(1), default=100, show_default=True)
+@click.option("--steps", type=count(1), help="Reverse steps [100; a distilled bundle: its own].")
 @click.option("--eta", type=Finite(0.0, 1.0), default=0.5, show_default=True, help="DDNM+ share of fresh noise.")
 @click.option("--zeta", type=non_negative(100.0),
               help="DPS step size [1.0 exact, 0.3 Jacobian-free]; DiffPIR fresh-noise share in [0, 1] [1.0].")
@@ -52,10 +52,11 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
     same length, datatype and sample rate (--operator identity to clean it, mask to fill lost samples)."""
     from edgediff.tools.cli.recording import is_recording, run_recording
 
+    denoiser = load_denoiser(bundle, **engine)
+    steps = distilled_steps(denoiser, steps)
     if is_recording(y_path):
         if method == "dps" or samples > 1 or truth_path is not None or plot is not None:
             raise InputError("recordings run with --method ddnm or diffpir, one sample, no --truth/--plot")
-        denoiser = load_denoiser(bundle, **engine)
         from edgediff import __version__
 
         generator = f"edgediff {__version__} {method}-{steps} seed={seed} bundle={denoiser.bundle.root.name}"
@@ -74,7 +75,6 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         raise InputError(f"--zeta {zeta}: DiffPIR's share of fresh noise lies in [0, 1]")
     y = load_array(y_path, "--y")
     truth = load_array(truth_path, "--truth")
-    denoiser = load_denoiser(bundle, **engine)
     op = build(operator, denoiser.sample_shape, mask=load_array(mask_path, "--mask"), factor=factor,
                matrix=load_array(matrix_path, "--matrix"), antialias=not no_antialias)
     y = y[None] if y.shape == op.measurement_shape else y
@@ -107,6 +107,16 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
     click.echo(f"wrote {out}" + (f", {plot}" if plot else ""))
 
 
+def distilled_steps(denoiser, steps: int | None) -> int:
+    """The steps to run: a distilled bundle's own (anything else refused), else the asked or 100."""
+    distilled = getattr(denoiser, "distilled", None)
+    if not distilled:
+        return steps or 100
+    if steps not in (None, int(distilled["nfe"])):
+        raise InputError(f"--steps {steps}: this bundle was distilled for {distilled['nfe']} steps; leave --steps out")
+    return int(distilled["nfe"])
+
+
 def nmse_db(estimate: np.ndarray, truth: np.ndarray) -> float:
     """10 log10(sum ||x_hat - x||^2 / sum ||x||^2) over all frames."""
     return float(10 * np.log10(np.sum((estimate - truth) ** 2) / np.sum(truth**2)))
@@ -117,7 +127,7 @@ def nmse_db(estimate: np.ndarray, truth: np.ndarray) -> float:
 @click.option("--y", "y_path", type=click.Path(path_type=Path), required=True,
               help="A recording (NAME.sigmf-meta or 1-D complex .npy) or frames (N, 2, L) .npy.")
 @click.option("--sigma-y", type=non_negative(), required=True, help="Noise std to remove, user units.")
-@click.option("--steps", type=count(1), default=100, show_default=True)
+@click.option("--steps", type=count(1), help="Reverse steps [100; a distilled bundle: its own].")
 @click.option("--hop", type=count(1), help="Recordings: samples between frame starts (default: half a frame).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
@@ -126,8 +136,9 @@ def nmse_db(estimate: np.ndarray, truth: np.ndarray) -> float:
 @click.pass_context
 def denoise(ctx, bundle, y_path, sigma_y, steps, hop, seed, out, force, quiet) -> None:
     """Clean a recording or frames with BUNDLE's prior: `reconstruct --operator identity` in short."""
-    args = [str(bundle), "--y", str(y_path), "--operator", "identity", "--sigma-y", str(sigma_y), "--steps", str(steps),
-            "--seed", str(seed), "--out", str(out)] + (["--hop", str(hop)] if hop else []) + \
+    args = [str(bundle), "--y", str(y_path), "--operator", "identity", "--sigma-y", str(sigma_y),
+            "--seed", str(seed), "--out", str(out)] + (["--steps", str(steps)] if steps else []) + \
+        (["--hop", str(hop)] if hop else []) + \
         (["--force"] if force else []) + (["--quiet"] if quiet else [])
     ctx.invoke(reconstruct, **reconstruct.make_context("reconstruct", args, parent=ctx.parent).params)
 

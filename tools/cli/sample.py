@@ -17,9 +17,9 @@ from edgediff.tools.cli.types import SEED, count, non_negative, positive
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp2m", "unipc"]), default="ddim", show_default=True,
               help="ddim (with --eta), ddpm, or the deterministic multistep solvers DPM-Solver++(2M) and UniPC.")
 @click.option("--steps", type=count(1), help="Sampler steps (DDPM: all T; DDIM: 50; dpmpp2m/unipc: 15).")
-@click.option("--eta", type=non_negative(10.0), default=1.0, show_default=True,
+@click.option("--eta", type=non_negative(10.0),
               help="DDIM stochasticity: 1 is the DDPM posterior on the strided steps (robust to model error), "
-                   "0 the deterministic sampler.")
+                   "0 the deterministic sampler. [1; a distilled bundle: its own, 0]")
 @click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]), default="trailing", show_default=True)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--batch", type=count(1), help="Samples per engine call (default: the engine's largest batch).")
@@ -36,7 +36,7 @@ def sample(bundle, n, sampler, steps, eta, spacing, seed, batch, out, fmt, sampl
            quiet, **engine) -> None:
     """Sample BUNDLE: N frames in batches, in the training data's units, written atomically."""
     from edgediff.runtime.atomic import save_npy, save_npz
-    from edgediff.runtime.generate import SampleRequest, generate
+    from edgediff.runtime.generate import SampleRequest, for_bundle, generate
     from edgediff.tools.cli.outputs import check_outputs
     from edgediff.tools.sigmf_io import sigmf_paths
 
@@ -45,13 +45,14 @@ def sample(bundle, n, sampler, steps, eta, spacing, seed, batch, out, fmt, sampl
     request = SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed, batch=batch, spacing=spacing,
                             tweedie_every=every if tweedie else 0)
     denoiser = load_denoiser(bundle, **engine)
+    request, _ = for_bundle(request, denoiser.distilled)  # a distilled bundle brings its own steps and eta
     request.check(denoiser.schedule.T, denoiser.max_batch)
     check_memory(n, denoiser.sample_shape, request, denoiser.schedule.T)
     per_batch = min(batch or denoiser.max_batch, n)
     total = -(-n // per_batch) * request.nfe(denoiser.schedule.T)
     with click.progressbar(length=total, label=f"{sampler} x{n}", hidden=quiet, show_pos=True) as bar:
         run = generate(denoiser, request, progress=bar.update)
-    generator = (f"edgediff {denoiser.bundle.manifest.get('edgediff')} {sampler}-{run.nfe} eta={eta} seed={seed} "
+    generator = (f"edgediff {denoiser.bundle.manifest.get('edgediff')} {sampler}-{run.nfe} eta={request.eta} seed={seed} "
                  f"batch={per_batch} backend={denoiser.backend}")
     written: tuple = ()
     # side outputs first, the main output last: a failure never leaves samples without their plot
