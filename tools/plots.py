@@ -308,3 +308,26 @@ def separation_curves(report: dict[str, Any], out: Path) -> Path:
             ax.grid(alpha=0.3, which="both")
         row[0].legend(fontsize=7)
     return save(fig, out)
+
+
+def study_curves(curves: dict[str, list[dict[str, Any]]], out: Path, offsets: dict[str, float] | None = None) -> Path:
+    """Blind EVM median and share below -15 dB against training samples seen, one line per run
+    (``offsets`` shifts a later stage by the samples its earlier stages saw)."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, rows in curves.items():
+        rows = [r for r in rows if r.get("sample_steps", 50) == 50 and "evm" in r.get("generated", {})]
+        if not rows:
+            continue
+        x = [(offsets or {}).get(name, 0) + r["samples_seen"] / 1e6 for r in rows]
+        ax1.plot(x, [r["generated"]["evm"]["median_db"] for r in rows], "o-", ms=3, label=name)
+        ax2.plot(x, [100 * r["generated"]["evm"]["share_below_15db"] for r in rows], "o-", ms=3, label=name)
+    ax1.axhline(-20, color="0.5", ls="--", lw=0.8)
+    ax2.axhline(80, color="0.5", ls="--", lw=0.8)
+    ax1.set_ylabel("blind EVM median (dB)")
+    ax2.set_ylabel("frames below -15 dB (%)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("training frames seen (millions)")
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=7)
+    return save(fig, out)

@@ -129,3 +129,36 @@ def build_cmd(names, runs, out, device, amp, quiet) -> None:
     from edgediff.tools import priors as p
 
     p.build(list(names) or list(p.SHIPPED), runs, out, device=device, amp=amp, progress=not quiet, log=click.echo)
+
+
+@priors.command("plot")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
+@click.option("--force", is_flag=True, help="Replace the PNG if it exists.")
+def plot_cmd(runs, out, force) -> None:
+    """EVM against training frames seen, from each RUN's curve.json (stages placed after their init)."""
+    import json
+
+    from edgediff.runtime.errors import BundleError
+    from edgediff.tools import plots
+    from edgediff.tools.cli.outputs import check_output
+    from edgediff.train.config import RunConfig
+
+    check_output("--out", out, force)
+    curves, offsets, seen = {}, {}, {}
+    for run in runs:
+        path = run / "curve.json"
+        if not path.is_file():
+            raise BundleError(f"{path}: missing; measure the run first with `edgediff priors curve {run}`")
+        config = RunConfig.load(run)
+        rows = json.loads(path.read_text())
+        for row in rows:
+            row["samples_seen"] = row["step"] * config.train.batch
+        curves[run.name] = rows
+        seen[run.name] = config.train.steps * config.train.batch
+        init = config.train.init_from
+        if init:
+            parent = Path(init).parent.name
+            offsets[run.name] = offsets.get(parent, 0) + seen.get(parent, 0)
+    offsets = {k: v / 1e6 for k, v in offsets.items()}
+    click.echo(f"wrote {plots.study_curves(curves, out, offsets)}")
