@@ -53,15 +53,27 @@ def _expm1_neg(h: float) -> float:
 
 def dpmpp2m(eps_fn: Callable[[np.ndarray, int], np.ndarray], alphas_bar: np.ndarray, ts: np.ndarray, x: np.ndarray,
             callback: Callable[[int, int, np.ndarray, np.ndarray], Any] | None = None,
-            progress: Callable[[int], Any] | None = None) -> np.ndarray:
-    """DPM-Solver++(2M) from x (at ts[0]) through every t in ``ts`` to sigma = 0."""
+            progress: Callable[[int], Any] | None = None,
+            data_step: Callable[[int, np.ndarray, float, float], np.ndarray] | None = None) -> np.ndarray:
+    """DPM-Solver++(2M) from x (at ts[0]) through every t in ``ts`` to sigma = 0.
+
+    ``data_step(i, x0_hat, alpha_next, sigma_next)`` may replace each data prediction by a
+    measurement-consistent one before it is used (reconstruction: DDNM+'s range-space step or
+    DiffPIR's proximal step compose with the solver this way, since it works on x0_hat); x_t moves
+    with it, its noise component kept, so the first-order step is DDNM+ with eta = 0 exactly."""
     g = _Grid(alphas_bar, ts)
     n = len(ts)
     prev_x0 = None
     with np.errstate(divide="ignore", invalid="ignore"):
         for i, t in enumerate(ts.tolist()):
-            # 1. data prediction (Tweedie) at this step
+            # 1. data prediction (Tweedie) at this step, made consistent with the measurement if asked
             x0 = g.x0(i, x, eps_fn(x, t))
+            if data_step is not None:
+                x0c = data_step(i, x0, float(g.alpha[i + 1]), float(g.sigma[i + 1]))
+                # move x_t with its data prediction (x_t = alpha x0 + sigma eps, eps kept): otherwise the
+                # (sigma_next / sigma) x_t term carries the unconstrained x0 on into the next state
+                x = x + g.alpha[i] * (x0c - x0)
+                x0 = x0c
             if callback is not None:
                 callback(i, t, x, x0)
             h = g.lam[i + 1] - g.lam[i]

@@ -18,7 +18,7 @@ import numpy as np
 from edgediff.runtime.backends import load
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.inverse import baselines
-from edgediff.runtime.inverse.methods import Problem, ddnm, diffpir, dps
+from edgediff.runtime.inverse.methods import Problem, ddnm, diffpir, dps, solver_reconstruction
 from edgediff.runtime.inverse.operators import Decimate, Identity, Mask, Operator
 
 #: case -> (description, measurement SNR in dB)
@@ -111,6 +111,8 @@ def methods(setup: Setup, case: str, steps: int, k: int = 4) -> dict[str, tuple[
         f"DDNM+ (mean of {k} x {steps})": ("diffusion", mean_of(run_ddnm)),
         f"DiffPIR ({steps} steps)": ("diffusion", single(run_diffpir)),
         f"DiffPIR (mean of {k} x {steps})": ("diffusion", mean_of(run_diffpir)),
+        f"DDNM+ in DPM-Solver++ ({max(1, steps // 5)})": ("diffusion", single(lambda p, rng: solver_reconstruction(
+            d, sched, p, steps=max(1, steps // 5), rng=rng))),
         f"DPS Jacobian-free ({steps})": ("diffusion", lambda p, s: _res(dps(d, sched, p, steps=steps, zeta=0.3,
                                                                             exact=False, rng=np.random.default_rng(s)))),
     }

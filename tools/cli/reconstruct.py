@@ -26,6 +26,8 @@ from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), help="Dense (M, C*L) sensing matrix (.npy).")
 @click.option("--sigma-y", type=non_negative(), required=True, help="Measurement noise std, user units.")
 @click.option("--method", type=click.Choice(["ddnm", "diffpir", "dps"]), default="ddnm", show_default=True)
+@click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m"]), default="ddim", show_default=True,
+              help="ddnm/diffpir: their own DDIM-style steps, or inside DPM-Solver++(2M) (deterministic, ~20 steps).")
 @click.option("--steps", type=count(1), help="Reverse steps [100; a distilled bundle: its own].")
 @click.option("--eta", type=Finite(0.0, 1.0), default=0.5, show_default=True, help="DDNM+ share of fresh noise.")
 @click.option("--zeta", type=non_negative(100.0),
@@ -43,7 +45,7 @@ from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, steps, eta,
+def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, sampler, steps, eta,
                 zeta, lam, dps_approx, samples, seed, out, truth_path, plot, hop, mask_label, force, quiet, **engine) -> None:
     """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS).
 
@@ -62,6 +64,7 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         generator = f"edgediff {__version__} {method}-{steps} seed={seed} bundle={denoiser.bundle.root.name}"
         run_recording(denoiser, y_path, out, operator=operator, mask=mask_path, mask_label=mask_label, sigma_y=sigma_y,
                       hop=hop, force=force, quiet=quiet, generator=generator, method=method, steps=steps, seed=seed,
+                      sampler=sampler,
                       **({"eta": eta} if method == "ddnm" else {"lam": lam}))
         return
     from edgediff.runtime.atomic import save_npy
@@ -88,7 +91,7 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
     total = -(-len(y) // denoiser.max_batch) * steps * samples
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
         x, res = run(denoiser, y, op, sigma_y, method=method, steps=steps, seed=seed, eta=eta, zeta=zeta, lam=lam,
-                     exact=False if dps_approx else None, samples=samples, progress=bar.update)
+                     exact=False if dps_approx else None, samples=samples, sampler=sampler, progress=bar.update)
     save_npy(out, x.astype(np.float32))
     mean = f", mean of {samples} posterior samples" if samples > 1 else ""
     line = (f"{len(y)} frames{mean}, {res.nfe} NFE each ({res.nfe_equivalent:.0f} NFE-equivalents with backward passes), "
