@@ -13,8 +13,12 @@ from edgediff.train.datasets import BUILTINS
 
 #: Per-dataset defaults, used where an option is not given on the command line.
 DEFAULTS = {
-    "points": {"model": "mlp", "steps": 4000, "batch": 512, "lr": 2e-3, "normalise": "none"},
-    "signals": {"model": "unet1d", "steps": 2000, "batch": 32, "lr": 2e-3, "normalise": "rms"},
+    "points": {"model": "mlp", "steps": 4000, "batch": 512, "lr": 2e-3, "normalise": "none", "schedule": "linear",
+               "prediction": "eps", "loss_weight": "none", "augment": "none"},
+    # the recipe the priors study chose (README): v prediction, min-SNR-5 weighting, cosine schedule,
+    # a random carrier phase per draw (RF captures carry an arbitrary phase)
+    "signals": {"model": "unet1d", "steps": 2000, "batch": 32, "lr": 2e-3, "normalise": "rms", "schedule": "cosine",
+                "prediction": "v", "loss_weight": "min-snr", "augment": "phase"},
 }
 
 
@@ -26,7 +30,10 @@ DEFAULTS = {
 @click.option("--n", "n_frames", type=count(16, 10_000_000), default=20000, show_default=True, help="Built-in frames to generate.")
 @click.option("--model", type=click.Choice(["unet1d", "mlp"]), help="Network (default: unet1d for signals, mlp for points).")
 @click.option("--width", type=count(1, 4096), help="U-Net base width or MLP width. [32 / 256]")
-@click.option("--schedule", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True)
+@click.option("--schedule", type=click.Choice(["linear", "cosine"]), help="Noise schedule. [cosine signals / linear points]")
+@click.option("--prediction", type=click.Choice(["eps", "v"]), help="Training target (exported as eps). [v / eps]")
+@click.option("--loss-weight", type=click.Choice(["none", "min-snr"]), help="Per-timestep weights. [min-snr / none]")
+@click.option("--augment", type=click.Choice(["none", "phase"]), help="Random carrier phase per draw (I/Q). [phase / none]")
 @click.option("--T", "T", type=count(2, 100_000), default=1000, show_default=True, help="Diffusion steps.")
 @click.option("--steps", type=count(1), help="Optimizer steps. [2000 signals / 4000 points]")
 @click.option("--batch", type=count(1, 1 << 20), help="Global batch size. [32 signals / 512 points]")
@@ -39,7 +46,8 @@ DEFAULTS = {
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest intact checkpoint.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule, T, steps, batch, lr, ema,
+def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule, prediction, loss_weight, augment, T,
+          steps, batch, lr, ema,
           normalise, seed, checkpoint_every, out, resume, device, quiet) -> None:
     """Fit the epsilon network with the DDPM loss; writes config.json, weights.safetensors (EMA),
     checkpoints/ and loss.csv into --out. Runs under `torchrun --nproc_per_node=N` too."""
@@ -53,7 +61,7 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule
         raise InputError("--dataset and --data were both given: choose a built-in dataset or your file")
     config = None if resume else build_config(
         dataset or (None if data_path else "rf-qpsk"), data_path, sigmf_frame, hop, n_frames, model, width,
-        schedule, T, steps, batch, lr, ema, normalise, seed, checkpoint_every)
+        schedule, T, steps, batch, lr, ema, normalise, seed, checkpoint_every, prediction, loss_weight, augment)
     summary = fit(config, out, resume=resume, device=device, ctx=ctx, progress=not quiet)
     if not ctx.is_main:
         return
@@ -66,7 +74,7 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule
 
 
 def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedule, T, steps, batch, lr, ema,
-                 normalise, seed, checkpoint_every):
+                 normalise, seed, checkpoint_every, prediction=None, loss_weight=None, augment=None):
     """Turn options into the typed run config (the only place where options become dataclasses)."""
     from edgediff.runtime.schedule import NoiseSchedule
     from edgediff.train.config import RunConfig, TrainConfig
@@ -86,10 +94,13 @@ def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedul
         model_config = MLPConfig(width=256 if width is None else width)
     return RunConfig(
         model=model_config,
-        schedule=NoiseSchedule.linear(T=T) if schedule == "linear" else NoiseSchedule.cosine(T=T),
+        schedule=NoiseSchedule.linear(T=T) if pick(schedule, "schedule") == "linear" else NoiseSchedule.cosine(T=T),
         data=DataConfig(dataset=dataset, path=str(data_path) if data_path else None, n=n_frames,
                         length=256 if frame is None else frame, hop=hop, seed=seed,
                         normalise=pick(normalise, "normalise")),
         train=TrainConfig(steps=pick(steps, "steps"), batch=pick(batch, "batch"), lr=pick(lr, "lr"), ema=ema,
-                          seed=seed, checkpoint_every=checkpoint_every),
+                          seed=seed, checkpoint_every=checkpoint_every, prediction=pick(prediction, "prediction"),
+                          loss_weight=pick(loss_weight, "loss_weight"),
+                          # user files may not be I/Q with an arbitrary phase: rotate them only when asked
+                          augment=augment or ("none" if data_path else d["augment"])),
     )
