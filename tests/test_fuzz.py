@@ -52,6 +52,16 @@ def alarm(seconds: int):
         signal.signal(signal.SIGALRM, old)
 
 
+@contextmanager
+def working_directory(path: Path):
+    old = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def run(args: list[str]):
     with alarm(HANG_S):
         result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=True)
@@ -295,7 +305,7 @@ def test_mutated_options_keep_the_convention(work, files, data):
         else:
             argv += [option, value]
         if option in OUTPUT_OPTIONS and value not in ("", "."):
-            named_outputs.append(Path(value))  # whatever the user names as an output may be written
+            named_outputs.append(case / value)  # whatever the user names as an output may be written (cwd: case)
     if heavy:
         assert all(p in argv for p in POISON[name])  # still invalid: no real work can start
     if data.draw(st.booleans()):
@@ -306,7 +316,8 @@ def test_mutated_options_keep_the_convention(work, files, data):
     existed |= {p for p in outputs if p.exists()}
     watched = root
     before = tree(watched)
-    result = run(argv)
+    with working_directory(case):  # relative output names ("-1", "cuda") land inside the watched tree
+        result = run(argv)
     event(f"{name}: exit {result.exit_code}")
     assert_convention(result, [*outputs, *(files / n for n in ("run-new",))], before, watched, existed)
     if out in existed and result.exit_code == 2:
