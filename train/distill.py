@@ -53,6 +53,7 @@ class DistillConfig:
     lr: float = 1e-4
     ema: float = 0.995
     seed: int = 0
+    max_seconds: float | None = None  # a time budget, shared equally by the stages
 
     def __post_init__(self) -> None:
         if self.nfe not in NFE_CHOICES:
@@ -60,6 +61,8 @@ class DistillConfig:
         ratio = self.start_steps / self.nfe
         if self.start_steps <= self.nfe or ratio != 2 ** round(math.log2(ratio)):
             raise InputError(f"--start-steps {self.start_steps}: expected nfe x a power of two (e.g. 64)")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise InputError(f"--max-seconds {self.max_seconds}: expected a positive number of seconds")
         if self.steps_per_stage < 1 or self.batch < 1 or not self.lr > 0 or not 0 <= self.ema < 1:
             raise InputError("distillation settings out of range: steps, batch >= 1, lr > 0, ema in [0, 1)")
 
@@ -73,29 +76,34 @@ class DistillConfig:
         return out
 
 
-def _ddim(model: nn.Module, z: torch.Tensor, t: int, t_next: int, abar: torch.Tensor) -> torch.Tensor:
-    """One deterministic DDIM step z_t -> z_t_next (t_next = -1: abar = 1)."""
-    a_t = abar[t]
-    a_n = abar[t_next] if t_next >= 0 else torch.ones((), dtype=abar.dtype)
-    eps = model(z, torch.full((len(z),), float(t)))
+def _ddim(model: nn.Module, z: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, abar1: torch.Tensor) -> torch.Tensor:
+    """One deterministic DDIM step per sample z_t -> z_t_next; ``abar1`` is abar with a leading 1 so that
+    ``abar1[t + 1]`` is abar_t and t = -1 (the clean end of a trailing grid) gives abar = 1."""
+    shape = (-1, *[1] * (z.ndim - 1))
+    a_t, a_n = abar1[t + 1].reshape(shape), abar1[t_next + 1].reshape(shape)
+    eps = model(z, t.to(torch.float32))
     x0 = (z - (1 - a_t).sqrt() * eps) / a_t.sqrt()
     return a_n.sqrt() * x0 + (1 - a_n).sqrt() * eps
 
 
-def distill(teacher_run: Path, out: Path, cfg: DistillConfig = DistillConfig(), progress: bool = True) -> dict[str, Any]:
+def distill(teacher_run: Path, out: Path, cfg: DistillConfig = DistillConfig(), progress: bool = True,
+            device: str = "cpu") -> dict[str, Any]:
     """Distil ``teacher_run`` into ``out`` (a run directory whose config records the student's grid)."""
+    from edgediff.train.loop import resolve_device
+
+    dev = resolve_device(device)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty: choose a new --out")
-    config, teacher = load_run(teacher_run)  # an eps network, whatever the run was trained on
+    config, teacher = load_run(teacher_run, dev)  # an eps network, whatever the run was trained on
     if config.distilled:
         raise InputError(f"{teacher_run} is already distilled ({config.distilled['nfe']} steps): distil its teacher instead")
     data, _ = datasets.load(config.data)
-    x_all = torch.from_numpy(data)
-    abar = torch.tensor(config.schedule.alphas_bar, dtype=torch.float32)
+    x_all = torch.from_numpy(data).to(dev)
+    abar1 = torch.tensor(np.concatenate([[1.0], config.schedule.alphas_bar]), dtype=torch.float32, device=dev)
     T = config.schedule.T
     torch.manual_seed(cfg.seed)
-    rows, start = [], time.perf_counter()
+    rows, done, start = [], [], time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     student = teacher
     for stage, n in enumerate(cfg.stages):
@@ -103,16 +111,20 @@ def distill(teacher_run: Path, out: Path, cfg: DistillConfig = DistillConfig(), 
         for p in teacher.parameters():
             p.requires_grad_(False)
         grid_2n = timesteps(T, 2 * n, "trailing").tolist() + [-1]
-        loss = _stage(student, teacher, x_all, grid_2n, abar, cfg, stage, rows, progress)
+        budget = cfg.max_seconds / len(cfg.stages) if cfg.max_seconds else None
+        loss, steps = _stage(student, teacher, x_all, grid_2n, abar1, cfg, stage, rows, progress, budget)
+        done.append(steps)
         log.info("stage %d: %d -> %d steps, final loss %.4g", stage, 2 * n, n, loss)
     grid = timesteps(T, cfg.nfe, "trailing").tolist()
     distilled = {"nfe": cfg.nfe, "timesteps": grid, "sampler": "ddim", "eta": 0.0, "teacher": str(Path(teacher_run).resolve()),
-                 "start_steps": cfg.start_steps, "steps_per_stage": cfg.steps_per_stage, "batch": cfg.batch, "lr": cfg.lr}
+                 "start_steps": cfg.start_steps, "steps_per_stage": cfg.steps_per_stage, "batch": cfg.batch, "lr": cfg.lr,
+                 "stage_steps": done}
     state = _raw_state(student)
     write_json(out / "config.json", replace(config, distilled=distilled).to_dict())
     checkpoint.save_weights(out / "weights.safetensors", state, {"kind": "distilled", "nfe": str(cfg.nfe)})
     write_text(out / "loss.csv", "stage,step,loss\n" + "".join(f"{a},{b},{c:.6f}\n" for a, b, c in rows))
-    summary = {"nfe": cfg.nfe, "stages": cfg.stages, "seconds": round(time.perf_counter() - start, 1),
+    summary = {"nfe": cfg.nfe, "stages": cfg.stages, "steps": done, "device": str(dev),
+               "seconds": round(time.perf_counter() - start, 1),
                "final_loss": rows[-1][2] if rows else None}
     write_json(out / "summary.json", summary)
     return summary
@@ -123,9 +135,11 @@ def _raw_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return (model.net if hasattr(model, "net") and hasattr(model, "prediction") else model).state_dict()
 
 
-def _stage(student: nn.Module, teacher: nn.Module, x_all: torch.Tensor, grid_2n: list[int], abar: torch.Tensor,
-           cfg: DistillConfig, stage: int, rows: list[tuple], progress: bool) -> float:
-    """One halving: train ``student`` (in place, EMA kept in it at the end) on its teacher's 2-step targets."""
+def _stage(student: nn.Module, teacher: nn.Module, x_all: torch.Tensor, grid_2n: list[int], abar1: torch.Tensor,
+           cfg: DistillConfig, stage: int, rows: list[tuple], progress: bool,
+           budget: float | None) -> tuple[float, int]:
+    """One halving: train ``student`` (in place, EMA kept in it at the end) on its teacher's 2-step targets,
+    for ``cfg.steps_per_stage`` steps or until ``budget`` seconds have passed."""
     student.train()
     params = [p for p in student.parameters()]
     for p in params:
@@ -133,33 +147,27 @@ def _stage(student: nn.Module, teacher: nn.Module, x_all: torch.Tensor, grid_2n:
     ema = {k: v.detach().clone() for k, v in student.state_dict().items()}
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     n = (len(grid_2n) - 1) // 2
+    dev = x_all.device
+    grid = torch.tensor(grid_2n, device=dev)
     window: list[float] = []
+    began, step = time.perf_counter(), 0
     bar = tqdm(range(cfg.steps_per_stage), disable=not progress, desc=f"distil {2 * n}->{n}", unit="step")
     for step in bar:
+        if budget is not None and step and time.perf_counter() - began > budget:
+            break
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, stage, step]).generate_state(1)[0]))
-        x0 = x_all[torch.randint(0, len(x_all), (cfg.batch,), generator=g)]
-        i = torch.randint(0, n, (cfg.batch,), generator=g)
+        x0 = x_all[torch.randint(0, len(x_all), (cfg.batch,), generator=g).to(dev)]
+        i = torch.randint(0, n, (cfg.batch,), generator=g).to(dev)
         # 1. z_t at the student's grid points (one t per sample)
-        t = torch.tensor([grid_2n[2 * k] for k in i.tolist()])
-        t_mid = [grid_2n[2 * k + 1] for k in i.tolist()]
-        t_next = [grid_2n[2 * k + 2] for k in i.tolist()]
-        a_t = abar[t].reshape(-1, *[1] * (x0.ndim - 1))
-        z = a_t.sqrt() * x0 + (1 - a_t).sqrt() * torch.randn(x0.shape, generator=g)
-        # 2. two teacher steps, grouped by timestep
+        t, t_mid, t_next = grid[2 * i], grid[2 * i + 1], grid[2 * i + 2]
+        shape = (-1, *[1] * (x0.ndim - 1))
+        a_t, a_n = abar1[t + 1].reshape(shape), abar1[t_next + 1].reshape(shape)
+        z = a_t.sqrt() * x0 + (1 - a_t).sqrt() * torch.randn(x0.shape, generator=g).to(dev)
+        # 2. two teacher steps; 3. the one-step target x~ (z_t'' itself where t'' = -1, sigma = 0)
         with torch.no_grad():
-            target = torch.empty_like(z)
-            for k in i.unique().tolist():
-                sel = i == k
-                tk, tm, tn = grid_2n[2 * k], grid_2n[2 * k + 1], grid_2n[2 * k + 2]
-                z2 = _ddim(teacher, _ddim(teacher, z[sel], tk, tm, abar), tm, tn, abar)
-                # 3. the one-step target x~
-                a_n = abar[tn] if tn >= 0 else torch.ones(())
-                if tn < 0:
-                    target[sel] = z2
-                else:
-                    ratio = (1 - a_n).sqrt() / (1 - abar[tk]).sqrt()
-                    target[sel] = (z2 - ratio * z[sel]) / (a_n.sqrt() - ratio * abar[tk].sqrt())
-        del t_mid, t_next
+            z2 = _ddim(teacher, _ddim(teacher, z, t, t_mid, abar1), t_mid, t_next, abar1)
+            ratio = (1 - a_n).sqrt() / (1 - a_t).sqrt()
+            target = torch.where((t_next < 0).reshape(shape), z2, (z2 - ratio * z) / (a_n.sqrt() - ratio * a_t.sqrt()))
         # 4. truncated-SNR weighted x0 regression
         eps = student(z, t.to(torch.float32))
         x0_hat = (z - (1 - a_t).sqrt() * eps) / a_t.sqrt()
@@ -175,10 +183,10 @@ def _stage(student: nn.Module, teacher: nn.Module, x_all: torch.Tensor, grid_2n:
                 if v.dtype.is_floating_point:
                     ema[k].mul_(decay).add_(v, alpha=1 - decay)
         window.append(float(loss.detach()))
-        if (step + 1) % 50 == 0 or step + 1 == cfg.steps_per_stage:
+        if (step + 1) % 50 == 0 or step + 1 == cfg.steps_per_stage or (budget is not None and time.perf_counter() - began > budget):
             rows.append((stage, step + 1, float(np.mean(window))))
             bar.set_postfix(loss=f"{np.mean(window):.4f}", refresh=False)
             window = []
     student.load_state_dict(ema)
     student.eval()
-    return rows[-1][2] if rows else float("nan")
+    return (rows[-1][2] if rows else float("nan")), len(rows) and rows[-1][1]

@@ -44,7 +44,8 @@ def train_cmd(name, runs, seconds, steps, snapshot_every, device, frames, batch,
     summary = fit(p.run_config(r, max_seconds=seconds, snapshot_every=snapshot_every, amp=amp, runs=runs), runs / name,
                   device=device, progress=not quiet)
     click.echo(f"{name}: {summary['steps']} steps in {summary['seconds']:.0f} s, {summary['samples_per_s']:.0f} samples/s, "
-               f"final loss {summary['final_loss']:.4f} on {summary['device']}")
+               f"final loss {summary['final_loss'] if summary['final_loss'] is None else format(summary['final_loss'], '.4f')} "
+               f"on {summary['device']}")
 
 
 @priors.command("curve")
