@@ -52,3 +52,4 @@ def test_altered_prior_is_refused(tmp_path):
     with pytest.raises(BundleError, match="sha256"):
         Bundle.open(copy)
     assert np.isfinite(Bundle.open(SHIPPED_DIR / "rf-chirp").reference()["eps"]).all()
+

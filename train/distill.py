@@ -116,9 +116,9 @@ def distill(teacher_run: Path, out: Path, cfg: DistillConfig = DistillConfig(), 
         done.append(steps)
         log.info("stage %d: %d -> %d steps, final loss %.4g", stage, 2 * n, n, loss)
     grid = timesteps(T, cfg.nfe, "trailing").tolist()
-    distilled = {"nfe": cfg.nfe, "timesteps": grid, "sampler": "ddim", "eta": 0.0, "teacher": str(Path(teacher_run).resolve()),
+    distilled = {"nfe": cfg.nfe, "timesteps": grid, "sampler": "ddim", "eta": 0.0, "teacher": str(teacher_run),
                  "start_steps": cfg.start_steps, "steps_per_stage": cfg.steps_per_stage, "batch": cfg.batch, "lr": cfg.lr,
-                 "stage_steps": done}
+                 "max_seconds": cfg.max_seconds, "stage_steps": done}
     state = _raw_state(student)
     write_json(out / "config.json", replace(config, distilled=distilled).to_dict())
     checkpoint.save_weights(out / "weights.safetensors", state, {"kind": "distilled", "nfe": str(cfg.nfe)})

@@ -9,10 +9,11 @@ from edgediff.tools import priors as p
 pytestmark = pytest.mark.torch
 
 
-def test_rf_qpsk_is_three_stages_of_the_best_study_variant():
-    assert p.chain(p.SHIPPED["rf-qpsk"]) == ["qpsk-v-minsnr-cosine", "qpsk-stage2", "qpsk-stage3"]
+def test_rf_qpsk_is_four_stages_of_the_best_study_variant():
+    assert p.chain(p.SHIPPED["rf-qpsk"]) == ["qpsk-v-minsnr-cosine", "qpsk-stage2", "qpsk-stage3", "qpsk-stage4"]
     assert p.recipe("qpsk-v-minsnr-cosine") == p.STUDY["qpsk-v-minsnr-cosine"]
-    assert all(p.recipe(n).dataset == "rf-qpsk" for n in p.chain("qpsk-stage3"))
+    assert all(p.recipe(n).dataset == "rf-qpsk" for n in p.chain("qpsk-stage4"))
+    assert all(teacher in p.SHIPPED for teacher, _ in p.DISTILLED.values())
 
 
 def test_build_trains_missing_stages_then_exports(tmp_path, monkeypatch):
@@ -30,3 +31,18 @@ def test_build_trains_missing_stages_then_exports(tmp_path, monkeypatch):
     lines.clear()
     p.build(["toy"], tmp_path / "runs", tmp_path / "out", device="cpu", progress=False, log=lines.append)
     assert lines[0] == "s1: trained (20 steps), kept" and lines[1] == "s2: trained (10 steps), kept"
+
+
+def test_build_distils_a_missing_student_from_its_teacher(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    tiny = p.PriorRecipe("gmm2d", prediction="eps", loss_weight="none", schedule="linear", width=32, batch=64,
+                         warmup=5, steps=20, n_frames=256, augment="none")
+    monkeypatch.setattr(p, "ALL", {**p.ALL, "t1": tiny})
+    monkeypatch.setattr(p, "SHIPPED", {"toy": "t1"})
+    monkeypatch.setattr(p, "DISTILLED", {"toy-d4": ("toy", {"nfe": 4, "start_steps": 16, "steps_per_stage": 5, "batch": 16})})
+    lines: list[str] = []
+    p.build(["toy-d4"], tmp_path / "runs", tmp_path / "out", device="cpu", progress=False, log=lines.append)
+    assert [line.split(":")[0] for line in lines] == ["t1", "toy-d4", "toy-d4"]
+    import json
+    manifest = json.loads((tmp_path / "out" / "toy-d4" / "manifest.json").read_text())
+    assert manifest["distilled"]["nfe"] == 4

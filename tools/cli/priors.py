@@ -129,7 +129,7 @@ def build_cmd(names, runs, out, device, amp, quiet) -> None:
     count are kept, so an interrupted build resumes where it stopped."""
     from edgediff.tools import priors as p
 
-    p.build(list(names) or list(p.SHIPPED), runs, out, device=device, amp=amp, progress=not quiet, log=click.echo)
+    p.build(list(names) or [*p.SHIPPED, *p.DISTILLED], runs, out, device=device, amp=amp, progress=not quiet, log=click.echo)
 
 
 @priors.command("plot")
