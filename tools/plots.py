@@ -288,7 +288,7 @@ def separation_curves(report: dict[str, Any], out: Path) -> Path:
     """BER (log) and SOI MSE against SINR, one row per interferer, one line per method."""
     plt = pyplot()
     names = list(report["interferers"])
-    fig, axes = plt.subplots(len(names), 2, figsize=(11, 3.6 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 3.8 * len(names)), squeeze=False, layout="constrained")
     for row, name in zip(axes, names):
         points = report["interferers"][name]
         sinrs = [int(s) for s in points]
