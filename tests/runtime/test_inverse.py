@@ -111,7 +111,7 @@ def test_proximal_step_is_the_regularised_least_squares_solution(name):
 # Measured gaps (relative L2 distance of the 400-sample average from the exact posterior mean, 100
 # steps, DPS at zeta = 0.3), with a Monte-Carlo standard error of about 0.02-0.04 and A^+ y at
 # 0.54-0.62 (masks, decimation) and 0.20 (denoising) on the same scale:
-#   mask 50 %, sigma 0.05:   DDNM+ 0.11, DiffPIR 0.13, DPS exact 0.19, DPS Jacobian-free 0.04
+#   mask 50 %, sigma 0.05:   DDNM+ 0.11, DiffPIR 0.13, DPS exact 0.19, DPS Jacobian-free 0.04 (prior variance 100)
 #   decimate 2x, sigma 0.05: DDNM+ 0.06, DiffPIR 0.08, DPS exact 0.18, DPS Jacobian-free 0.04
 #   denoising, sigma 0.3:    DDNM+ 0.11, DiffPIR 0.025; DPS stays at y (0.20) for zeta 0.3-2 with 100
 #                            steps, so it is not asserted here (exact DPS is known to want ~1000 steps)
