@@ -68,7 +68,10 @@ def quality(denoiser: Any, n: int, grid: tuple[tuple[str, int], ...] = GRID, tim
             row["s_per_sample_b16"] = seconds_per_sample(denoiser, method, steps, min(16, denoiser.max_batch))
         rows.append(row)
     _against_ddim50(rows)
-    return {"bundle": str(denoiser.bundle.root), "dataset": dataset, "n": n, "rows": rows}
+    report = {"bundle": str(denoiser.bundle.root), "dataset": dataset, "n": n, "rows": rows}
+    if getattr(denoiser, "distilled", None):
+        report["distilled"] = {"nfe": int(denoiser.distilled["nfe"])}
+    return report
 
 
 def _against_ddim50(rows: list[dict[str, Any]]) -> None:

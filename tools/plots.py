@@ -243,10 +243,15 @@ def constellation_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], out: 
 
 
 def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
-    """One panel per bundle: its quality measure against NFE, one line per sampler."""
+    """One panel per teacher bundle: its quality measure against NFE, one line per sampler; a distilled
+    bundle of the same dataset is drawn into that panel as a star labelled with its name."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(reports), figsize=(4.6 * len(reports), 3.6), squeeze=False)
-    for ax, rep in zip(axes[0], reports):
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    panels = [r for r in reports if not _distilled_report(r)] or reports
+    extra = {id(r): r for r in reports if _distilled_report(r) and r not in panels}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, layout="constrained")
+    for ax, rep in zip(axes[0], panels):
         rows = rep["rows"]
         if "max_share_error" in rows[0]:
             key, label = (lambda r: r["max_share_error"]), "max mode-share error"
@@ -254,16 +259,30 @@ def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
             key, label = (lambda r: r["evm"]["median_db"] if "evm" in r else np.nan), "blind EVM median (dB)"
         else:
             key, label = (lambda r: r["psd_lsd_db"]), "mean-PSD log-spectral distance (dB)"
+        nfes = set()
         for sampler in dict.fromkeys(r["sampler"] for r in rows):
             pts = sorted((r["nfe"], key(r)) for r in rows if r["sampler"] == sampler)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sampler)
+            nfes |= {p[0] for p in pts}
+        for other in extra.values():
+            if other["dataset"] == rep["dataset"]:
+                for r in other["rows"]:
+                    ax.plot([r["nfe"]], [key(r)], "*", ms=12, label=f"{Path(str(other['bundle'])).name} (distilled)")
+                    nfes.add(r["nfe"])
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sorted(nfes)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel("network evaluations per sample")
         ax.set_ylabel(label)
-        ax.set_title(f"{rep['dataset']}", fontsize=10)
+        ax.set_title(f"{Path(str(rep['bundle'])).name}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save(fig, out)
+
+
+def _distilled_report(rep: dict[str, Any]) -> bool:
+    return bool(rep.get("distilled")) or all(str(r["sampler"]).startswith("distilled") for r in rep["rows"])
 
 
 def separation_figure(mixture: np.ndarray, soi: np.ndarray, interference: np.ndarray, out: Path, title: str = "") -> Path:
