@@ -22,14 +22,15 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The main job: train the default U-Net on built-in QPSK frames, export a parity-gated bundle,
-# verify it, and sample from it with ONNX Runtime (about 3 minutes on 2 CPU cores).
+# verify it, and sample from it with ONNX Runtime (about 5 minutes on 2 CPU cores). Re-runnable: it
+# replaces its own run, bundle and samples.
 demo: $(STAMP)
 	rm -rf runs/demo
-	mkdir -p out
+	mkdir -p out bundles
 	$(EDGEDIFF) train --dataset rf-qpsk --out runs/demo
 	$(EDGEDIFF) export onnx runs/demo --out bundles/demo --force
 	$(EDGEDIFF) verify bundles/demo
-	$(EDGEDIFF) sample bundles/demo --n 16 --out out/samples.npy --plot out/samples.png
+	$(EDGEDIFF) sample bundles/demo --n 16 --out out/samples.npy --plot out/samples.png --force
 
 # The shipped priors in priors/: train every stage of each recipe (edgediff.tools.priors) that is not
 # in runs/priors yet, then export. Hours per prior on 2 CPU cores, minutes on a GPU. Never run by tests.
