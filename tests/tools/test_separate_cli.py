@@ -42,6 +42,16 @@ def test_separate_writes_both_sources(mixture, method):
     assert (d / "sep.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("sinr_db, chosen", [(-12, "alpha-rgs"), (0, "joint-ddnm")])
+def test_auto_picks_the_method_by_the_sinr_of_the_given_powers(mixture, sinr_db, chosen):
+    d, p_s, _ = mixture
+    p_b = p_s * 10 ** (-sinr_db / 10)  # the powers decide; the mixture's content does not
+    res = edgediff("separate", "--soi", "rf-qpsk", "--interference", "rf-chirp", "--y", d / "y.npy", "--sigma-y", "0.001",
+                   "--steps", "2", "--soi-power", p_s, "--interference-power", p_b, "--out", d / "s.npy", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert f"--method auto: {chosen} (SINR {sinr_db:+.1f} dB" in res.stdout and f", {chosen}, 2 NFE" in res.stdout
+
+
 @pytest.mark.parametrize("args, match", [
     (["--interference", None], "--interference is missing"),
     (["--interference", "gmm2d"], "one frame shape"),

@@ -18,10 +18,10 @@ from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 @click.option("--interference", type=click.Path(path_type=Path), help="Prior of the interferer (bundle or name).")
 @click.option("--y", "y_path", type=click.Path(path_type=Path), required=True, help="Mixtures (N, 2, L) .npy, user units.")
 @click.option("--sigma-y", type=non_negative(), required=True, help="Noise std beyond the two sources, user units.")
-@click.option("--method", type=click.Choice(["joint-ddnm", "joint-diffpir", "alpha-rgs"]), default="joint-ddnm",
-              show_default=True)
-@click.option("--steps", type=count(1, 100_000), default=100, show_default=True,
-              help="Reverse steps (joint) or iterations (alpha-rgs): network calls per source.")
+@click.option("--method", type=click.Choice(["auto", "joint-ddnm", "joint-diffpir", "alpha-rgs"]), default="auto",
+              show_default=True, help="auto: alpha-rgs below -4.5 dB SINR (from the source powers), joint-ddnm above.")
+@click.option("--steps", type=count(1, 100_000),
+              help="Reverse steps (joint) or iterations (alpha-rgs): network calls per source [100; alpha-rgs 200].")
 @click.option("--samples", type=count(1, 1000), default=1, show_default=True,
               help="Joint methods: average K posterior samples (seeds SEED..SEED+K-1).")
 @click.option("--soi-power", type=positive(), help="SOI power in the mixture, mean |s|^2 per complex sample.")
@@ -46,7 +46,8 @@ def separate(soi, interference, y_path, sigma_y, method, steps, samples, soi_pow
     refused when the mixture is more than 3 dB away from their sum."""
     from edgediff.runtime.atomic import save_npy
     from edgediff.runtime.errors import InputError
-    from edgediff.runtime.inverse.separate import check_pair, lmmse_separation, separate as run, source_amplitudes
+    from edgediff.runtime.inverse.separate import (DEFAULT_STEPS, check_pair, choose_method, lmmse_separation,
+                                                   separate as run, source_amplitudes)
     from edgediff.tools.cli.outputs import check_outputs
 
     if interference is None:
@@ -54,7 +55,7 @@ def separate(soi, interference, y_path, sigma_y, method, steps, samples, soi_pow
                          "(a bundle or a shipped name such as rf-chirp)")
     check_outputs({"--out": out, "--out-interference": out_interference, "--plot": plot}, inputs={"--y": y_path},
                   force=force)
-    if method != "alpha-rgs" and init == "lmmse":
+    if method not in ("alpha-rgs", "auto") and init == "lmmse":
         raise InputError(f"--init lmmse applies to alpha-rgs; --method {method} starts from noise")
     y = load_array(y_path, "--y", ndim=(2, 3))
     d_s, d_b = load_denoiser(soi, **engine), load_denoiser(interference, **engine)
@@ -63,6 +64,10 @@ def separate(soi, interference, y_path, sigma_y, method, steps, samples, soi_pow
     if y.shape[1:] != tuple(d_s.sample_shape):
         raise InputError(f"--y holds frames of {y.shape[1:]}: the priors expect {tuple(d_s.sample_shape)}")
     amp = source_amplitudes(y, sigma_y, d_s.normalisation.scale, d_b.normalisation.scale, soi_power, interference_power)
+    if method == "auto":
+        method, sinr_db = choose_method(amp)
+        click.echo(f"--method auto: {method} (SINR {sinr_db:+.1f} dB from the source powers)")
+    steps = steps or DEFAULT_STEPS[method]
     start = None
     if method == "alpha-rgs":
         stats = (d_s.bundle.stats(), d_b.bundle.stats())
