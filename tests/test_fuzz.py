@@ -170,6 +170,13 @@ def mutate(bundle: Path, kind: str, seed: int, value) -> None:
             rehash(bundle)
 
 
+def fresh(case: Path) -> Path:
+    """An empty case directory (whatever the previous example left is removed)."""
+    shutil.rmtree(case, ignore_errors=True)
+    case.mkdir()
+    return case
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, unet_bundle):
     root = tmp_path_factory.mktemp("fuzz")
@@ -182,9 +189,7 @@ def work(tmp_path_factory, unet_bundle):
 @given(mutation=bundle_mutation(), command=st.sampled_from(["sample", "verify", "doctor"]))
 def test_mutated_bundles_keep_the_convention(work, mutation, command):
     root, base = work
-    case = root / "case"
-    shutil.rmtree(case, ignore_errors=True)
-    case.mkdir()
+    case = fresh(root / "case")
     bundle = case / "bundle"
     shutil.copytree(base, bundle)
     mutate(bundle, *mutation)
@@ -284,9 +289,7 @@ POISON = {"train": ["--lr", "0"], "export": ["--opset", "5"], "bench": ["--repea
 @given(data=st.data())
 def test_mutated_options_keep_the_convention(work, files, data):
     root, base = work
-    case = root / "ocase"
-    shutil.rmtree(case, ignore_errors=True)
-    case.mkdir()
+    case = fresh(root / "ocase")
     out = case / "out.npy"
     (files / "readonly" / "x.npy").unlink(missing_ok=True)  # left by an earlier case that succeeded
     table = commands(base, files, out)

@@ -248,8 +248,8 @@ def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
     plt = pyplot()
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
-    panels = [r for r in reports if not _distilled_report(r)] or reports
-    extra = {id(r): r for r in reports if _distilled_report(r) and r not in panels}
+    panels = [r for r in reports if not r.get("distilled")] or reports
+    students = [r for r in reports if r.get("distilled") and r not in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, layout="constrained")
     for ax, rep in zip(axes[0], panels):
         rows = rep["rows"]
@@ -264,7 +264,7 @@ def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
             pts = sorted((r["nfe"], key(r)) for r in rows if r["sampler"] == sampler)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sampler)
             nfes |= {p[0] for p in pts}
-        for other in extra.values():
+        for other in students:
             if other["dataset"] == rep["dataset"]:
                 for r in other["rows"]:
                     ax.plot([r["nfe"]], [key(r)], "*", ms=12, label=f"{Path(str(other['bundle'])).name} (distilled)")
@@ -279,10 +279,6 @@ def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save(fig, out)
-
-
-def _distilled_report(rep: dict[str, Any]) -> bool:
-    return bool(rep.get("distilled")) or all(str(r["sampler"]).startswith("distilled") for r in rep["rows"])
 
 
 def separation_figure(mixture: np.ndarray, soi: np.ndarray, interference: np.ndarray, out: Path, title: str = "") -> Path:

@@ -150,11 +150,9 @@ def _stage(student: nn.Module, teacher: nn.Module, x_all: torch.Tensor, grid_2n:
     dev = x_all.device
     grid = torch.tensor(grid_2n, device=dev)
     window: list[float] = []
-    began, step = time.perf_counter(), 0
+    began, done = time.perf_counter(), 0
     bar = tqdm(range(cfg.steps_per_stage), disable=not progress, desc=f"distil {2 * n}->{n}", unit="step")
     for step in bar:
-        if budget is not None and step and time.perf_counter() - began > budget:
-            break
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([cfg.seed, stage, step]).generate_state(1)[0]))
         x0 = x_all[torch.randint(0, len(x_all), (cfg.batch,), generator=g).to(dev)]
         i = torch.randint(0, n, (cfg.batch,), generator=g).to(dev)
@@ -183,10 +181,14 @@ def _stage(student: nn.Module, teacher: nn.Module, x_all: torch.Tensor, grid_2n:
                 if v.dtype.is_floating_point:
                     ema[k].mul_(decay).add_(v, alpha=1 - decay)
         window.append(float(loss.detach()))
-        if (step + 1) % 50 == 0 or step + 1 == cfg.steps_per_stage or (budget is not None and time.perf_counter() - began > budget):
-            rows.append((stage, step + 1, float(np.mean(window))))
+        done = step + 1
+        over = budget is not None and time.perf_counter() - began > budget
+        if done % 50 == 0 or done == cfg.steps_per_stage or over:
+            rows.append((stage, done, float(np.mean(window))))
             bar.set_postfix(loss=f"{np.mean(window):.4f}", refresh=False)
             window = []
+        if over:
+            break
     student.load_state_dict(ema)
     student.eval()
-    return (rows[-1][2] if rows else float("nan")), len(rows) and rows[-1][1]
+    return (rows[-1][2] if rows else float("nan")), done
