@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 EDGEDIFF := $(VENV)/bin/edgediff
 STAMP := $(VENV)/.edgediff-installed
 
-.PHONY: demo test venv clean edge-tools priors
+.PHONY: demo test venv clean edge-tools priors gpu-priors
 
 venv: $(STAMP)
 
@@ -36,6 +36,20 @@ demo: $(STAMP)
 # in runs/priors yet, then export. Hours per prior on 2 CPU cores, minutes on a GPU. Never run by tests.
 priors: $(STAMP)
 	$(EDGEDIFF) priors build --runs runs/priors --out priors
+
+# The prepared GPU session (README, "Training on a GPU"): on a lent GPU machine, where torch and CUDA
+# are installed but nothing can be fetched and no venv is wanted, link the package into a folder on
+# PYTHONPATH and continue every shipped prior; what comes back lands in OUT (the device tool's $OUT).
+# Here: `make gpu-priors GPU_PYTHON=.venv/bin/python OUT=out/gpu GPU_ARGS=--dry-run` (the suite does).
+GPU_PYTHON ?= python3
+GPU_ARGS ?=
+GPU_SITE ?= /tmp/edgediff-site
+gpu-priors:
+	@test -n "$(OUT)" || { echo "make gpu-priors needs OUT=DIR (where the packed runs go)"; exit 2; }
+	rm -rf $(GPU_SITE) && mkdir -p $(GPU_SITE)/edgediff
+	cp -rs $(CURDIR)/edgediff/. $(GPU_SITE)/edgediff/
+	for d in runtime train export tools priors; do ln -s $(CURDIR)/$$d $(GPU_SITE)/edgediff/$$d; done
+	PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m edgediff priors continue --out $(OUT) $(GPU_ARGS)
 
 # qemu-user-static and debootstrap run the ARM64 (Jetson CPU) tests; installed when we may (root + apt),
 # otherwise those tests skip and say why.

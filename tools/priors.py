@@ -76,13 +76,19 @@ DISTILLED: dict[str, tuple[str, dict]] = {}
 ALL = {**RECIPES, **STUDY, **STAGES}
 
 
+def replace_width(r: PriorRecipe, width: int) -> PriorRecipe:
+    from dataclasses import replace
+
+    return replace(r, width=width)
+
+
 def recipe(name: str) -> PriorRecipe:
     if name not in ALL:
         raise InputError(f"recipe {name!r} is unknown: expected one of {', '.join(ALL)}")
     return ALL[name]
 
 
-def run_config(r: PriorRecipe, *, max_seconds: float | None = None, snapshot_every: int = 0, amp: bool = False,
+def run_config(r: PriorRecipe, *, max_seconds: float | None = None, snapshot_every: int = 0, amp: bool | None = None,
                runs: Path = Path("runs/priors")):
     """The run config of a recipe (what ``edgediff train`` with the same options builds)."""
     from edgediff.runtime.schedule import NoiseSchedule
@@ -111,7 +117,7 @@ def chain(name: str) -> list[str]:
     return names
 
 
-def build(names: list[str], runs: Path, out: Path, *, device: str = "auto", amp: bool = False,
+def build(names: list[str], runs: Path, out: Path, *, device: str = "auto", amp: bool | None = None,
           progress: bool = True, log: Any = print) -> list[Path]:
     """Train every missing run of the shipped priors ``names`` (stages in order), then export each
     into ``out/NAME``. A run whose weights exist with the recipe's step count is kept as it is."""

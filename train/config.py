@@ -14,6 +14,7 @@ from edgediff.runtime.schedule import NoiseSchedule
 from edgediff.runtime.normalisation import Normalisation
 from edgediff.train.datasets import DataConfig
 from edgediff.train.objective import AUGMENTS, LOSS_WEIGHTS, PREDICTIONS, check_choice
+from edgediff.train.step import FRAMES
 from edgediff.train.models import ModelConfig, config_from_dict, config_to_dict
 
 CONFIG_FORMAT = 1
@@ -37,7 +38,11 @@ class TrainConfig:
     snr_gamma: float = 5.0
     augment: str = "none"  # none or phase (random carrier phase per frame; I/Q data only)
     max_seconds: float | None = None  # stop after this much training time; the LR follows the time fraction
-    amp: bool = False  # bf16 autocast on CUDA
+    amp: bool | None = None  # bf16 autocast on CUDA (None: auto, on for CUDA)
+    frames: str = "auto"  # resident (a set on the device) or generated (built-ins, fresh each step); auto: by device
+    graphs: bool | None = None  # capture the step as a CUDA graph (None: auto, on for one CUDA process)
+    fused: bool | None = None  # fused AdamW (None: auto, on for CUDA)
+    compile: bool = False  # torch.compile the network
     snapshot_every: int = 0  # keep the EMA weights every K steps in snapshots/ (0: none)
     init_from: str | None = None  # start from these weights (safetensors) instead of a random init
 
@@ -45,6 +50,7 @@ class TrainConfig:
         check_choice("prediction", self.prediction, PREDICTIONS)
         check_choice("loss_weight", self.loss_weight, LOSS_WEIGHTS)
         check_choice("augment", self.augment, AUGMENTS)
+        check_choice("frames", self.frames, FRAMES)
         checks = {
             "steps": self.steps >= 1, "batch": self.batch >= 1, "lr": self.lr > 0, "warmup": self.warmup >= 0,
             "ema": 0 <= self.ema < 1, "grad_clip": self.grad_clip > 0, "checkpoint_every": self.checkpoint_every >= 1,

@@ -25,11 +25,14 @@ from tqdm import tqdm
 
 from edgediff.runtime.atomic import write_json, write_text
 from edgediff.runtime.errors import InputError
-from edgediff.train import checkpoint, datasets, distributed, objective
+from edgediff.runtime.bundle import Bundle
+from edgediff.train import checkpoint, datasets, distributed, step
+from edgediff.train.bundle_weights import is_bundle, weights_from_bundle
 from edgediff.train.config import RunConfig, current_versions
 from edgediff.train.distributed import DistContext
-from edgediff.train.models import build_model, count_parameters, fit_to_data
-from edgediff.train.reference import q_sample, schedule_tensors
+from edgediff.train.models import build_model, config_to_dict, count_parameters, fit_to_data
+from edgediff.train.reference import schedule_tensors
+from edgediff.train.rf_torch import FrameGenerator
 
 log = logging.getLogger(__name__)
 
@@ -97,149 +100,158 @@ def fit(
 
 
 def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: DistContext, progress: bool) -> dict[str, Any]:
-    cfg = config.train
     data, norm = datasets.load(config.data)
     model_config = fit_to_data(config.model, tuple(data.shape[1:]))
-    config = replace(config, model=model_config, normalisation=norm, versions=current_versions())
+    train_cfg, options = step.resolve(config.train, config.data, dev, ctx.enabled)
+    config = replace(config, model=model_config, normalisation=norm, versions=current_versions(), train=train_cfg)
+    cfg = config.train
     if cfg.batch % ctx.world_size:
         raise InputError(f"--batch {cfg.batch} is not divisible by the {ctx.world_size} processes")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(config.model).to(dev)  # validates the config before anything is written
-        if cfg.init_from:  # a later stage: start from an earlier run's (EMA) weights
-            _load_init(model, cfg.init_from)
+        if cfg.init_from:  # a later stage: start from an earlier run's (EMA) weights, or a bundle's
+            config = _load_init(model, cfg.init_from, config)
+    if config.normalisation != norm:  # the bundle's units win: rescale the resident set to them
+        data = (data * np.float32(norm.scale / config.normalisation.scale)).astype(np.float32)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = step.make_optimizer(model, cfg.lr, cfg.weight_decay, options, dev)
     start, rows = 0, []
     if resume:
         start, rows = _restore(out, model, ema, optimizer, dev)
-    net: nn.Module = model
+    net: nn.Module = torch.compile(model) if options.compile else model
     if ctx.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.local_rank] if dev.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.local_rank] if dev.type == "cuda" else None)
 
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
-    sched = schedule_tensors(config.schedule, torch.float32, dev)
-    x_all = torch.from_numpy(data).to(dev)
-    if cfg.augment == "phase" and (x_all.ndim != 3 or x_all.shape[1] != 2):
-        raise InputError(f"--augment phase needs I/Q frames (N, 2, L); the data has samples of shape {tuple(x_all.shape[1:])}")
     local_batch = cfg.batch // ctx.world_size
+    train_step = step.TrainStep(net, model, optimizer, ema, schedule_tensors(config.schedule, torch.float32, dev),
+                                frame_source(config, data, local_batch, dev), config, local_batch, dev, options,
+                                tuple(data.shape[1:]))
+    del data
     generator = torch.Generator(device=dev)
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and ctx.is_main), unit="step",
                desc=f"train {config.data.dataset or Path(str(config.data.path)).name}", dynamic_ncols=True,
                mininterval=0.2 if sys.stderr.isatty() else 10.0)
-    window: list[tuple[torch.Tensor, torch.Tensor]] = []
+    log.info("training on %s: %s frames, %s steps", dev, cfg.frames, options.describe())
     t_start = t_window = time.perf_counter()
-    step, t_warm = start, None
-    while step < cfg.steps:
+    step_no, t_warm, window = start, None, 0
+    while step_no < cfg.steps:
         now = time.perf_counter()
         elapsed = now - t_start
-        if step == start + WARM_STEPS:
-            t_warm = now  # speed is measured from here: the first steps pay for kernel selection
-        if cfg.max_seconds and step == max(cfg.warmup, PLAN_AFTER) and t_warm is not None:
+        if step_no == start + WARM_STEPS:
+            _sync(dev)
+            t_warm = now = time.perf_counter()  # speed is measured from here: the first steps pay for kernel selection
+        if cfg.max_seconds and step_no == max(cfg.warmup, PLAN_AFTER) and t_warm is not None:
             # a time budget becomes a step count once the speed is known; from here on the run is
             # exactly the run with --steps N (the warm-up so far did not depend on N)
-            rate = distributed.mean_across(ctx, (step - start - WARM_STEPS) / max(now - t_warm, 1e-9), dev)
-            cfg = replace(cfg, steps=int(min(cfg.steps, step + 1 + rate * max(0.0, cfg.max_seconds - elapsed))))
+            _sync(dev)
+            now = time.perf_counter()
+            elapsed = now - t_start
+            rate = distributed.mean_across(ctx, (step_no - start - WARM_STEPS) / max(now - t_warm, 1e-9), dev)
+            cfg = replace(cfg, steps=int(min(cfg.steps, step_no + 1 + rate * max(0.0, cfg.max_seconds - elapsed))))
             config = replace(config, train=cfg)
+            train_step.cfg = cfg
             bar.total = cfg.steps
             if ctx.is_main:
                 write_json(out / "config.json", config.to_dict())
         if cfg.max_seconds and elapsed >= OVERRUN * cfg.max_seconds:
             break
         # every draw of this step comes from (seed, step, rank): a resumed run replays it exactly
-        generator.manual_seed(_step_seed(cfg.seed, step, ctx.rank))
-        lr = learning_rate(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, eps_mse = _train_step(net, model, optimizer, sched, x_all, local_batch, config, generator, dev)
-        _update_ema(ema, model, ema_decay(step, cfg.ema))
-        window.append((loss, eps_mse))
-        step += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        generator.manual_seed(step_seed(cfg.seed, step_no, ctx.rank))
+        lr = learning_rate(step_no, cfg)
+        train_step(generator, lr, ema_decay(step_no, cfg.ema))
+        window += 1
+        step_no += 1
+        if step_no % cfg.log_every == 0 or step_no == cfg.steps:
+            means = train_step.take_metrics()  # reads the device: the only sync of a logging window
             now = time.perf_counter()
-            rate = len(window) * cfg.batch / max(now - t_window, 1e-9)
-            means = torch.stack([torch.stack(w) for w in window]).mean(dim=0).tolist()
+            rate = window * cfg.batch / max(now - t_window, 1e-9)
             mean_loss = distributed.mean_across(ctx, means[0], dev)
             mean_eps = distributed.mean_across(ctx, means[1], dev)
-            rows.append((step, mean_loss, lr, rate, mean_eps))
+            rows.append((step_no, mean_loss, lr, rate, mean_eps))
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-            window, t_window = [], now
+            window, t_window = 0, now
             if ctx.is_main:
                 write_text(out / "loss.csv", _csv(rows))
         bar.update(1)
-        if ctx.is_main and cfg.snapshot_every and step % cfg.snapshot_every == 0:
+        if ctx.is_main and cfg.snapshot_every and step_no % cfg.snapshot_every == 0:
             (out / "snapshots").mkdir(exist_ok=True)
-            checkpoint.save_weights(out / "snapshots" / f"step_{step:08d}.safetensors", ema, {"kind": "ema", "step": str(step)})
-        if ctx.is_main and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            _checkpoint(out, step, model, ema, optimizer, rows)
+            checkpoint.save_weights(out / "snapshots" / f"step_{step_no:08d}.safetensors", ema,
+                                    {"kind": "ema", "step": str(step_no)})
+        if ctx.is_main and (step_no % cfg.checkpoint_every == 0 or step_no == cfg.steps):
+            _checkpoint(out, step_no, model, ema, optimizer, rows)
     bar.close()
+    _sync(dev)
     seconds = time.perf_counter() - t_start
-    if step < cfg.steps:  # ran past the time budget's safety margin: the run ends where it got to
-        log.warning("time budget overrun: stopped at step %d of %d", step, cfg.steps)
-        config = replace(config, train=replace(cfg, steps=step))
+    if step_no < cfg.steps:  # ran past the time budget's safety margin: the run ends where it got to
+        log.warning("time budget overrun: stopped at step %d of %d", step_no, cfg.steps)
+        config = replace(config, train=replace(cfg, steps=step_no))
         if ctx.is_main:
             write_json(out / "config.json", config.to_dict())
-            _checkpoint(out, step, model, ema, optimizer, rows)
+            _checkpoint(out, step_no, model, ema, optimizer, rows)
     return _summarise(config, out, model, ema, rows, start, seconds, dev, ctx)
 
 
-def _step_seed(seed: int, step: int, rank: int) -> int:
+def _sync(dev: torch.device) -> None:
+    """Wait for the device: host clocks measure GPU work only after this."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def frame_source(config: RunConfig, data: np.ndarray, batch: int, dev: torch.device) -> step.ResidentFrames | FrameGenerator:
+    """Where a step's clean frames come from: the resident set on the device, or the generator there."""
+    if config.train.frames == "generated":
+        return FrameGenerator(str(config.data.dataset), batch, config.data.length, config.normalisation.scale, dev)
+    return step.ResidentFrames(torch.from_numpy(data).to(dev), batch)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _train_step(net: nn.Module, model: nn.Module, optimizer: torch.optim.Optimizer, sched: dict[str, torch.Tensor],
-                x_all: torch.Tensor, batch: int, config: RunConfig, generator: torch.Generator,
-                dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on the (weighted) DDPM loss; returns the loss and the plain eps MSE."""
-    cfg = config.train
-    # 1. batch, timesteps and noise, all from this step's generator
-    idx = torch.randint(0, x_all.shape[0], (batch,), device=dev, generator=generator)
-    t = torch.randint(0, config.schedule.T, (batch,), device=dev, generator=generator)
-    noise = torch.randn((batch, *x_all.shape[1:]), device=dev, generator=generator)
-    x0 = x_all[idx]
-    if cfg.augment == "phase":
-        x0 = objective.rotate_phase(x0, generator)
-    # 2. forward process x_t = sqrt(abar) x0 + sqrt(1 - abar) eps and the target (eps or v)
-    x_t = q_sample(sched, x0, t, noise)
-    abar = sched["alphas_bar"][t]
-    target = objective.target(cfg.prediction, x0, noise, abar)
-    # 3. weighted squared error, per sample mean over the signal's axes
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda"):
-        out = net(x_t, t.to(torch.float32))
-    out = out.float()
-    per_sample = ((out - target) ** 2).flatten(1).mean(dim=1)
-    loss = torch.mean(objective.loss_weights(cfg.loss_weight, cfg.prediction, abar, cfg.snr_gamma) * per_sample)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
-    with torch.no_grad():
-        eps_mse = torch.mean((objective.eps_from_output(cfg.prediction, out, x_t, abar) - noise) ** 2)
-    return loss.detach(), eps_mse  # tensors: reading them here would stall the GPU every step
-
-
-def _update_ema(ema: dict[str, torch.Tensor], model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * weights, in one fused call over the float tensors."""
-    with torch.no_grad():
-        state = model.state_dict()
-        floats = [k for k, v in state.items() if v.dtype.is_floating_point]
-        torch._foreach_lerp_([ema[k] for k in floats], [state[k] for k in floats], 1 - decay)
-        for name, value in state.items():
-            if not value.dtype.is_floating_point:
-                ema[name].copy_(value)
-
-
-def _load_init(model: nn.Module, path: str) -> None:
-    weights = checkpoint.load_weights(Path(path))
+def _load_init(model: nn.Module, path: str, config: RunConfig) -> RunConfig:
+    """Load the starting weights: a safetensors file (a run's, whose normalisation is kept), or a
+    bundle (its model.onnx, proved on its reference; its normalisation is kept): a later stage sees
+    the units its weights learnt, whatever its own data set would give."""
+    if is_bundle(path):
+        _check_bundle_fits(path, config)
+        weights = weights_from_bundle(path, model)
+        bundle_norm = Bundle.open(path).normalisation
+        if bundle_norm != config.normalisation:
+            log.info("init_from %s: keeping the bundle's normalisation %s", path, bundle_norm)
+            config = replace(config, normalisation=bundle_norm)
+    else:
+        weights = checkpoint.load_weights(Path(path))
+        parent = Path(path).parent
+        if (parent / "config.json").is_file():  # a run's weights: keep that run's units too
+            config = replace(config, normalisation=RunConfig.load(parent).normalisation)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise InputError(f"init_from {path}: weights do not fit this model ({first}); use a run with the same model") from None
+    return config
+
+
+def _check_bundle_fits(path: str, config: RunConfig) -> None:
+    """A bundle to train on must share the run's network, schedule and target: say which option differs."""
+    manifest = Bundle.open(path).manifest
+    theirs = {"model": manifest["model"]["config"], "schedule": manifest["schedule"]["fingerprint"],
+              "prediction": manifest["model"].get("trained_prediction", "eps")}
+    ours = {"model": config_to_dict(config.model), "schedule": config.schedule.fingerprint(),
+            "prediction": config.train.prediction}
+    hints = {"model": f"--model/--width as the bundle's ({theirs['model'].get('kind')}, width "
+                      f"{theirs['model'].get('base_width', theirs['model'].get('width'))})",
+             "schedule": f"--schedule {manifest['schedule'].get('kind')} --T {manifest['schedule'].get('T')}",
+             "prediction": f"--prediction {theirs['prediction']}"}
+    for key in ("model", "schedule", "prediction"):
+        if theirs[key] != ours[key]:
+            raise InputError(f"init_from {path}: the bundle's {key} differs from this run's; pass {hints[key]}")
 
 
 def _restore(out: Path, model: nn.Module, ema: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -251,7 +263,12 @@ def _restore(out: Path, model: nn.Module, ema: dict[str, torch.Tensor], optimize
     model.load_state_dict(found["model"])
     for k, v in found["ema"].items():
         ema[k].copy_(v.to(dev))
-    optimizer.load_state_dict(found["optimizer"])
+    saved = found["optimizer"]
+    # the checkpoint's numbers, this run's kernels: fused/capturable/foreach and the lr's type stay ours
+    keep = ("fused", "capturable", "foreach", "lr")
+    saved["param_groups"] = [{**g, **{k: live[k] for k in keep if k in live}}
+                             for g, live in zip(saved["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict(saved)
     step = int(found["state"]["step"])
     rows = [tuple(r) for r in found["state"].get("loss_rows", []) if r[0] <= step]
     log.info("resumed from %s (step %d)", found["path"], step)

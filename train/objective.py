@@ -61,6 +61,11 @@ def rotate_phase(x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """I/Q frames (B, 2, L) rotated by a random carrier phase each: the built-in RF laws are invariant
     to it, so every frame is seen at every phase."""
     theta = torch.rand(x0.shape[0], device=x0.device, generator=generator) * (2 * torch.pi)
+    return rotate_by(x0, theta)
+
+
+def rotate_by(x0: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """I/Q frames (B, 2, L) times exp(j theta) with theta (B,) in radians."""
     c, s = torch.cos(theta)[:, None], torch.sin(theta)[:, None]
     i, q = x0[:, 0], x0[:, 1]
     return torch.stack([c * i - s * q, s * i + c * q], dim=1)

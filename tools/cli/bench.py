@@ -9,7 +9,7 @@ import click
 
 from edgediff.tools.cli import cli
 from edgediff.tools.cli.outputs import check_outputs
-from edgediff.tools.cli.types import count
+from edgediff.tools.cli.types import CommaList, count, positive
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -174,3 +174,45 @@ def bench_samplers(bundles, n, no_timing, json_out, plot, force) -> None:
         from edgediff.tools import plots
 
         click.echo(f"wrote {plots.quality_vs_nfe(reports, plot)}")
+
+
+@cli.command("bench-train")
+@click.option("--dataset", type=click.Choice(["rf-qpsk", "rf-qpsk-fast", "rf-chirp", "rf-mix", "gmm2d"]), default="rf-qpsk",
+              show_default=True)
+@click.option("--width", type=count(8, 1024), default=32, show_default=True, help="U-Net base width (MLP width for gmm2d).")
+@click.option("--variant", "variants", multiple=True, default=("today", "fast"), show_default=True,
+              help="A configuration to compare (repeat the option; in order): a preset (today, fast, fast-512, "
+                   "fast-compile) or NAME:batch=N,frames=resident|generated,amp=on|off,graphs=on|off,fused=on|off,compile=on|off.")
+@click.option("--seconds", type=positive(3600.0), default=10.0, show_default=True, help="Timed seconds per variant.")
+@click.option("--warmup", type=count(4, 10_000), default=10, show_default=True, help="Untimed steps first (capture, compile).")
+@click.option("--n", "n_resident", type=count(16, 10_000_000), default=20000, show_default=True, help="Frames in the resident set.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--threads", type=count(1, 256), help="torch CPU threads (default: torch's).")
+@click.option("--peak-tflops", type=positive(1e6), help="The device's peak, for the fraction (known GPUs: looked up).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write every figure as JSON.")
+@click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
+def bench_train(dataset, width, variants, seconds, warmup, n_resident, device, threads, peak_tflops, json_out, force) -> None:
+    """Training throughput of the loop's own step in several configurations, side by side in one run:
+    frames/s, ms per step, FLOPs per frame, TFLOP/s and the fraction of the device's peak."""
+    check_outputs({"--json": json_out}, force=force)
+    import torch
+
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools import bench_train as bt
+    from edgediff.tools import priors
+    from edgediff.train.loop import resolve_device
+
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    chosen = [bt.parse_variant(v, dev.type == "cuda") for v in variants]
+    recipe = priors.RECIPES["gmm2d"] if dataset == "gmm2d" else priors.PriorRecipe(dataset)
+    config = priors.run_config(priors.replace_width(recipe, width))
+    flops = bt.flops_per_frame(config.model, config.model.sample_shape)
+    click.echo(f"{dataset}, {config.model.kind} width {width} on {dev}: {flops['forward'] / 1e9:.3f} GFLOP per frame "
+               f"forward, {flops['train'] / 1e9:.3f} forward + backward")
+    report = bt.bench(chosen, config, dev, seconds=seconds, warmup=warmup, n_resident=n_resident, peak=peak_tflops,
+                      log=click.echo)
+    if json_out is not None:
+        write_json(json_out, report)
+        click.echo(f"wrote {json_out}")

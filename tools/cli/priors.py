@@ -30,7 +30,7 @@ def priors() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--frames", type=click.IntRange(min=16), help="Training frames generated (default: the recipe's).")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size (default: the recipe's).")
-@click.option("--amp", is_flag=True, help="bf16 autocast (CUDA only).")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast (CUDA only). [on for CUDA]")
 @click.option("--quiet", is_flag=True)
 def train_cmd(name, runs, seconds, steps, snapshot_every, device, frames, batch, amp, quiet) -> None:
     """Train recipe NAME into RUNS/NAME."""
@@ -53,12 +53,14 @@ def train_cmd(name, runs, seconds, steps, snapshot_every, device, frames, batch,
 @click.option("--n", type=click.IntRange(min=16), default=256, show_default=True, help="Frames per point.")
 @click.option("--points", type=click.IntRange(min=1), default=12, show_default=True, help="Snapshots measured at most.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--sample-steps", type=click.IntRange(1, 1000), default=50, show_default=True, help="DDIM steps per point.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the curve here (default RUN/curve.json).")
-def curve_cmd(run, n, points, device, json_out) -> None:
+def curve_cmd(run, n, points, device, sample_steps, json_out) -> None:
     """Sample every snapshot of RUN with the sample defaults and measure it (EVM, LSD, W1) against held-out frames."""
     from edgediff.tools import priors as p
 
-    rows = p.curve(run, device=device, n=n, max_points=points, final_steps=(100, 250))
+    finals = (100, 250) if sample_steps == 50 else ()
+    rows = p.curve(run, device=device, n=n, steps=sample_steps, max_points=points, final_steps=finals)
     for row in rows:
         row.update(p.loss_at(run, row["step"]))
     p.write_json(json_out or run / "curve.json", rows)
@@ -88,8 +90,6 @@ def study_cmd(names, runs, seconds, snapshot_every, device, n, frames, batch) ->
     for name in names:
         cmd = [sys.executable, "-m", "edgediff", "priors", "train", name, "--runs", str(runs), "--seconds", str(seconds),
                "--snapshot-every", str(snapshot_every), "--device", device, "--quiet"]
-        if device.startswith("cuda"):
-            cmd.append("--amp")
         cmd += ["--frames", str(frames)] if frames else []
         cmd += ["--batch", str(batch)] if batch else []
         procs[name] = subprocess.Popen(cmd, env=env, stdout=open(runs / f"{name}.log", "w"), stderr=subprocess.STDOUT)
@@ -120,7 +120,7 @@ def study_cmd(names, runs, seconds, snapshot_every, device, n, frames, batch) ->
 @click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/priors"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("priors"), show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--amp", is_flag=True, help="bf16 autocast (CUDA only), as the shipped GPU stages used.")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast (CUDA only). [on for CUDA]")
 @click.option("--quiet", is_flag=True)
 def build_cmd(names, runs, out, device, amp, quiet) -> None:
     """Train (what is missing) and export the shipped priors NAMES (default: all) into OUT/NAME.
@@ -163,3 +163,94 @@ def plot_cmd(runs, out, force) -> None:
             offsets[run.name] = offsets.get(parent, 0) + seen.get(parent, 0)
     offsets = {k: v / 1e6 for k, v in offsets.items()}
     click.echo(f"wrote {plots.study_curves(curves, out, offsets)}")
+
+
+@priors.command("continue")
+@click.argument("names", nargs=-1)
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/gpu"), show_default=True,
+              help="Where the stage runs are trained (earlier stages found here are continued).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for what travels back: parts and reports.")
+@click.option("--seconds", type=click.FloatRange(min=1.0, max=3600.0), default=360.0, show_default=True,
+              help="Training time budget of every stage (side by side; a stage stops at 1.2x at the latest).")
+@click.option("--bench-seconds", type=click.FloatRange(min=0.0, max=600.0), default=8.0, show_default=True,
+              help="Timed seconds per throughput variant first (0: no benchmark).")
+@click.option("--study", "study", multiple=True, help="Also train a study variant from scratch (repeat): qpsk-w32, qpsk-w64, qpsk-w32-deep.")
+@click.option("--curve-n", type=click.IntRange(16, 100_000), default=512, show_default=True, help="Frames per curve point.")
+@click.option("--device", default="cuda", show_default=True)
+@click.option("--dry-run", is_flag=True, help="The same plan at a toy size on the CPU: seconds per stage, tiny batches.")
+def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, device, dry_run) -> None:
+    """The prepared GPU session: benchmark, continue every shipped prior (NAMES: default all) from its
+    newest weights side by side, measure their curves, pack the runs into OUT for the trip back."""
+    import json
+
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools import priors_continue as pc
+
+    if dry_run:
+        device, curve_n = "cpu", min(curve_n, 16)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = pc.plan(list(names) or list(pc.CONTINUED), runs, seconds, study=list(study), dry_run=dry_run)
+    pc.prepare(stages)
+    t0 = time.perf_counter()
+    for st in stages:
+        click.echo(f"{st.name}: stage {st.run} from {st.init or 'scratch'}, batch {st.config.train.batch}, "
+                   f"lr {st.config.train.lr:.2e}, {seconds:.0f} s")
+    if bench_seconds > 0:
+        _bench(out / "bench-train.json", device, bench_seconds, dry_run)
+    pc.launch(stages, device, log=click.echo)
+    pc.curves(stages, device, curve_n, points=2 if dry_run else 6, sample_steps=4 if dry_run else 50, log=click.echo)
+    summary = {}
+    for st in stages:
+        path = st.run / "curve.json"
+        rows = json.loads(path.read_text()) if path.is_file() else []
+        if rows:
+            click.echo(p_summary(st.name, rows))
+        summary[st.name] = {"run": str(st.run), "init": st.init, "curve": rows[-1:] if rows else None}
+    write_json(out / "summary.json", summary)
+    parts = pc.pack([st.run for st in stages], [out / "bench-train.json", out / "summary.json"], out)
+    click.echo(f"packed {len(stages)} runs into {', '.join(p.name for p in parts)} in {out} "
+               f"({time.perf_counter() - t0:.0f} s since the plan)")
+
+
+def p_summary(name, rows):
+    from edgediff.tools import priors as p
+
+    return p.summary_line(name, rows)
+
+
+def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> None:
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools import bench_train as bt
+    from edgediff.tools import priors as p
+    from edgediff.train.loop import resolve_device
+
+    dev = resolve_device("cpu" if dry_run else device)
+    cuda = dev.type == "cuda"
+    variants = [bt.parse_variant(v, cuda) for v in (("today:batch=8", "fast:batch=8") if dry_run else ("today", "fast"))]
+    report = bt.bench(variants, p.run_config(p.PriorRecipe("rf-qpsk")), dev, seconds=seconds, warmup=4 if dry_run else 10,
+                      n_resident=256 if dry_run else 20000, log=click.echo)
+    write_json(json_out, report)
+
+
+@priors.command("unpack")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/gpu"), show_default=True)
+def unpack_cmd(parts, runs) -> None:
+    """Restore the runs a GPU session packed (its runs.tar.partNN files) under RUNS."""
+    from edgediff.tools import priors_continue as pc
+
+    for run in pc.unpack(list(parts), runs):
+        click.echo(f"restored {run}")
+
+
+@priors.command("adopt")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("priors"), show_default=True, help="The shipped priors.")
+@click.option("--n", type=click.IntRange(64, 100_000), default=512, show_default=True, help="Frames each side is measured on.")
+def adopt_cmd(runs, out, n) -> None:
+    """Export each stage RUN, measure it against the shipped prior (sample default) and replace that
+    prior when the stage is better; adopted stages go into priors/ledger.json."""
+    from edgediff.tools import priors_continue as pc
+
+    for run in runs:
+        pc.adopt(run, out, n, log=click.echo)

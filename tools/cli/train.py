@@ -20,6 +20,8 @@ DEFAULTS = {
     "signals": {"model": "unet1d", "steps": 2000, "batch": 32, "lr": 2e-3, "normalise": "rms", "schedule": "cosine",
                 "prediction": "v", "loss_weight": "min-snr", "augment": "phase"},
 }
+#: On a GPU a batch of 32 leaves the chip idle: signals default to the priors' batch there (same lr).
+CUDA_SIGNAL_BATCH = 512
 
 
 @cli.command()
@@ -45,12 +47,24 @@ DEFAULTS = {
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory to create.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its newest intact checkpoint.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--init-from", type=click.Path(path_type=Path),
+              help="Start from these weights: a run directory, its .safetensors, or a bundle / shipped prior (fine-tuning).")
+@click.option("--max-seconds", type=positive(1e7), help="Training time budget: fixes the step count after the warm-up.")
+@click.option("--frames", type=click.Choice(["auto", "resident", "generated"]), default="auto", show_default=True,
+              help="Built-in data made on the device each step (generated) or a set held there (resident); auto: generated on CUDA.")
+@click.option("--graphs/--no-graphs", default=None, help="Capture the step as one CUDA graph. [on for CUDA]")
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast. [on for CUDA]")
+@click.option("--fused/--no-fused", default=None, help="Fused AdamW kernels. [on for CUDA]")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (minutes of compilation first).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule, prediction, loss_weight, augment, T,
-          steps, batch, lr, ema,
-          normalise, seed, checkpoint_every, out, resume, device, quiet) -> None:
+          steps, batch, lr, ema, normalise, seed, checkpoint_every, out, resume, device, init_from, max_seconds, frames,
+          graphs, amp, fused, compile_, quiet) -> None:
     """Fit the epsilon network with the DDPM loss; writes config.json, weights.safetensors (EMA),
-    checkpoints/ and loss.csv into --out. Runs under `torchrun --nproc_per_node=N` too."""
+    checkpoints/ and loss.csv into --out. Runs under `torchrun --nproc_per_node=N` too.
+
+    On a CUDA device the step runs as one CUDA graph over frames generated on the device (built-in
+    sets), with bf16 autocast and fused AdamW, and signals default to batch 512."""
     from edgediff.runtime.errors import InputError
     from edgediff.train.distributed import DistContext
     from edgediff.train.evaluate import describe_errors
@@ -59,9 +73,14 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule
     ctx = DistContext.from_env(os.environ)
     if dataset and data_path:
         raise InputError("--dataset and --data were both given: choose a built-in dataset or your file")
+    if resume and any(v is not None for v in (init_from, max_seconds, graphs, amp, fused)) or resume and compile_:
+        raise InputError("--resume continues the run as configured: drop --init-from, --max-seconds and the step options")
     config = None if resume else build_config(
         dataset or (None if data_path else "rf-qpsk"), data_path, sigmf_frame, hop, n_frames, model, width,
-        schedule, T, steps, batch, lr, ema, normalise, seed, checkpoint_every, prediction, loss_weight, augment)
+        schedule, T, steps, batch, lr, ema, normalise, seed, checkpoint_every, prediction, loss_weight, augment,
+        cuda=_cuda_requested(device))
+    if config is not None:
+        config = with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fused, compile_)
     summary = fit(config, out, resume=resume, device=device, ctx=ctx, progress=not quiet)
     if not ctx.is_main:
         return
@@ -73,8 +92,33 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule
         click.echo(f"score error vs exact mixture (relative L2): {describe_errors(summary['score_rel_l2'])}")
 
 
+def _cuda_requested(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fused, compile_):
+    """The run config with the options that decide how (not what) the run trains."""
+    from dataclasses import replace
+
+    from edgediff.runtime.bundle import SHIPPED_NAME, resolve
+
+    if init_from is not None:
+        source = Path(init_from)
+        if not source.exists() and SHIPPED_NAME.match(str(init_from)):
+            source = resolve(str(init_from))  # a shipped prior by its short name
+        if source.is_dir() and (source / "weights.safetensors").is_file():
+            source = source / "weights.safetensors"  # a run directory: its EMA weights
+        init_from = str(source)
+    return replace(config, train=replace(config.train, init_from=init_from, max_seconds=max_seconds, frames=frames,
+                                         graphs=graphs, amp=amp, fused=fused, compile=compile_))
+
+
 def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedule, T, steps, batch, lr, ema,
-                 normalise, seed, checkpoint_every, prediction=None, loss_weight=None, augment=None):
+                 normalise, seed, checkpoint_every, prediction=None, loss_weight=None, augment=None, cuda=False):
     """Turn options into the typed run config (the only place where options become dataclasses)."""
     from edgediff.runtime.schedule import NoiseSchedule
     from edgediff.train.config import RunConfig, TrainConfig
@@ -85,6 +129,8 @@ def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedul
     d = DEFAULTS["points" if points else "signals"]
 
     def pick(value, key):
+        if value is None and key == "batch" and cuda and not points:
+            return CUDA_SIGNAL_BATCH
         return d[key] if value is None else value
 
     model = pick(model, "model")

@@ -1,0 +1,56 @@
+"""edgediff bench-train on the CPU at a tiny size: its counts (frames, FLOPs, fractions), not its speed."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edgediff.runtime.errors import InputError  # noqa: E402
+from edgediff.tools import bench_train as bt  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+def test_flops_per_frame_are_counted_from_the_model():
+    from edgediff.train.models import UNet1DConfig
+
+    f = bt.flops_per_frame(UNet1DConfig(), (2, 256))
+    assert 0.10e9 < f["forward"] < 0.15e9  # the default U-Net: about 0.12 GFLOP per frame
+    assert 2.5 < f["train"] / f["forward"] < 3.5  # the backward pass costs about two forwards
+    g = bt.flops_per_frame(UNet1DConfig(base_width=64), (2, 256))
+    assert 3.5 < g["forward"] / f["forward"] < 4.5  # twice the width, four times the arithmetic
+
+
+def test_bench_train_compares_variants_in_one_run_and_counts_their_frames(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "edgediff", "bench-train", "--width", "8", "--variant", "today:batch=8",
+           "--variant", "mine:batch=4,frames=generated,graphs=on,fused=on", "--seconds", "0.5", "--warmup", "4",
+           "--n", "64", "--device", "cpu", "--threads", "1", "--peak-tflops", "1", "--json", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    today, mine = report["rows"]
+    assert today["variant"]["name"] == "today" and mine["variant"]["batch"] == 4 and mine["frames"] == "generated"
+    for row in (today, mine):
+        assert "error" not in row and row["loss_finite"]
+        assert row["steps"] % 10 == 0 and row["frames_per_s"] == pytest.approx(row["steps"] * row["variant"]["batch"] / row["seconds"])
+        assert row["tflops"] == pytest.approx(row["frames_per_s"] * report["flops_per_frame"]["train"] / 1e12)
+        assert row["fraction_of_peak"] == pytest.approx(row["tflops"] / 1.0)
+    assert mine["options"] == "graphs+fused" and today["options"] == "eager"
+    assert "frames/s" in res.stdout and "x1.00" in res.stdout
+
+
+@pytest.mark.parametrize("text, match", [("nosuch", "unknown"), ("today:batch=0", "batch"), ("today:frames=disk", "frames"),
+                                         ("today:graphs=yes", "on or off"), ("today:speed=9", "key 'speed'")])
+def test_bad_variants_are_named(text, match):
+    with pytest.raises(InputError, match=match):
+        bt.parse_variant(text, cuda=False)
+
+
+def test_peaks_are_known_for_common_gpus_and_absent_for_cpus():
+    cpu = torch.device("cpu")
+    assert bt.peak_tflops(cpu, True, None) is None and bt.peak_tflops(cpu, True, 2.0) == 2.0
+    assert bt.PEAKS["H200"][0] > 900 and list(bt.PEAKS).index("H100 PCIe") < list(bt.PEAKS).index("H100")

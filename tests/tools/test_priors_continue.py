@@ -1,0 +1,73 @@
+"""The prepared GPU session, run as its dry run on the CPU: plan, train from the shipped weights,
+curves, packing; then the trip back here: unpack and adopt."""
+
+import hashlib
+import json
+import subprocess
+import sys
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+from edgediff.runtime.errors import InputError  # noqa: E402
+from edgediff.tools import priors_continue as pc  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.onnx, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    # exactly what a GPU session runs (make gpu-priors: the package linked onto PYTHONPATH, no install)
+    args = f"rf-chirp --runs {runs} --seconds 2 --bench-seconds 0.5 --dry-run"
+    cmd = ["make", "-s", "-C", str(ROOT), "gpu-priors", f"GPU_PYTHON={sys.executable}", f"OUT={out}",
+           f"GPU_SITE={tmp_path / 'site'}", f"GPU_ARGS={args}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert f"rf-chirp: stage {runs / 'rf-chirp-s2'} from " in res.stdout  # the ledger holds one rf-chirp stage
+    config = json.loads((runs / "rf-chirp-s2" / "config.json").read_text())
+    assert config["train"]["frames"] == "generated" and config["train"]["init_from"].endswith("priors/rf-chirp")
+    bench = json.loads((out / "bench-train.json").read_text())
+    assert [r["variant"]["name"] for r in bench["rows"]] == ["today", "fast"] and all("error" not in r for r in bench["rows"])
+    parts = sorted(out.glob("runs.tar.part*"))
+    assert parts and all(p.stat().st_size <= pc.PART_BYTES for p in parts)
+    # here: the parts become runs again, and the stage is measured against what ships
+    back = tmp_path / "back"
+    restored = pc.unpack(parts, back)
+    assert restored == [back / "rf-chirp-s2"]
+    assert sorted(p.name for p in restored[0].iterdir()) == sorted(
+        ["config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log"])
+    shipped, ledger = tmp_path / "shipped", tmp_path / "ledger.json"
+    shipped.mkdir()
+    assert pc.adopt(restored[0], shipped, 64, ledger, log=print)  # nothing ships there yet: adopted
+    entry = json.loads(ledger.read_text())["rf-chirp"]
+    assert entry["stages"][0]["run"] == "rf-chirp-s2" and entry["frames_seen"] == entry["stages"][0]["frames"] > 0
+    digest = hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest()
+    assert not pc.adopt(restored[0], shipped, 64, ledger, log=print)  # not better than itself: kept as it was
+    assert hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest() == digest
+    assert len(json.loads(ledger.read_text())["rf-chirp"]["stages"]) == 1
+
+
+def test_the_next_stage_continues_the_newest_local_run(tmp_path):
+    (tmp_path / "rf-qpsk-s5").mkdir()
+    (tmp_path / "rf-qpsk-s5" / "weights.safetensors").write_bytes(b"x")
+    (tmp_path / "rf-qpsk-s6").mkdir()  # an unfinished stage: no weights
+    number, init = pc.newest_weights("rf-qpsk", tmp_path, {"rf-qpsk": {"stages": [{}] * 4}})
+    assert number == 6 and init == str(tmp_path / "rf-qpsk-s5" / "weights.safetensors")
+    number, init = pc.newest_weights("rf-chirp", tmp_path, {"rf-chirp": {"stages": [{}]}})
+    assert number == 2 and init.endswith("priors/rf-chirp")
+
+
+def test_bad_names_and_archives_are_refused(tmp_path):
+    with pytest.raises(InputError, match="not continued"):
+        pc.plan(["gmm2d"], tmp_path, 10, study=[])
+    with pytest.raises(InputError, match="study variant"):
+        pc.plan([], tmp_path, 10, study=["qpsk-w999"])
+    bad = tmp_path / "runs.tar.part00"
+    bad.write_bytes(b"not a tar")
+    with pytest.raises(InputError, match="do not form a tar"):
+        pc.unpack([bad], tmp_path / "x")

@@ -1,0 +1,115 @@
+"""The GPU training path, run where the suite runs: the graph's program eagerly on the CPU, its resume,
+generated frames, and training on from a bundle's weights (a shipped prior)."""
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+from safetensors.torch import load_file  # noqa: E402
+
+from edgediff.runtime import NoiseSchedule  # noqa: E402
+from edgediff.runtime.bundle import Bundle  # noqa: E402
+from edgediff.runtime.errors import BundleError, InputError  # noqa: E402
+from edgediff.train.bundle_weights import weights_from_bundle  # noqa: E402
+from edgediff.train.config import RunConfig, TrainConfig  # noqa: E402
+from edgediff.train.datasets import DataConfig  # noqa: E402
+from edgediff.train.loop import fit  # noqa: E402
+from edgediff.train.models import UNet1DConfig, build_model, config_from_dict  # noqa: E402
+
+pytestmark = pytest.mark.torch
+TINY = UNet1DConfig(base_width=8, mults=(1, 2), heads=2, norm_groups=4, emb_dim=16)
+
+
+def config(steps=24, **train):
+    return RunConfig(model=TINY, schedule=NoiseSchedule.cosine(T=100),
+                     data=DataConfig(dataset="rf-qpsk", n=256, length=32, seed=0),
+                     train=TrainConfig(steps=steps, batch=16, lr=3e-3, warmup=4, seed=0, checkpoint_every=12, log_every=4,
+                                       prediction="v", loss_weight="min-snr", augment="phase", **train))
+
+
+def weights(run):
+    return load_file(str(run / "weights.safetensors"))
+
+
+def test_the_graph_program_resumes_exactly_and_matches_the_eager_fused_step(tmp_path):
+    fast = {"frames": "generated", "graphs": True, "fused": True}
+    full, cut, eager = tmp_path / "full", tmp_path / "cut", tmp_path / "eager"
+    fit(config(**fast), full, device="cpu", progress=False)
+    recorded = RunConfig.load(full).train
+    assert (recorded.frames, recorded.graphs, recorded.fused, recorded.amp) == ("generated", True, True, False)
+    # the same run interrupted after its first checkpoint: drop what came after, resume
+    fit(config(**fast), cut, device="cpu", progress=False)
+    shutil.rmtree(cut / "checkpoints" / "step_00000024")
+    (cut / "weights.safetensors").unlink()
+    summary = fit(None, cut, resume=True, device="cpu", progress=False)
+    assert summary["steps_this_session"] == 12
+    a, b = weights(full), weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a), "a resumed run must reach the uninterrupted weights bitwise"
+    fit(config(frames="generated", graphs=False, fused=True), eager, device="cpu", progress=False)
+    c = weights(eager)
+    assert max(float((a[k] - c[k]).abs().max()) for k in a) < 1e-4  # same draws, same maths, other kernels
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # ... but really the other program
+
+
+def test_the_cpu_default_stays_the_resident_eager_step(tmp_path):
+    fit(config(steps=4), tmp_path / "run", device="cpu", progress=False)
+    t = RunConfig.load(tmp_path / "run").train
+    assert (t.frames, t.graphs, t.fused, t.amp, t.compile) == ("resident", False, False, False, False)
+
+
+def test_generated_frames_need_a_builtin_dataset(tmp_path):
+    np.save(tmp_path / "frames.npy", np.random.default_rng(0).standard_normal((32, 2, 32)).astype(np.float32))
+    cfg = replace(config(frames="generated"), data=DataConfig(dataset=None, path=str(tmp_path / "frames.npy"), length=32))
+    with pytest.raises(InputError, match="needs a built-in dataset"):
+        fit(cfg, tmp_path / "run", device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("name", ["rf-qpsk", "gmm2d"])
+def test_a_bundles_weights_are_read_back_and_proved_on_its_reference(name):
+    bundle = Bundle.open(name)
+    model = build_model(config_from_dict(bundle.manifest["model"]["config"]))
+    state = weights_from_bundle(name, model)
+    assert state.keys() == model.state_dict().keys()
+    assert any("norm" in k for k in state) or name == "gmm2d"  # GroupNorm's scale and bias come from the graph
+
+
+def test_weights_that_do_not_reproduce_the_reference_are_refused(tmp_path, unet_bundle):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(unet_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    model = build_model(config_from_dict(manifest["model"]["config"]))
+    weights_from_bundle(bundle, model)  # the tiny bundle as exported: accepted
+    ref = dict(np.load(bundle / "reference.npz"))
+    ref["eps"] = ref["eps"] * 1.01
+    np.savez(bundle / "reference.npz", **ref)
+    from edgediff.runtime.bundle import sha256_file
+
+    manifest["files"]["reference.npz"]["sha256"] = sha256_file(bundle / "reference.npz")
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="do not reproduce reference.npz"):
+        weights_from_bundle(bundle, model)
+
+
+def test_training_on_from_a_shipped_prior_keeps_its_units_and_starts_trained(tmp_path):
+    cfg = RunConfig(model=UNet1DConfig(), schedule=NoiseSchedule.cosine(T=1000),
+                    data=DataConfig(dataset="rf-qpsk", n=64, length=256, seed=0),
+                    train=TrainConfig(steps=2, batch=4, lr=1e-5, warmup=1, seed=0, checkpoint_every=2, log_every=1,
+                                      prediction="v", loss_weight="min-snr", augment="phase", init_from="rf-qpsk"))
+    # a short name is the CLI's business; the library takes the bundle's path
+    cfg = replace(cfg, train=replace(cfg.train, init_from=str(Bundle.open("rf-qpsk").root)))
+    summary = fit(cfg, tmp_path / "run", device="cpu", progress=False)
+    assert RunConfig.load(tmp_path / "run").normalisation == Bundle.open("rf-qpsk").normalisation
+    assert summary["final_loss"] < 0.1  # a random network starts near 1
+
+
+def test_a_bundle_of_another_schedule_is_refused_with_the_option_to_pass(tmp_path):
+    cfg = RunConfig(model=UNet1DConfig(), schedule=NoiseSchedule.linear(T=1000),
+                    data=DataConfig(dataset="rf-qpsk", n=64, length=256, seed=0),
+                    train=TrainConfig(steps=2, batch=4, prediction="v", init_from=str(Bundle.open("rf-qpsk").root)))
+    with pytest.raises(InputError, match="--schedule cosine --T 1000"):
+        fit(cfg, tmp_path / "run", device="cpu", progress=False)

@@ -1,0 +1,277 @@
+"""The prepared GPU session: continue every shipped prior where it stopped, in one ten-minute call.
+
+``edgediff priors continue`` is the one command a session with a lent GPU runs (README, "Training the
+priors on a GPU"). In that call it
+
+1. measures training throughput, today's loop against the fast one (``bench-train``), briefly;
+2. starts one training process per prior, side by side on the GPU, each a new *stage* that starts
+   from the prior's newest weights: a run of an earlier stage under ``--runs`` when one is there,
+   else the shipped bundle itself (its weights read back from model.onnx and proved on its
+   reference). A stage is the GPU recipe (:data:`GPU_STAGE`: generated frames, CUDA graphs, bf16,
+   fused AdamW, a large batch with the learning rate scaled) under a time budget; optional study
+   runs (other widths, from scratch) share the GPU and the budget;
+3. measures each run's learning curve on the GPU (EVM / LSD of the EMA snapshots);
+4. packs the runs (configs, EMA weights, loss, curves, logs) into parts under 16 MiB for the trip
+   back, with a manifest of what each part holds.
+
+Here, ``edgediff priors unpack`` restores the runs and ``edgediff priors adopt`` evaluates them
+against the shipped bundles, exports the better ones into ``priors/`` and records the stage in
+``priors/ledger.json``, which tells the next GPU session where each prior stands.
+
+``--dry-run`` runs the same plan at a toy size on the CPU (seconds per stage, tiny batches and
+curves): the suite runs it, so GPU minutes are never spent on a typo.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from edgediff.runtime.atomic import write_json
+from edgediff.runtime.errors import InputError
+
+#: The priors continued by default, and the ledger that records their stages.
+CONTINUED = ("rf-qpsk", "rf-qpsk-fast", "rf-mix", "rf-chirp")
+LEDGER = Path(__file__).resolve().parents[1] / "priors" / "ledger.json"
+#: A GPU stage: batch 4096 (8x the CPU-era 512), the learning rate of the last stage at 512 scaled by
+#: sqrt(8), a warm-up, EMA weights, snapshots for the curve.
+#: Frames are generated on the GPU; ``n_frames`` only sets a scratch run's normalisation (a continued
+#: prior keeps its bundle's or run's), so it stays small: processes start training together.
+GPU_STAGE = {"batch": 4096, "lr": 3e-4 * math.sqrt(8), "warmup": 200, "ema": 0.9995, "snapshot_every": 500,
+             "checkpoint_every": 2000, "log_every": 100, "n_frames": 20000}
+#: Study variants (``--study``), trained from scratch beside the stages: name -> U-Net changes.
+STUDY = {"qpsk-w32": {"base_width": 32}, "qpsk-w64": {"base_width": 64}, "qpsk-w32-deep": {"blocks_per_level": 2}}
+STUDY_LR = 2e-3 * math.sqrt(8)
+#: Each part brought back stays under the device tool's 16 MiB per file.
+PART_BYTES = 15 * 1024 * 1024
+DRY = {"batch": 8, "snapshot_every": 5, "checkpoint_every": 10, "log_every": 5, "warmup": 2, "n_frames": 256}
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # the prior (or study variant)
+    run: Path  # the run directory this stage trains into
+    config: Any  # its RunConfig (prepared as config.json; trained with `edgediff train --resume`)
+    init: str | None  # where its weights start
+
+
+def read_ledger(path: Path = LEDGER) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable ledger ({exc}); restore it from git") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: the ledger is not a JSON object; restore it from git")
+    return data
+
+
+def newest_weights(name: str, runs: Path, ledger: dict[str, Any]) -> tuple[int, str]:
+    """(next stage number, where its weights start): the newest local stage run, else the shipped bundle."""
+    from edgediff.runtime.bundle import SHIPPED_DIR
+
+    done = len(ledger.get(name, {}).get("stages", []))
+    local = sorted(runs.glob(f"{name}-s[0-9]*"), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
+    for run in reversed(local):
+        if (run / "weights.safetensors").is_file():
+            return max(done, int(run.name.rsplit("-s", 1)[1])) + 1, str(run / "weights.safetensors")
+    return done + 1, str(SHIPPED_DIR / name)
+
+
+def plan(names: list[str], runs: Path, seconds: float, *, study: list[str], dry_run: bool = False,
+         ledger: dict[str, Any] | None = None) -> list[Stage]:
+    """The stages of one GPU call (and the study runs), their configs written nowhere yet."""
+    from edgediff.tools import priors
+
+    ledger = read_ledger() if ledger is None else ledger
+    stages = []
+    for name in names:
+        if name not in CONTINUED:
+            raise InputError(f"prior {name!r} is not continued on the GPU: expected one of {', '.join(CONTINUED)}")
+        number, init = newest_weights(name, runs, ledger)
+        r = replace(priors.recipe(priors.SHIPPED[name]), init=None)
+        stages.append(Stage(name, runs / f"{name}-s{number}", _config(r, seconds, GPU_STAGE["lr"], init, dry_run), init))
+    for variant in study:
+        if variant not in STUDY:
+            raise InputError(f"study variant {variant!r} is unknown: expected one of {', '.join(STUDY)}")
+        config = _config(priors.PriorRecipe("rf-qpsk"), seconds, STUDY_LR, None, dry_run)
+        config = replace(config, model=replace(config.model, **STUDY[variant]))
+        stages.append(Stage(variant, runs / variant, config, None))
+    return stages
+
+
+def _config(r: Any, seconds: float, lr: float, init: str | None, dry_run: bool) -> Any:
+    from edgediff.tools import priors
+
+    g = {**GPU_STAGE, **(DRY if dry_run else {})}
+    r = replace(r, batch=g["batch"], lr=lr, warmup=g["warmup"], ema=g["ema"],
+                n_frames=g.get("n_frames", r.n_frames), steps=1_000_000)
+    config = priors.run_config(r, max_seconds=seconds, snapshot_every=g["snapshot_every"])
+    train = replace(config.train, checkpoint_every=g["checkpoint_every"], log_every=g["log_every"], init_from=init,
+                    frames="generated", graphs=None, amp=None, fused=None)
+    return replace(config, train=train)
+
+
+def prepare(stages: list[Stage]) -> None:
+    """Write each stage's config.json into its (new) run directory."""
+    for s in stages:
+        if s.run.exists() and any(s.run.iterdir()):
+            raise InputError(f"{s.run} exists and is not empty: adopt or remove it before the next stage")
+        s.run.mkdir(parents=True, exist_ok=True)
+        write_json(s.run / "config.json", s.config.to_dict())
+
+
+def launch(stages: list[Stage], device: str, log: Callable[[str], Any] = print) -> dict[str, int]:
+    """Train every stage at once, one process each (``edgediff train --resume`` on its prepared run)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    procs = {}
+    for s in stages:
+        cmd = [sys.executable, "-m", "edgediff", "train", "--out", str(s.run), "--resume", "--quiet", "--device", device]
+        procs[s.name] = subprocess.Popen(cmd, env=env, stdout=open(s.run / "train.log", "w"), stderr=subprocess.STDOUT)
+    start, codes = time.perf_counter(), {}
+    for s in stages:
+        codes[s.name] = procs[s.name].wait()
+        tail = (s.run / "train.log").read_text().strip().splitlines()[-1:]
+        log(f"{s.name}: exit {codes[s.name]} after {time.perf_counter() - start:.0f} s: {tail[0] if tail else ''}")
+    return codes
+
+
+def curves(stages: list[Stage], device: str, n: int, points: int, sample_steps: int,
+           log: Callable[[str], Any] = print) -> None:
+    """Each trained run's learning curve (``edgediff priors curve``), all runs at once."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    procs = {}
+    for s in stages:
+        if not (s.run / "weights.safetensors").is_file():
+            log(f"{s.name}: no weights, no curve")
+            continue
+        cmd = [sys.executable, "-m", "edgediff", "priors", "curve", str(s.run), "--device", device, "--n", str(n),
+               "--points", str(points), "--sample-steps", str(sample_steps)]
+        procs[s.name] = subprocess.Popen(cmd, env=env, stdout=open(s.run / "curve.log", "w"), stderr=subprocess.STDOUT)
+    for name, proc in procs.items():
+        code = proc.wait()
+        run = next(s.run for s in stages if s.name == name)
+        lines = (run / "curve.log").read_text().strip().splitlines()
+        log(f"{name}: curve exit {code}: {lines[-1] if lines else ''}")
+
+
+#: What comes back of a run: everything but checkpoints and snapshots (EMA weights carry the stage).
+PACKED = ("config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log")
+
+
+def pack(runs: list[Path], extra: list[Path], out: Path, part_bytes: int = PART_BYTES) -> list[Path]:
+    """One tar of the runs' files (and ``extra`` files), cut into parts of at most ``part_bytes``."""
+    out.mkdir(parents=True, exist_ok=True)
+    whole = out / "runs.tar"
+    with tarfile.open(whole, "w") as tar:
+        for run in runs:
+            for name in PACKED:
+                if (run / name).is_file():
+                    tar.add(run / name, arcname=f"{run.name}/{name}")
+        for path in extra:
+            if path.is_file():
+                tar.add(path, arcname=path.name)
+    parts, data = [], whole.read_bytes()
+    for i in range(0, max(1, len(data)), part_bytes):
+        part = out / f"runs.tar.part{i // part_bytes:02d}"
+        part.write_bytes(data[i:i + part_bytes])
+        parts.append(part)
+    whole.unlink()
+    return parts
+
+
+def unpack(parts: list[Path], runs: Path) -> list[Path]:
+    """Join the parts (in name order) and extract the runs under ``runs``; returns the run directories."""
+    import io
+
+    if not parts:
+        raise InputError("no parts given: pass the runs.tar.partNN files a GPU session brought back")
+    data = b"".join(p.read_bytes() for p in sorted(parts, key=lambda p: p.name))
+    try:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
+    except tarfile.TarError as exc:
+        raise InputError(f"the parts do not form a tar archive ({exc}): is one missing?") from None
+    runs.mkdir(parents=True, exist_ok=True)
+    with tar:
+        members = [m for m in tar.getmembers() if m.isfile()]
+        for m in members:
+            if Path(m.name).is_absolute() or ".." in Path(m.name).parts or len(Path(m.name).parts) > 2:
+                raise InputError(f"archive member {m.name!r} would leave {runs}; refusing the archive")
+        tar.extractall(runs, members=members, filter="data")
+    return sorted({runs / Path(m.name).parts[0] for m in members if len(Path(m.name).parts) == 2})
+
+
+def stage_frames(run: Path) -> tuple[int, float]:
+    """(frames seen, seconds) of a finished stage run, from its config and summary."""
+    from edgediff.train.config import RunConfig
+
+    config = RunConfig.load(run)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    return config.train.steps * config.train.batch, float(summary.get("seconds", 0.0))
+
+
+def score(dataset: str, report: dict[str, Any]) -> float:
+    """One number per prior, lower is better: blind EVM median (QPSK), LSD (chirp), the chirp-share
+    error plus the QPSK frames' EVM in tens of dB (mix)."""
+    gen = report["generated"]
+    if dataset == "rf-chirp":
+        return float(report["psd_lsd_db"])
+    evm = gen.get("evm", {}).get("median_db", 0.0)
+    if dataset == "rf-mix":
+        return abs(gen.get("chirp_share", 0.0) - report["held_out"].get("chirp_share", 0.5)) * 100 + evm / 10
+    return float(evm)
+
+
+def measure_bundle(bundle: Path, n: int, seed: int = 0) -> dict[str, Any]:
+    """The `edgediff evaluate` figures of a bundle (sample default, ONNX Runtime)."""
+    from edgediff.runtime import load
+    from edgediff.runtime.generate import SampleRequest, generate
+    from edgediff.tools.evaluate import evaluate_frames, reference
+
+    d = load(bundle, backend="ort")
+    data = d.bundle.manifest.get("data") or {}
+    ref = reference(data.get("dataset"), n, d.sample_shape[-1], int(data.get("seed", 0)))
+    return evaluate_frames(generate(d, SampleRequest(n=n, seed=seed)).x, ref, str(data.get("dataset")))
+
+
+def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Callable[[str], Any] = print) -> bool:
+    """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there;
+    every adopted stage is appended to the ledger with its figures."""
+    import shutil
+    import tempfile
+
+    from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle
+
+    name = run.name.rsplit("-s", 1)[0]
+    if name not in CONTINUED or not run.name[len(name) + 2:].isdigit():
+        raise InputError(f"{run}: not a stage run (expected NAME-sK with NAME one of {', '.join(CONTINUED)})")
+    with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.is_dir() else None) as tmp:
+        candidate = Path(tmp) / name
+        export_bundle(run, candidate, OnnxExportOptions())
+        new = measure_bundle(candidate, n)
+        old = measure_bundle(out_root / name, n) if (out_root / name / "manifest.json").is_file() else None
+        dataset = new["dataset"]
+        s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
+        log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
+        if s_new >= s_old:
+            return False
+        shutil.rmtree(out_root / name, ignore_errors=True)
+        shutil.copytree(candidate, out_root / name)
+    frames, seconds = stage_frames(run)
+    ledger = read_ledger(ledger_path)
+    entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
+    entry["frames_seen"] = int(entry["frames_seen"]) + frames
+    entry["stages"].append({"run": run.name, "frames": frames, "seconds": round(seconds, 1), "score": round(s_new, 3),
+                            "frames_seen_after": entry["frames_seen"], "measured_on": n})
+    write_json(ledger_path, ledger)
+    log(f"{name}: adopted {run.name} into {out_root / name}; {entry['frames_seen'] / 1e6:.2f} M frames seen in all")
+    return True
