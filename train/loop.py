@@ -194,7 +194,8 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
         if ctx.is_main:
             write_json(out / "config.json", config.to_dict())
             _checkpoint(out, step_no, model, ema, optimizer, rows)
-    return _summarise(config, out, model, ema, rows, start, seconds, dev, ctx)
+    program = {"options": options.describe(), "frames": cfg.frames, "cuda_graph": train_step.graph is not None}
+    return _summarise(config, out, model, ema, rows, start, seconds, dev, ctx, program)
 
 
 def _sync(dev: torch.device) -> None:
@@ -293,7 +294,7 @@ def _csv(rows: list[tuple]) -> str:
 
 
 def _summarise(config: RunConfig, out: Path, model: nn.Module, ema: dict[str, torch.Tensor], rows: list[tuple],
-               start: int, seconds: float, dev: torch.device, ctx: DistContext) -> dict[str, Any]:
+               start: int, seconds: float, dev: torch.device, ctx: DistContext, program: dict[str, Any]) -> dict[str, Any]:
     steps_run = config.train.steps - start
     tail = [r[1] for r in rows[-max(1, len(rows) // 10):]]
     digests = distributed.gather_digests(ctx, distributed.weights_digest(model.state_dict()), dev)
@@ -308,6 +309,7 @@ def _summarise(config: RunConfig, out: Path, model: nn.Module, ema: dict[str, to
         "processes": ctx.world_size,
         "ranks_identical": len(set(digests)) == 1,
         "weights_digest": digests[0],
+        "step_program": program,
     }
     if config.data.dataset == "gmm2d" and ctx.is_main:
         from edgediff.train.evaluate import gmm_score_errors

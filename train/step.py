@@ -157,9 +157,10 @@ class TrainStep:
             self.graph.replay()
         elif self.eager_steps < GRAPH_WARMUP:
             self._side_stream_step()
-        else:
-            self._capture()
+        elif self._capture():
             self.graph.replay()
+        else:
+            self._compute(None)
 
     def take_metrics(self) -> tuple[float, float]:
         """Mean loss and eps MSE over the steps since the last call (reads the device: a sync)."""
@@ -176,13 +177,23 @@ class TrainStep:
         torch.cuda.current_stream(self.device).wait_stream(stream)
         self.eager_steps += 1
 
-    def _capture(self) -> None:
+    def _capture(self) -> bool:
+        """Capture the step; if this torch or device refuses (an op that cannot be captured), say so and
+        go on eagerly with the same program: a GPU session is too short to lose to a failed capture."""
         self.optimizer.zero_grad(set_to_none=True)  # the graph's backward allocates the grads it refills
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._compute(None, capturing=True)
+        try:
+            with torch.cuda.graph(graph):
+                self._compute(None, capturing=True)
+        except RuntimeError as exc:
+            log.warning("CUDA graph capture failed (%s): training on with eager steps", str(exc).splitlines()[0])
+            self.capture = False
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.cuda.synchronize(self.device)
+            return False
         self.graph = graph
         log.info("training step captured as a CUDA graph after %d eager steps", self.eager_steps)
+        return True
 
     # --- inside the graph ------------------------------------------------------------------------------
     def _compute(self, ema_weight: float | None, capturing: bool = False) -> None:
