@@ -1,4 +1,5 @@
-"""Long recordings on disk, read and written in chunks (numpy only: SigMF is JSON beside raw samples).
+"""Long recordings on disk and raw sample streams, read and written in chunks (numpy only: SigMF is
+JSON beside raw samples).
 
 A recording is a complex sequence: a SigMF pair ``NAME.sigmf-meta`` + ``NAME.sigmf-data`` (complex
 datatypes cf32/cf64/ci32/ci16/ci8, little- or big-endian) or a 1-D complex ``.npy``. Readers read
@@ -6,12 +7,18 @@ chunks at file offsets and writers append chunks (no memory map: mapped pages wo
 the process's resident memory and grow with the recording). Writers fill a temporary file in the
 output's folder, in the input's own datatype, and only :meth:`RecordingWriter.commit` renames it
 (data first, then the metadata) to the final names, so an interrupted run leaves nothing there.
+
+Raw streams (:class:`RawReader`, :class:`RawWriter`): interleaved I/Q in one of SigMF's datatypes
+(``cf32_le``, ``ci16_le``, ``ci8``: what ``rtl_sdr``/``csdr``, ``hackrf_transfer`` and UHD's tools
+write) on a pipe, read as the bytes arrive (a short read is not an end; a partial sample waits for
+its other bytes) and written chunk by chunk; integers are scaled to +-1 full scale as in SigMF files.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,10 @@ from edgediff.runtime.errors import InputError
 COMPLEX_TYPES = {"cf64": (np.float64, None), "cf32": (np.float32, None), "ci32": (np.int32, 2**31),
                  "ci16": (np.int16, 2**15), "ci8": (np.int8, 2**7)}
 MAX_META_BYTES = 64 << 20
+#: The datatypes a raw stream may carry (SigMF's names).
+STREAM_TYPES = ("cf32_le", "ci16_le", "ci8")
+#: A .npy written without knowing its length up front reserves this many header bytes.
+NPY_HEADER = 128
 
 
 def sigmf_pair(path: Path) -> tuple[Path, Path]:
@@ -145,9 +156,11 @@ class RecordingWriter:
         self._fh = os.fdopen(fd, "wb")
         self.position = 0
         if self.sigmf:
-            datatype = like.datatype if like.meta is not None else "cf32_le"
+            datatype = like.datatype if like.meta is not None or like.datatype in STREAM_TYPES else "cf32_le"
             self.dtype, self.full_scale = component_dtype(datatype)
             self.datatype = datatype
+        elif like.length is None:  # a stream: the header is written at commit, into reserved bytes
+            self._fh.write(bytes(NPY_HEADER))
         else:
             np.lib.format.write_array_header_1_0(self._fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.complex64)),
                                                             "fortran_order": False, "shape": (like.length,)})
@@ -168,8 +181,11 @@ class RecordingWriter:
 
     def commit(self, description: str) -> tuple[Path, ...]:
         """Flush, then rename into place: the data, then (SigMF) the metadata written last."""
-        if self.position != self.like.length:
+        if self.like.length is not None and self.position != self.like.length:
             raise InputError(f"recording writer: {self.position} of {self.like.length} samples written")
+        if not self.sigmf and self.like.length is None:
+            self._fh.seek(0)
+            self._fh.write(npy_header_bytes(self.position))
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
@@ -202,6 +218,81 @@ class RecordingWriter:
             glob["core:sample_rate"] = self.like.sample_rate
         captures = source.get("captures") or [{"core:sample_start": 0}]
         annotations = list(source.get("annotations") or [])
-        annotations.append({"core:sample_start": 0, "core:sample_count": int(self.like.length),
+        annotations.append({"core:sample_start": 0, "core:sample_count": int(self.position),
                             "core:generator": self.generator, "core:label": "edgediff output"})
         return {"global": glob, "captures": captures, "annotations": annotations}
+
+
+def npy_header_bytes(length: int) -> bytes:
+    """A version 1.0 .npy header for a complex64 vector of ``length``, exactly NPY_HEADER bytes long."""
+    text = "{'descr': '<c8', 'fortran_order': False, 'shape': (%d,), }" % length
+    pad = NPY_HEADER - 10 - len(text) - 1
+    if pad < 0:
+        raise InputError(f"{length} samples do not fit the stream's reserved .npy header")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", NPY_HEADER - 10) + (text + " " * pad + "\n").encode("latin1")
+
+
+def stream_dtype(datatype: str) -> tuple[np.dtype, float | None]:
+    """The component dtype and full scale of a raw stream's datatype (one of STREAM_TYPES)."""
+    if datatype not in STREAM_TYPES:
+        raise InputError(f"--datatype {datatype!r}: a raw stream is one of {', '.join(STREAM_TYPES)}")
+    return component_dtype(datatype)
+
+
+class RawReader:
+    """Interleaved I/Q from a binary file object (a pipe): ``chunks()`` yields complex128 vectors."""
+
+    def __init__(self, fileobj: Any, datatype: str, chunk: int = 1 << 14, sample_rate: float | None = None):
+        self.fileobj, self.datatype, self.chunk = fileobj, datatype, chunk
+        self.dtype, self.full_scale = stream_dtype(datatype)
+        self.sample_rate, self.meta, self.length = sample_rate, None, None
+        self.samples = 0
+
+    def chunks(self) -> Any:
+        size = 2 * self.dtype.itemsize
+        pending = b""
+        fd = self.fileobj.fileno() if hasattr(self.fileobj, "fileno") else None
+        while True:
+            # os.read returns what the pipe holds now (up to a chunk): a live stream is not held back
+            data = os.read(fd, self.chunk * size) if fd is not None else self.fileobj.read(self.chunk * size)
+            if not data:
+                break
+            pending += data
+            whole = len(pending) - len(pending) % size
+            if whole:
+                yield self._decode(pending[:whole])
+                pending = pending[whole:]
+        if pending:
+            raise InputError(f"the input ended with {len(pending)} byte(s) of a partial {self.datatype} sample "
+                             f"({size} bytes each): check --datatype")
+
+    def _decode(self, data: bytes) -> np.ndarray:
+        raw = np.frombuffer(data, dtype=self.dtype).reshape(-1, 2)
+        z = raw[:, 0].astype(np.float64) + 1j * raw[:, 1].astype(np.float64)
+        self.samples += len(z)
+        return z / self.full_scale if self.full_scale else z
+
+
+class RawWriter:
+    """Interleaved I/Q to a binary file object (a pipe) in ``datatype``, written and flushed per chunk."""
+
+    def __init__(self, fileobj: Any, datatype: str):
+        self.fileobj, self.datatype = fileobj, datatype
+        self.dtype, self.full_scale = stream_dtype(datatype)
+        self.position = 0
+
+    def write(self, start: int, z: np.ndarray) -> None:
+        block = np.stack([z.real, z.imag], axis=1)
+        if self.full_scale:
+            info = np.iinfo(self.dtype)
+            block = np.clip(np.round(block * self.full_scale), info.min, info.max)
+        self.fileobj.write(block.astype(self.dtype).tobytes())
+        self.fileobj.flush()
+        self.position += len(z)
+
+    def commit(self, description: str) -> tuple[Any, ...]:
+        self.fileobj.flush()
+        return ()
+
+    def abort(self) -> None:
+        pass

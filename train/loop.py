@@ -26,13 +26,14 @@ from tqdm import tqdm
 from edgediff.runtime.atomic import write_json, write_text
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.bundle import Bundle
-from edgediff.train import checkpoint, datasets, distributed, step
+from edgediff.train import checkpoint, datasets, distributed
 from edgediff.train.bundle_weights import is_bundle, weights_from_bundle
 from edgediff.train.config import RunConfig, current_versions
 from edgediff.train.distributed import DistContext
 from edgediff.train.models import build_model, config_to_dict, count_parameters, fit_to_data
 from edgediff.train.reference import schedule_tensors
 from edgediff.train.rf_torch import FrameGenerator
+from edgediff.train.step import ResidentFrames, TrainStep, make_optimizer, resolve as resolve_step
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def fit(
 def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: DistContext, progress: bool) -> dict[str, Any]:
     data, norm = datasets.load(config.data)
     model_config = fit_to_data(config.model, tuple(data.shape[1:]))
-    train_cfg, options = step.resolve(config.train, config.data, dev, ctx.enabled)
+    train_cfg, options = resolve_step(config.train, config.data, dev, ctx.enabled)
     config = replace(config, model=model_config, normalisation=norm, versions=current_versions(), train=train_cfg)
     cfg = config.train
     if cfg.batch % ctx.world_size:
@@ -118,7 +119,7 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    optimizer = step.make_optimizer(model, cfg.lr, cfg.weight_decay, options, dev)
+    optimizer = make_optimizer(model, cfg.lr, cfg.weight_decay, options, dev)
     start, rows = 0, []
     if resume:
         start, rows = _restore(out, model, ema, optimizer, dev)
@@ -129,7 +130,7 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
     local_batch = cfg.batch // ctx.world_size
-    train_step = step.TrainStep(net, model, optimizer, ema, schedule_tensors(config.schedule, torch.float32, dev),
+    train_step = TrainStep(net, model, optimizer, ema, schedule_tensors(config.schedule, torch.float32, dev),
                                 frame_source(config, data, local_batch, dev), config, local_batch, dev, options,
                                 tuple(data.shape[1:]))
     del data
@@ -204,11 +205,11 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def frame_source(config: RunConfig, data: np.ndarray, batch: int, dev: torch.device) -> step.ResidentFrames | FrameGenerator:
+def frame_source(config: RunConfig, data: np.ndarray, batch: int, dev: torch.device) -> ResidentFrames | FrameGenerator:
     """Where a step's clean frames come from: the resident set on the device, or the generator there."""
     if config.train.frames == "generated":
         return FrameGenerator(str(config.data.dataset), batch, config.data.length, config.normalisation.scale, dev)
-    return step.ResidentFrames(torch.from_numpy(data).to(dev), batch)
+    return ResidentFrames(torch.from_numpy(data).to(dev), batch)
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:

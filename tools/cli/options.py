@@ -38,3 +38,22 @@ def load_denoiser(bundle: Path, *, backend: str, device: str | None, threads: in
                     cuda_graph=cuda_graph, run_dir=run_dir, self_test=not no_self_test)
     log.info("using %s: %s", denoiser.provider, denoiser.reason)
     return denoiser
+
+
+def stream_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Raw streams (--y - / --out -) and the frames per engine call of recordings and streams."""
+    from edgediff.runtime.recording import STREAM_TYPES
+    from edgediff.tools.cli.types import count, positive
+
+    @click.option("--datatype", type=click.Choice(STREAM_TYPES),
+                  help="Raw streams: interleaved I/Q sample type (SigMF names). [cf32_le; to stdout: the input's]")
+    @click.option("--sample-rate", type=positive(1e15), help="Raw input: sample rate in Hz (for the real-time factor and SigMF output).")
+    @click.option("--scale", type=positive(1e30),
+                  help="Raw input: the stream's RMS per real component (input units); default: a running estimate.")
+    @click.option("--batch", type=count(1, 1 << 16), help="Recordings and streams: frames per engine call [up to 64; "
+                  "fewer: lower latency].")
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return f(*args, **kwargs)
+
+    return wrapper

@@ -11,13 +11,14 @@ import numpy as np
 from edgediff.tools.cli import cli
 from edgediff.runtime.errors import InputError
 from edgediff.tools.arrays import load_array
-from edgediff.tools.cli.options import engine_options, load_denoiser
+from edgediff.tools.cli.options import engine_options, load_denoiser, stream_options
 from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--y", "y_path", type=click.Path(path_type=Path), required=True, help="Measurements (.npy), user units.")
+@click.option("--y", "y_path", type=click.Path(path_type=Path), required=True,
+              help="Measurements (.npy), user units; a recording; or - for raw samples on stdin.")
 @click.option("--operator", type=click.Choice(["mask", "identity", "decimate", "matrix"]), required=True)
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path),
               help="0/1 array, 1 = observed: (C, L) or (L,) for every frame, or (N, C, L) one per frame.")
@@ -42,21 +43,24 @@ from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 @click.option("--plot", type=click.Path(path_type=Path), help="Truth, measurement, reconstruction and error (PNG).")
 @click.option("--hop", type=count(1), help="Recordings: samples between frame starts (default: half a frame).")
 @click.option("--mask-label", help="Recordings: SigMF annotations with this core:label mark lost samples.")
+@stream_options
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
 def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, sampler, steps, eta,
-                zeta, lam, dps_approx, samples, seed, out, truth_path, plot, hop, mask_label, force, quiet, **engine) -> None:
+                zeta, lam, dps_approx, samples, seed, out, truth_path, plot, hop, mask_label, force, quiet, datatype,
+                sample_rate, scale, batch, **engine) -> None:
     """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS).
 
     --y may also be a whole recording (NAME.sigmf-meta or a 1-D complex .npy): it is framed with
     overlap, streamed through the prior in bounded memory and written back as a recording of the
-    same length, datatype and sample rate (--operator identity to clean it, mask to fill lost samples)."""
+    same length, datatype and sample rate (--operator identity to clean it, mask to fill lost samples).
+    --y - and --out - are raw interleaved samples on stdin / stdout (--datatype), chunk by chunk."""
     from edgediff.tools.cli.recording import is_recording, run_recording
 
     denoiser = load_denoiser(bundle, **engine)
     steps = distilled_steps(denoiser, steps)
-    if is_recording(y_path):
+    if str(y_path) == "-" or str(out) == "-" or is_recording(y_path):
         if method == "dps" or samples > 1 or truth_path is not None or plot is not None:
             raise InputError("recordings run with --method ddnm or diffpir, one sample, no --truth/--plot")
         from edgediff import __version__
@@ -64,7 +68,8 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         generator = f"edgediff {__version__} {method}-{steps} seed={seed} bundle={denoiser.bundle.root.name}"
         run_recording(denoiser, y_path, out, operator=operator, mask=mask_path, mask_label=mask_label, sigma_y=sigma_y,
                       hop=hop, force=force, quiet=quiet, generator=generator, method=method, steps=steps, seed=seed,
-                      sampler=sampler,
+                      sampler=sampler, stream={"datatype": datatype, "sample_rate": sample_rate, "scale": scale,
+                                               "batch": batch},
                       **({"eta": eta} if method == "ddnm" else {"lam": lam}))
         return
     from edgediff.runtime.atomic import save_npy
@@ -128,20 +133,27 @@ def nmse_db(estimate: np.ndarray, truth: np.ndarray) -> float:
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--y", "y_path", type=click.Path(path_type=Path), required=True,
-              help="A recording (NAME.sigmf-meta or 1-D complex .npy) or frames (N, 2, L) .npy.")
+              help="A recording (NAME.sigmf-meta or 1-D complex .npy), - for raw samples on stdin, or frames (N, 2, L) .npy.")
 @click.option("--sigma-y", type=non_negative(), required=True, help="Noise std to remove, user units.")
 @click.option("--steps", type=count(1), help="Reverse steps [100; a distilled bundle: its own].")
 @click.option("--hop", type=count(1), help="Recordings: samples between frame starts (default: half a frame).")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file, or - for raw samples on stdout.")
+@stream_options
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def denoise(ctx, bundle, y_path, sigma_y, steps, hop, seed, out, force, quiet) -> None:
-    """Clean a recording or frames with BUNDLE's prior: `reconstruct --operator identity` in short."""
+def denoise(ctx, bundle, y_path, sigma_y, steps, hop, seed, out, datatype, sample_rate, scale, batch, force, quiet) -> None:
+    """Clean a recording, a raw stream (--y - / --out -) or frames with BUNDLE's prior:
+    `reconstruct --operator identity` in short.
+
+    \b
+      rtl_sdr -f 100e6 -s 1e6 - | csdr convert_u8_f | edgediff denoise rf-qpsk --y - --out - --sigma-y 0.05 | ..."""
     args = [str(bundle), "--y", str(y_path), "--operator", "identity", "--sigma-y", str(sigma_y),
             "--seed", str(seed), "--out", str(out)] + (["--steps", str(steps)] if steps else []) + \
-        (["--hop", str(hop)] if hop else []) + \
+        (["--hop", str(hop)] if hop else []) + (["--datatype", datatype] if datatype else []) + \
+        (["--sample-rate", str(sample_rate)] if sample_rate else []) + (["--scale", str(scale)] if scale else []) + \
+        (["--batch", str(batch)] if batch else []) + \
         (["--force"] if force else []) + (["--quiet"] if quiet else [])
     ctx.invoke(reconstruct, **reconstruct.make_context("reconstruct", args, parent=ctx.parent).params)
 

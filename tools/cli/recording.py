@@ -71,12 +71,22 @@ def mask_function(reader: Any, mask: Path | None, label: str | None) -> Any:
 
 
 def run_recording(denoiser: Any, y: Path, out: Path, *, operator: str, mask: Path | None, mask_label: str | None,
-                  sigma_y: float, hop: int | None, force: bool, quiet: bool, generator: str, **kw: Any) -> None:
-    """Stream the recording ``y`` through the prior and write ``out`` like it (SigMF or .npy)."""
+                  sigma_y: float, hop: int | None, force: bool, quiet: bool, generator: str, stream: dict[str, Any],
+                  **kw: Any) -> None:
+    """Stream the recording ``y`` through the prior and write ``out`` like it (SigMF or .npy); ``-``
+    for either is a raw stream on stdin / stdout (``stream``: datatype, sample rate, scale, batch)."""
     from edgediff.runtime.recording import Recording, RecordingWriter, is_sigmf, sigmf_pair
     from edgediff.runtime.stream import process
     from edgediff.tools.cli.outputs import check_outputs
 
+    if str(y) == "-" or str(out) == "-":
+        from edgediff.tools.cli.pipes import run_pipe
+
+        run_pipe(denoiser, y, out, operator=operator, mask=mask, mask_label=mask_label, sigma_y=sigma_y, hop=hop,
+                 force=force, quiet=quiet, generator=generator, **stream, **kw)
+        return
+    if stream.get("scale") is not None or stream.get("datatype") is not None:
+        raise InputError("--scale and --datatype are for raw streams (--y - or --out -): a recording file carries its own")
     if operator not in ("identity", "mask"):
         raise InputError(f"--operator {operator}: a recording is cleaned (identity) or filled in (mask), frame by frame")
     if operator == "mask" and mask is None and mask_label is None:
@@ -92,7 +102,8 @@ def run_recording(denoiser: Any, y: Path, out: Path, *, operator: str, mask: Pat
     writer = RecordingWriter(out, reader, generator)
     try:
         with click.progressbar(length=reader.length, label="samples", hidden=quiet, show_pos=True) as bar:
-            report = process(reader, writer, denoiser, sigma_y, mask_fn=mask_fn, hop=hop, progress=bar.update, **kw)
+            report = process(reader, writer, denoiser, sigma_y, mask_fn=mask_fn, hop=hop, progress=bar.update,
+                             batch=stream.get("batch"), **kw)
         written = writer.commit(f"edgediff {operator} of {y.name}")
     except BaseException:  # Ctrl-C, a full disk, an error: nothing stays under the output names
         writer.abort()
