@@ -90,7 +90,10 @@ class NoiseSchedule:
             raise InputError(f"schedule s={s!r} is invalid: expected a finite offset >= 0")
         max_beta = _check_open_unit("max_beta", max_beta)
         steps = np.arange(T + 1, dtype=np.float64)
-        f = np.cos(((steps / T + s) / (1.0 + s)) * (math.pi / 2.0)) ** 2
+        # the C library's cos, not numpy's: numpy's SIMD cos differs by an ulp between versions and
+        # CPUs (numpy 1.24 with AVX-512 against 2.x), and the schedule's fingerprint is bitwise
+        angles = ((steps / T + s) / (1.0 + s)) * (math.pi / 2.0)
+        f = np.array([math.cos(a) for a in angles.tolist()], dtype=np.float64) ** 2
         abar = f / f[0]
         betas = np.minimum(1.0 - abar[1:] / abar[:-1], max_beta)
         return cls("cosine", {"T": T, "s": s, "max_beta": max_beta}, betas)

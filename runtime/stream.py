@@ -110,6 +110,10 @@ class Streamer:
     def start(self, k: int) -> int:
         return self.first + k * self.hop
 
+    def until_next_batch(self) -> int:
+        """Samples still to push before the next engine batch runs (a push of this many runs exactly one)."""
+        return self.start(self.next_frame + self.batch - 1) + self.L - self.n_in
+
     def push(self, chunk: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Take ``chunk`` (complex (n,)) and its 0/1 observed flags (masked streams); return finished samples."""
         z = np.asarray(chunk)
@@ -238,6 +242,35 @@ class ReconstructionFrames:
                              steps=self.steps, seed=self.seed * 1_000_003 + b, **self.kw)
         self.nfe, self.gain = res.nfe, gain
         return (x[:, 0] + 1j * x[:, 1]) / gain  # (B, L) back in input units
+
+
+class SeparationFrames:
+    """The frame function of separation: each batch of mixture frames (input units) separated with the
+    two priors at the given amplitudes, seeded ``seed * 1_000_003 + batch index``; returns the SOI.
+    The stream's scale is not used: the amplitudes state the sources' levels. Frames at the stream's
+    two ends are zero-padded, which the sum operator reads as a quiet mixture there."""
+
+    def __init__(self, soi: Any, interference: Any, sigma_y: float, amplitudes: Any, *, method: str = "auto",
+                 steps: int = 100, seed: int = 0):
+        from edgediff.runtime.inverse.separate import check_pair, choose_method
+
+        check_pair(soi, interference)
+        self.soi, self.interference, self.sigma_y, self.amp = soi, interference, sigma_y, amplitudes
+        self.method = choose_method(amplitudes)[0] if method == "auto" else method
+        self.steps, self.seed, self.nfe = steps, seed, 0
+
+    @property
+    def frame_length(self) -> int:
+        return int(self.soi.sample_shape[1])
+
+    def __call__(self, z: np.ndarray, seen: np.ndarray, b: int, scale: float) -> np.ndarray:
+        from edgediff.runtime.inverse.separate import separate
+
+        y = np.stack([z.real, z.imag], axis=1)
+        res = separate(self.soi, self.interference, y, self.sigma_y, self.amp, method=self.method, steps=self.steps,
+                       seed=self.seed * 1_000_003 + b)
+        self.nfe = res.nfe_per_source
+        return res.soi[:, 0] + 1j * res.soi[:, 1]
 
 
 def process(reader: Any, writer: Any, denoiser: Any, sigma_y: float, *, mask_fn: MaskFn | None = None,

@@ -126,3 +126,21 @@ def test_bad_streams_are_one_line_and_exit_2(tmp_path, unet_bundle, data, args, 
     err = res.stderr.decode()
     assert res.returncode == 2, err
     assert err.count("\n") == 1 and err.startswith("edgediff: error: ") and match in err and "Traceback" not in err
+
+
+def test_bench_stream_reports_consistent_figures(tmp_path, unet_bundle):
+    import json
+
+    out = tmp_path / "stream.json"
+    res = subprocess.run(edgediff("bench-stream", str(unet_bundle), "--steps", "1,2", "--seconds", "0.2", "--rate", "1e5",
+                                  "--batch", "2", "--no-memory", "--json", str(out)), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())["bundles"][str(unet_bundle)]["rows"]
+    assert [r["steps"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["realtime_factor"] == pytest.approx(r["samples_per_s"] / 1e5)
+        assert r["latency_samples"] == (2 - 1) * 16 + 32 - 1  # (batch - 1) hop + L - 1 for L = 32
+        assert r["latency_ms"] == pytest.approx(1e3 * r["latency_samples"] / 1e5 + r["compute_per_batch_ms"])
+    bad = subprocess.run(edgediff("bench-stream", str(unet_bundle), "--steps", "1,x"), capture_output=True, text=True)
+    assert bad.returncode == 2 and "element 2 of '1,x'" in bad.stderr

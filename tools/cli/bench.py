@@ -216,3 +216,43 @@ def bench_train(dataset, width, variants, seconds, warmup, n_resident, device, t
     if json_out is not None:
         write_json(json_out, report)
         click.echo(f"wrote {json_out}")
+
+
+@cli.command("bench-stream")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--steps", "steps_list", type=CommaList(count(1, 1000)), default="1,2,5,10,20,100", show_default=True,
+              help="Denoising steps per frame, one row each.")
+@click.option("--rate", type=positive(1e12), default=1e6, show_default=True, help="Sample rate in Hz for the real-time factor.")
+@click.option("--seconds", type=positive(3600.0), default=5.0, show_default=True, help="Timed seconds per row (at least 2 batches).")
+@click.option("--chunk", type=count(1, 1 << 24), default=16384, show_default=True, help="Samples per push.")
+@click.option("--batch", type=count(1, 1 << 16), help="Frames per engine call (default: up to 64).")
+@click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True, help="ONNX Runtime CPU threads (0: min(2, cores)).")
+@click.option("--memory/--no-memory", default=True, show_default=True, help="Peak RSS over a 1 M and a 10 M sample stream.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path))
+@click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
+def bench_stream(bundles, steps_list, rate, seconds, chunk, batch, threads, memory, json_out, force) -> None:
+    """Live-stream throughput, real-time factor and latency of BUNDLES (denoise) at several step counts."""
+    check_outputs({"--json": json_out}, force=force)
+    from edgediff.runtime.atomic import write_json
+    from edgediff.runtime.backends import load
+    from edgediff.tools import bench_stream as bs
+    from edgediff.tools.bench import machine
+
+    report: dict[str, Any] = {"machine": machine(), "rate_hz": rate, "chunk": chunk, "bundles": {}}
+    for bundle in bundles:
+        d = load(bundle, backend="ort", threads=threads)
+        rows = []
+        for steps in steps_list:
+            rows.append(bs.measure(d, steps, rate=rate, seconds=seconds, chunk=chunk, batch=batch))
+            click.echo(bs.line(Path(bundle).name, rows[-1]))
+        entry: dict[str, Any] = {"provider": d.provider, "rows": rows}
+        if memory:
+            entry["memory"] = bs.memory(str(bundle), 1 << 20, 10 << 20)
+            m = entry["memory"]
+            if "error" not in m["short"] and "error" not in m["long"]:
+                click.echo(f"{Path(bundle).name:>12} peak RSS {m['short']['peak_rss_mb']:.0f} MB over "
+                           f"{m['short']['samples']} samples, {m['long']['peak_rss_mb']:.0f} MB over {m['long']['samples']}")
+        report["bundles"][str(bundle)] = entry
+    if json_out is not None:
+        write_json(json_out, report)
+        click.echo(f"wrote {json_out}")
