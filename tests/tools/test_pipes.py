@@ -59,9 +59,12 @@ def test_a_stream_written_unevenly_gives_the_file_paths_output(tmp_path, unet_bu
     scale = float(np.sqrt(np.sum(np.abs(z.astype(np.complex128)) ** 2) / (2 * len(z))))  # the file path's scale
     proc = subprocess.Popen(edgediff("denoise", str(unet_bundle), "--y", "-", "--out", "-", "--scale", repr(scale), *common),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    Feeder(proc, z.tobytes()).start()
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()
+    feeder = Feeder(proc, z.tobytes())
+    feeder.start()
+    out = proc.stdout.read()  # not communicate(): it would close stdin under the feeder's feet
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, err.decode()
+    feeder.join(timeout=60)
     piped = np.frombuffer(out, np.complex64)
     assert np.array_equal(piped, np.load(tmp_path / "file.npy"))  # nothing but samples on stdout, all of them
     assert b"samples/s" in err and b"latency" in err
