@@ -43,8 +43,9 @@ def test_arm64_samples_match_x86_and_verify_passes(tmp_path, arm_env, unet_bundl
     check = arm64.run(arm_env, ["verify", str(unet_bundle)])
     assert check.returncode == 0, check.stdout + check.stderr
     assert "ok   reference.npz" in check.stdout and "passed" in check.stdout
-    shipped = arm64.run(arm_env, ["verify", "gmm2d"])  # a shipped prior, by name, from the installed package
-    assert shipped.returncode == 0 and "passed" in shipped.stdout, shipped.stdout + shipped.stderr
+    for name in ("gmm2d", "rf-qpsk"):  # shipped priors, by name: linear and cosine schedules' fingerprints on ARM's libm
+        shipped = arm64.run(arm_env, ["verify", name])
+        assert shipped.returncode == 0 and "passed" in shipped.stdout, shipped.stdout + shipped.stderr
     machine = arm64.run(arm_env, ["doctor"])
     assert machine.returncode == 0 and "on aarch64" in machine.stdout and "numpy       1.26" in machine.stdout
 
