@@ -12,7 +12,7 @@ import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -89,18 +89,26 @@ def list_checkpoints(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name))
 
 
-def load_latest(root: Path) -> dict[str, Any] | None:
-    """The newest checkpoint that reads completely, or None. Damaged ones are skipped with a warning."""
+def intact(root: Path) -> Iterator[dict[str, Any]]:
+    """Checkpoints that read completely and pass the run schema, newest first; damaged ones are skipped
+    with a warning (a kill mid-write leaves at most a temporary directory, never a half checkpoint)."""
+    from edgediff.train.run_schema import MAX_STATE_BYTES, read, validate_state
+
     for path in reversed(list_checkpoints(root)):
         try:
-            state = json.loads((path / "state.json").read_text())
-            return {
+            state = read(path / "state.json", MAX_STATE_BYTES)
+            validate_state(state, str(path / "state.json"))
+            yield {
                 "path": path,
                 "state": state,
                 "model": load_file(str(path / "model.safetensors")),
                 "ema": load_file(str(path / "ema.safetensors")),
                 "optimizer": optimizer_from_flat(load_file(str(path / "optimizer.safetensors")), state["optimizer"]),
             }
-        except (OSError, ValueError, KeyError, SafetensorError) as exc:
-            log.warning("checkpoint %s is damaged (%s); trying an older one", path.name, exc)
-    return None
+        except (OSError, ValueError, KeyError, SafetensorError, BundleError) as exc:
+            log.warning("checkpoint %s is damaged (%s); trying an older one", path.name, str(exc)[:200])
+
+
+def load_latest(root: Path) -> dict[str, Any] | None:
+    """The newest intact checkpoint, or None."""
+    return next(intact(root), None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -108,12 +107,16 @@ class RunConfig:
 
     @classmethod
     def load(cls, run_dir: Path) -> RunConfig:
+        from edgediff.train.run_schema import MAX_CONFIG_BYTES, read, validate_config
+
         path = Path(run_dir) / "config.json"
         if not path.is_file():
             raise BundleError(f"{path}: missing; {run_dir} is not a training run (run `edgediff train` first)")
+        d = read(path, MAX_CONFIG_BYTES)
+        validate_config(d, str(path))  # every field a reader uses, before a model is built
         try:
-            return cls.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError, InputError) as exc:
+            return cls.from_dict(d)
+        except (KeyError, TypeError, ValueError, InputError) as exc:
             raise BundleError(f"{path}: unusable run config ({type(exc).__name__}: {exc})") from None
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from edgediff.runtime.atomic import write_json, write_text
-from edgediff.runtime.errors import InputError
+from edgediff.runtime.errors import BundleError, InputError
 from edgediff.runtime.bundle import Bundle
 from edgediff.train import checkpoint, datasets, distributed
 from edgediff.train.bundle_weights import is_bundle, weights_from_bundle
@@ -258,23 +258,36 @@ def _check_bundle_fits(path: str, config: RunConfig) -> None:
 
 def _restore(out: Path, model: nn.Module, ema: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
              dev: torch.device) -> tuple[int, list[tuple]]:
-    found = checkpoint.load_latest(out / "checkpoints")
-    if found is None:
-        log.warning("no intact checkpoint in %s: starting from step 0", out)
-        return 0, []
-    model.load_state_dict(found["model"])
-    for k, v in found["ema"].items():
-        ema[k].copy_(v.to(dev))
-    saved = found["optimizer"]
-    # the checkpoint's numbers, this run's kernels: fused/capturable/foreach and the lr's type stay ours
-    keep = ("fused", "capturable", "foreach", "lr")
-    saved["param_groups"] = [{**g, **{k: live[k] for k in keep if k in live}}
-                             for g, live in zip(saved["param_groups"], optimizer.param_groups)]
-    optimizer.load_state_dict(saved)
-    step = int(found["state"]["step"])
-    rows = [tuple(r) for r in found["state"].get("loss_rows", []) if r[0] <= step]
-    log.info("resumed from %s (step %d)", found["path"], step)
-    return step, rows
+    """Load the newest checkpoint that is intact and fits this run's model; start over only if there is none."""
+    found_any = False
+    for found in checkpoint.intact(out / "checkpoints"):
+        found_any = True
+        try:
+            model.load_state_dict(found["model"])
+            ema_loaded = {k: v.to(dev) for k, v in found["ema"].items()}
+            if ema_loaded.keys() != ema.keys() or any(ema_loaded[k].shape != ema[k].shape for k in ema):
+                raise ValueError("EMA weights of another model")
+            saved = found["optimizer"]
+            # the checkpoint's numbers, this run's kernels: fused/capturable/foreach and the lr's type stay ours
+            keep = ("fused", "capturable", "foreach", "lr")
+            saved["param_groups"] = [{**g, **{k: live[k] for k in keep if k in live}}
+                                     for g, live in zip(saved["param_groups"], optimizer.param_groups)]
+            optimizer.load_state_dict(saved)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            log.warning("checkpoint %s does not fit this run's model (%s); trying an older one", found["path"].name,
+                        str(exc).splitlines()[0][:160])
+            continue
+        for k, v in ema_loaded.items():
+            ema[k].copy_(v)
+        step = int(found["state"]["step"])
+        rows = [tuple(r) for r in found["state"].get("loss_rows", []) if r[0] <= step]
+        log.info("resumed from %s (step %d)", found["path"], step)
+        return step, rows
+    if found_any:
+        raise BundleError(f"{out}/checkpoints: no checkpoint fits the model in config.json; restore config.json or "
+                          "start a new run")
+    log.warning("no intact checkpoint in %s: starting from step 0", out)
+    return 0, []
 
 
 def _checkpoint(out: Path, step: int, model: nn.Module, ema: dict[str, torch.Tensor],

@@ -184,9 +184,9 @@ def test_model_from_another_export_is_detected(tmp_path, mlp_run, mlp_bundle):
         (lambda r: shutil.rmtree(r), "no such run directory"),
         (lambda r: (r / "weights.safetensors").unlink(), "weights.safetensors: missing"),
         (lambda r: (r / "weights.safetensors").write_bytes(b"\x00" * 64), "corrupt safetensors"),
-        (lambda r: (r / "config.json").write_text("{"), "unusable run config"),
+        (lambda r: (r / "config.json").write_text("{"), "config.json: corrupt JSON"),
         (lambda r: (r / "config.json").write_text(
-            (r / "config.json").read_text().replace('"kind": "mlp"', '"kind": "transformer"')), "unknown"),
+            (r / "config.json").read_text().replace('"kind": "mlp"', '"kind": "transformer"')), "model.kind is 'transformer'"),
     ],
 )
 def test_bad_run_directories(tmp_path, mlp_run, prepare, match):
