@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgediff.runtime.atomic import TMP_PREFIX
+from edgediff.runtime.atomic import naming, reclaim, tmp_prefix
 from edgediff.runtime.errors import InputError
 
 #: SigMF complex datatypes -> (numpy scalar type of one component, integer full scale or None)
@@ -151,7 +151,10 @@ class RecordingWriter:
         self.out, self.like, self.generator = Path(out), like, generator
         self.sigmf = is_sigmf(self.out)
         target = sigmf_pair(self.out)[1] if self.sigmf else self.out
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
+        for t in (sigmf_pair(self.out) if self.sigmf else (self.out,)):
+            reclaim(t)
+        with naming(target):
+            fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(target), dir=target.parent)
         self.tmp = Path(tmp)
         self._fh = os.fdopen(fd, "wb")
         self.position = 0
@@ -167,6 +170,15 @@ class RecordingWriter:
 
     def write(self, start: int, z: np.ndarray) -> None:
         """Append samples ``start .. start + len(z)`` (spans arrive in order, without gaps)."""
+        with naming(self.out):  # a full disk names the output, not the temporary file
+            self._write(start, z)
+
+    def commit(self, description: str) -> tuple[Path, ...]:
+        """Flush, then rename into place: the data, then (SigMF) the metadata written last."""
+        with naming(self.out):
+            return self._commit(description)
+
+    def _write(self, start: int, z: np.ndarray) -> None:
         if start != self.position:
             raise InputError(f"recording writer: span at {start} after {self.position}; spans must arrive in order")
         if self.sigmf:
@@ -179,8 +191,7 @@ class RecordingWriter:
             self._fh.write(z.astype(np.complex64).tobytes())
         self.position += len(z)
 
-    def commit(self, description: str) -> tuple[Path, ...]:
-        """Flush, then rename into place: the data, then (SigMF) the metadata written last."""
+    def _commit(self, description: str) -> tuple[Path, ...]:
         if self.like.length is not None and self.position != self.like.length:
             raise InputError(f"recording writer: {self.position} of {self.like.length} samples written")
         if not self.sigmf and self.like.length is None:
@@ -195,7 +206,7 @@ class RecordingWriter:
             return (self.out,)
         meta_path, data_path = sigmf_pair(self.out)
         meta = self._meta(description)
-        fd, tmp_meta = tempfile.mkstemp(prefix=TMP_PREFIX + meta_path.name + ".", dir=meta_path.parent)
+        fd, tmp_meta = tempfile.mkstemp(prefix=tmp_prefix(meta_path), dir=meta_path.parent)
         with os.fdopen(fd, "w") as fh:
             json.dump(meta, fh, indent=2)
         os.chmod(tmp_meta, 0o644)

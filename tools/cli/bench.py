@@ -9,23 +9,15 @@ import click
 
 from edgediff.tools.cli import cli
 from edgediff.tools.cli.outputs import check_outputs
-from edgediff.tools.cli.types import CommaList, count, positive
-
-
-def _csv_ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        values = []
-    if not values or min(values) < 1:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of positive integers")
-    return values
+from edgediff.tools.cli.types import CommaList, count, positive, within
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--backends", default="ort,torch", show_default=True, help="Comma-separated: ort, torch, trt.")
-@click.option("--batch", "batches", default="1,16,64", show_default=True, help="Batch sizes for the NFE latency.")
+@click.option("--backends", type=CommaList(click.Choice(["ort", "torch", "trt"]), unique=True), default="ort,torch",
+              show_default=True, help="Comma-separated: ort, torch, trt.")
+@click.option("--batch", "batches", type=CommaList(count(1, 1 << 16), unique=True), default="1,16,64", show_default=True,
+              help="Batch sizes for the NFE latency (each within every engine's range).")
 @click.option("--repeats", type=count(1, 100_000), default=30, show_default=True, help="Timed repeats per measurement.")
 @click.option("--warmup", type=count(0, 100_000), default=5, show_default=True)
 @click.option("--ddpm/--no-ddpm", default=True, show_default=True, help="Include the DDPM-T end-to-end run.")
@@ -37,20 +29,17 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
     """Measure BUNDLE on each backend: NFE latency, sampler overhead, end-to-end time, footprint."""
     from edgediff.runtime.atomic import write_json
     from edgediff.runtime.backends import load
-    from edgediff.runtime.errors import InputError
     from edgediff.tools import bench as b
 
-    names = [n.strip() for n in backends.split(",") if n.strip()]
-    unknown = sorted(set(names) - {"ort", "torch", "trt"})
-    if unknown:
-        raise InputError(f"--backends {unknown} unknown: expected ort, torch, trt")
-    batch_list = _csv_ints(batches)
+    names, batch_list = backends, batches
     check_outputs({"--json": json_out}, force=force)
     denoisers = {n: load(bundle, backend=n, threads=threads) for n in names}
+    for n, d in denoisers.items():
+        within("--batch", batch_list, d.min_batch, d.max_batch, f"the batch range of the {n} engine")
     report: dict[str, Any] = {"machine": b.machine(), "bundle": str(bundle), "backends": {}, "ratios": {}}
     for name, d in denoisers.items():
         entry: dict[str, Any] = {"provider": d.provider, "nfe": {}, "end_to_end": {}}
-        for size in [s for s in batch_list if d.min_batch <= s <= d.max_batch]:
+        for size in batch_list:
             entry["nfe"][str(size)] = b.nfe_latency(d, size, warmup, repeats)
         entry["loop_overhead"] = {label: b.loop_overhead(d, max(1, d.min_batch), 50, max(3, repeats // 6), eta)
                                   for label, eta in (("ddim", 0.0), ("ddpm-posterior", 1.0))}

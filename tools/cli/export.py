@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
-from edgediff.tools.cli.types import count, non_negative
+from edgediff.tools.cli.types import BATCH_PROFILE, count, non_negative
 
 
 @cli.group()
@@ -43,7 +43,8 @@ def export_onnx(run_dir, out, opset, batch, max_batch, atol, rtol, fp16, force) 
 @export.command("trt")
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
-@click.option("--batch", "profile", default="1:1:16", show_default=True, help="Optimisation profile MIN:OPT:MAX.")
+@click.option("--batch", "profile", type=BATCH_PROFILE, default="1:1:16", show_default=True,
+              help="Optimisation profile MIN:OPT:MAX (or one size), within the bundle's batch range.")
 @click.option("--workspace", type=count(64, 1 << 20), default=512, show_default=True, help="Builder workspace in MiB (256 on 8 GB Jetsons).")
 @click.option("--timing-cache", type=click.Path(path_type=Path), help="Read and update this timing cache file.")
 @click.option("--tf32/--no-tf32", default=False, show_default=True, help="Allow TF32 in fp32 engines (faster, ~1e-3).")
@@ -56,7 +57,7 @@ def export_trt(bundle_dir, precision, profile, workspace, timing_cache, tf32, ve
     from edgediff.runtime.bundle import Bundle
 
     bundle = Bundle.open(bundle_dir)
-    settings = BuildSettings(precision=precision, profile=Profile.parse(profile, bundle.batch_range),
+    settings = BuildSettings(precision=precision, profile=Profile.parse(":".join(map(str, profile)), bundle.batch_range),
                              workspace_mib=workspace, timing_cache=timing_cache, tf32=tf32,
                              version_compatible=version_compatible, device_index=gpu)
     verbose = click.get_current_context().find_root().params.get("verbose", False)

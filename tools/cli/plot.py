@@ -12,7 +12,7 @@ import numpy as np
 
 from edgediff.tools.cli import cli
 from edgediff.tools.arrays import load_array
-from edgediff.tools.cli.types import SEED, count, positive
+from edgediff.tools.cli.types import SEED, CommaList, count, positive, within
 
 def OUT(f: Any) -> Any:
     """--out PNG and --force for a plot command; the output is checked before any work starts."""
@@ -75,7 +75,8 @@ def score_field(out, bundle, run, sigmas, kind) -> None:
 @OUT
 @click.option("--dataset", type=click.Choice(["rf-qpsk", "rf-chirp", "rf-mix"]), default="rf-qpsk", show_default=True)
 @click.option("--length", type=count(8, 1 << 16), default=256, show_default=True)
-@click.option("--t", "ts", default="0,50,150,300,600,999", show_default=True, help="Comma-separated timesteps.")
+@click.option("--t", "ts", type=CommaList(count(0, 100_000)), default="0,50,150,300,600,999", show_default=True,
+              help="Comma-separated timesteps, each in 0..T-1.")
 @click.option("--T", "T", type=count(2, 100_000), default=1000, show_default=True)
 def forward(out, dataset, length, ts, T) -> None:
     """An RF frame corrupted by the forward process, linear and cosine schedules side by side."""
@@ -84,7 +85,8 @@ def forward(out, dataset, length, ts, T) -> None:
 
     frames = builtin(dataset, 64, length, seed=0)
     frame = frames[0] / fit_normalisation(frames, "rms").scale
-    steps = tuple(min(int(t), T - 1) for t in ts.split(","))
+    within("--t", ts, 0, T - 1, f"the timesteps of a {T}-step schedule")
+    steps = tuple(ts)
     named = {"linear": _schedule("linear", T), "cosine": _schedule("cosine", T)}
     click.echo(f"wrote {plots.forward_process(frame.astype(np.float64), named, steps, out)}")
 
