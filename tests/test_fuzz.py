@@ -212,6 +212,9 @@ def test_mutated_bundles_keep_the_convention(work, mutation, command):
 
 OUTPUT_OPTIONS = {"--out", "--plot", "--tweedie", "--json", "--out-interference"}
 BAD_NUMBERS = ["-1", "0", "nan", "inf", "-inf", "1e309", "abc", "", "99999999999999999999999", "0.5", "1e6"]
+#: values for list and range options: empty elements, wrong separators, out of range, repeated, huge
+BAD_LISTS = ["1,2", "1,,2", ",", "a,b", "1:2:3", "3:2:1", "1:2", "-1,5", "5000", "0,999,1000", "1,1", "ort,ort",
+             "ort,foo", "miss50,nope", "1;2", " 1 , 2 ", "2**70", "1,2,3,4,5,6,7,8,9,10,11,12"]
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +268,8 @@ def commands(bundle: Path, d: Path, out: Path) -> dict[str, tuple[list[str], lis
         "evaluate": (["evaluate", bundle, "--n", "16", "--steps", "1", "--quiet"],
                      ["--n", "--steps", "--eta", "--seed", "--data", "--json", "--psk"]),
         "plot-schedule": (["plot", "schedule", "--out", out.with_suffix(".png")], ["--T", "--out"]),
+        "plot-forward": (["plot", "forward", "--t", "0,10", "--T", "100", "--out", out.with_suffix(".png")],
+                         ["--t", "--T", "--length", "--out"]),
         "plot-samples": (["plot", "samples", "--samples", y, "--out", out.with_suffix(".png")],
                          ["--samples", "--n", "--steps", "--out"]),
         "plot-loss": (["plot", "loss", d, "--out", out.with_suffix(".png")], ["--out"]),
@@ -275,13 +280,15 @@ def commands(bundle: Path, d: Path, out: Path) -> dict[str, tuple[list[str], lis
                   ["--seed", "--width", "--n", "--steps", "--batch", "--ema", "--T", "--checkpoint-every"]),
         "export": (["export", "onnx", d / "no-run", "--out", d / "adir", *POISON["export"]],
                    ["--batch", "--max-batch", "--atol", "--rtol"]),
-        "bench": (["bench", bundle, *POISON["bench"]], ["--warmup", "--threads", "--quality-samples"]),
+        "bench": (["bench", bundle, *POISON["bench"]], ["--warmup", "--threads", "--quality-samples", "--batch",
+                                                          "--backends"]),
+        "bench-stream": (["bench-stream", bundle, *POISON["bench-stream"]], ["--steps", "--batch", "--rate", "--chunk"]),
         "bench-reconstruct": (["bench-reconstruct", bundle, *POISON["bench-reconstruct"]], ["--steps", "--cases"]),
         "bench-samplers": (["bench-samplers", bundle, *POISON["bench-samplers"]], ["--json", "--plot"]),
     }
 
 
-POISON = {"train": ["--lr", "0"], "export": ["--opset", "5"], "bench": ["--repeats", "0"],
+POISON = {"train": ["--lr", "0"], "export": ["--opset", "5"], "bench": ["--repeats", "0"], "bench-stream": ["--seconds", "0"],
           "bench-reconstruct": ["--frames", "0"], "bench-samplers": ["--n", "0"]}
 
 
@@ -296,11 +303,11 @@ def test_mutated_options_keep_the_convention(work, files, data):
     name = data.draw(st.sampled_from(sorted(table)))
     argv, options = table[name]
     argv = list(argv)
-    heavy = name in ("train", "export", "bench", "bench-reconstruct", "bench-samplers")
+    heavy = name in POISON
     named_outputs = []
     for _ in range(data.draw(st.integers(1, 2))):
         option = data.draw(st.sampled_from(options))
-        value = data.draw(st.sampled_from(BAD_NUMBERS + path_values(files) + [str(case / "side.png"), str(out),
+        value = data.draw(st.sampled_from(BAD_NUMBERS + BAD_LISTS + path_values(files) + [str(case / "side.png"), str(out),
                                                                              str(files / "readonly" / "x.npy"),
                                                                              "tflite", "cuda", "cuda:7"]))
         if option in argv:
@@ -328,3 +335,78 @@ def test_mutated_options_keep_the_convention(work, files, data):
     for p in outputs:  # outputs named inside the shared inputs folder do not outlive this case
         if p not in existed and p.is_file() and files in p.parents:
             p.unlink()
+
+
+# ---- run-directory mutations ---------------------------------------------------------------------------
+
+RUN_FUZZ = settings(FUZZ, max_examples=40)
+RUN_FILES = ("config.json", "summary.json", "state.json")
+
+
+@pytest.fixture(scope="module")
+def run_base(tmp_path_factory, mlp_run):
+    root = tmp_path_factory.mktemp("runfuzz")
+    shutil.copytree(mlp_run, root / "base")
+    return root
+
+
+def mutate_run(run: Path, target: str, kind: str, seed: int, value) -> None:
+    """The bundle mutations, applied to one of a run's JSON files (a checkpoint's state.json included)."""
+    rng = np.random.default_rng(seed)
+    path = run / "config.json" if target == "config.json" else run / "summary.json"
+    if target == "state.json":
+        path = sorted((run / "checkpoints").iterdir())[-1] / "state.json"
+    if kind == "flip":
+        data = bytearray(path.read_bytes())
+        data[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
+        path.write_bytes(bytes(data))
+    elif kind == "truncate":
+        path.write_bytes(path.read_bytes()[: int(rng.integers(len(path.read_bytes())))])
+    elif kind == "deep":
+        path.write_text("[" * 200_000 + "]" * 200_000)
+    else:
+        d = json.loads(path.read_text())
+        paths = [p for p in paths_of(d) if p]
+        where = paths[rng.integers(len(paths))]
+        parent = d
+        for key in where[:-1]:
+            parent = parent[key]
+        if kind == "json-delete":
+            del parent[where[-1]]
+        elif kind == "type-swap":
+            old = parent[where[-1]]
+            parent[where[-1]] = [old] if not isinstance(old, list) else {"x": old}
+        else:
+            parent[where[-1]] = value
+        path.write_text(json.dumps(d))
+
+
+@RUN_FUZZ
+@given(target=st.sampled_from(("config.json",) * 3 + RUN_FILES[1:]), kind=st.sampled_from(["flip", "truncate", "json-edit", "json-delete",
+                                                                 "type-swap", "deep"]),
+       seed=st.integers(0, 2**31 - 1), value=JSON_VALUES, command=st.sampled_from(["export", "resume", "distill"]))
+def test_mutated_run_directories_keep_the_convention(run_base, target, kind, seed, value, command):
+    """A run directory edited, truncated or fabricated: every command that reads it answers with its
+    result or one line, never a traceback (the IndexError of an empty width list, once)."""
+    case = fresh(run_base / "case")
+    run = case / "run"
+    shutil.copytree(run_base / "base", run)
+    mutate_run(run, target, kind, seed, value)
+    out = case / "out"
+    args = {"export": ["export", "onnx", run, "--out", out],
+            "resume": ["train", "--out", run, "--resume", "--quiet", "--device", "cpu"],
+            "distill": ["distill", run, "--out", out, "--nfe", "4", "--steps-per-stage", "0"]}[command]
+    before = tree(case)
+    existed = {p for p in run.rglob("*") if p.is_file()}
+    result = run_cli_in(case, args)
+    event(f"{command} {target} {kind}: exit {result.exit_code}")
+    # what the command may write: its output (a bundle directory's files), or on resume the run itself
+    outputs = [p for p in case.rglob("*") if p.is_file() and (out in p.parents or (command == "resume" and run in p.parents))]
+    assert_convention(result, [out, *outputs], before, case, existed)
+    if result.exit_code == 2:
+        assert not out.exists()
+
+
+def run_cli_in(case: Path, args: list):
+    with working_directory(case):
+        return run(args)

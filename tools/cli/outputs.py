@@ -28,13 +28,16 @@ def check_outputs(outputs: dict[str, Path | None], *, inputs: dict[str, Path | N
         if key in seen:
             other = seen[key]
             raise InputError(f"{option} {path} is also {other}: choose a different file for {option}")
-        check_output(option, path, force)
+        check_output(option, path, force, suffix=".png" if option == "--plot" else None)
         seen[key] = option
 
 
-def check_output(option: str, path: Path, force: bool = False) -> None:
+def check_output(option: str, path: Path, force: bool = False, suffix: str | None = None) -> None:
+    """``suffix``: the file kind this output always is (plots are PNG files whatever they are called)."""
     if str(path).strip() in ("", "."):
         raise InputError(f"{option} is empty: give a file name")
+    if suffix is not None and Path(path).suffix.lower() != suffix:
+        raise InputError(f"{option} {path}: this output is a {suffix[1:].upper()} file: name it NAME{suffix}")
     if path.is_dir():
         raise InputError(f"{option} {path} is a directory: give a file name inside it")
     folder = path.parent if str(path.parent) else Path(".")

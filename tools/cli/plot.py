@@ -21,7 +21,7 @@ def OUT(f: Any) -> Any:
     def wrapper(*args: Any, force: bool, **kwargs: Any) -> Any:
         from edgediff.tools.cli.outputs import check_output
 
-        check_output("--out", kwargs["out"], force)
+        check_output("--out", kwargs["out"], force, suffix=".png")
         return f(*args, **kwargs)
 
     wrapper = click.option("--force", is_flag=True, help="Replace the PNG if it exists.")(wrapper)

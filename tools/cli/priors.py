@@ -145,7 +145,7 @@ def plot_cmd(runs, out, force) -> None:
     from edgediff.tools.cli.outputs import check_output
     from edgediff.train.config import RunConfig
 
-    check_output("--out", out, force)
+    check_output("--out", out, force, suffix=".png")
     curves, offsets, seen = {}, {}, {}
     for run in runs:
         path = run / "curve.json"
