@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The main job: train the default U-Net on built-in QPSK frames, export a parity-gated bundle,
-# verify it, and sample from it with ONNX Runtime (about 5 minutes on 2 CPU cores). Re-runnable: it
-# replaces its own run, bundle and samples.
+# verify it, and sample from it with ONNX Runtime (the toolkit's path); then the shipped priors at work
+# on held-out frames: 50 % lost QPSK samples filled and QPSK pulled from under a chirp, each against
+# LMMSE (about 6 minutes on 2 CPU cores). Re-runnable: it replaces its own run, bundle and figures.
 demo: $(STAMP)
 	rm -rf runs/demo
 	mkdir -p out bundles
@@ -31,6 +32,7 @@ demo: $(STAMP)
 	$(EDGEDIFF) export onnx runs/demo --out bundles/demo --force
 	$(EDGEDIFF) verify bundles/demo
 	$(EDGEDIFF) sample bundles/demo --n 16 --out out/samples.npy --plot out/samples.png --force
+	$(EDGEDIFF) showcase --out out --force
 
 # The shipped priors in priors/: train every stage of each recipe (edgediff.tools.priors) that is not
 # in runs/priors yet, then export. Hours per prior on 2 CPU cores, minutes on a GPU. Never run by tests.

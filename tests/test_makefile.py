@@ -26,8 +26,10 @@ def test_demo_creates_its_output_folders_and_can_run_twice():
             continue
         command = line.split()[1]
         for flag, path in re.findall(r"(--out|--plot) (\S+)", line):
-            parent = str(Path(path).parent)
+            parent = path if command == "showcase" else str(Path(path).parent)  # showcase writes into a folder
             if command != "train":  # train makes its run directory's parents; the others refuse a missing folder
                 assert parent in made, f"`{line}` writes into {parent}/, which the recipe does not create"
-        if command in ("export", "sample"):
+        if command in ("export", "sample", "showcase"):
             assert "--force" in line, f"`{line}` would refuse its own output on a second run"
+    # the demo ends with the shipped priors at work, whose lines are the last it prints
+    assert lines[-1].split()[:2] == ["$(EDGEDIFF)", "showcase"] and "--out out" in lines[-1]

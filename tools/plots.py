@@ -43,8 +43,12 @@ def psd_db(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return freqs, 10 * np.log10(power + 1e-20)
 
 
-def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Path, title: str = "") -> Path:
-    """I/Q frames: traces, constellation and PSD, generated beside reference; 2D points: scatter."""
+def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Path, title: str = "",
+                   dataset: str | None = None) -> Path:
+    """I/Q frames: a trace, the receiver's view and the mean PSD, generated beside reference; 2D points:
+    a scatter. The receiver's view follows the data (``dataset``): the blind PSK receiver's
+    constellation with its EVM for QPSK, the instantaneous frequency for chirps, both for the mix;
+    frames of unknown law get the raw I/Q scatter, titled as such (it is not a constellation)."""
     plt = pyplot()
     if generated.ndim == 2:  # points (N, D)
         fig, ax = plt.subplots(figsize=(5, 5))
@@ -56,7 +60,7 @@ def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Pat
         ax.set_title(title or "samples")
         return save(fig, out)
     sets = [("generated", generated)] + ([("training", reference)] if reference is not None else [])
-    fig, axes = plt.subplots(len(sets), 3, figsize=(13, 3.4 * len(sets)), squeeze=False)
+    fig, axes = plt.subplots(len(sets), 3, figsize=(13, 3.6 * len(sets)), squeeze=False)
     for row, (name, x) in enumerate(sets):
         z = x[:, 0] + 1j * x[:, 1]
         ax = axes[row, 0]
@@ -65,11 +69,7 @@ def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Pat
         ax.set_title(f"{name}: frame 0, I/Q")
         ax.set_xlabel("sample")
         ax.legend(loc="upper right")
-        ax = axes[row, 1]
-        pts = z[: min(len(z), 64)].reshape(-1)
-        ax.scatter(pts.real, pts.imag, s=1, alpha=0.4)
-        ax.set_aspect("equal")
-        ax.set_title(f"{name}: constellation ({min(len(z), 64)} frames)")
+        receiver_panel(axes[row, 1], z.astype(np.complex128), dataset, name)
         freqs, psd = psd_db(z)
         axes[row, 2].plot(freqs, psd, lw=0.9)
         axes[row, 2].set_title(f"{name}: mean PSD")
@@ -79,6 +79,53 @@ def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Pat
         fig.suptitle(title)
     fig.tight_layout()
     return save(fig, out)
+
+
+def receiver_panel(ax: Any, z: np.ndarray, dataset: str | None, name: str) -> None:
+    """What a radio sees in complex frames (N, L) of ``dataset`` (see :func:`samples_figure`)."""
+    from edgediff.runtime.errors import InputError
+    from edgediff.runtime.fidelity import chirp_linearity
+    from edgediff.runtime.receivers import blind_receive
+    from edgediff.tools.evaluate import CHIRP_SPLIT, PSK_DATASETS, psk_format
+
+    chirp = np.zeros(len(z), bool)
+    if dataset in ("rf-chirp", "rf-mix"):
+        chirp = np.nan_to_num(chirp_linearity(z), nan=np.inf) < CHIRP_SPLIT
+    psk = z[~chirp] if dataset == "rf-mix" else z
+    if dataset in PSK_DATASETS and len(psk):
+        try:
+            res = blind_receive(psk, psk_format(dataset))
+        except InputError:  # frames too short for the receiver: show the samples, say so
+            return _raw_scatter(ax, z, name, "frames too short for the receiver")
+        pts = np.ravel(res.symbols)
+        ax.scatter(pts.real, pts.imag, s=2, alpha=0.3, rasterized=True)
+        ax.set_xlim(-1.8, 1.8)
+        ax.set_ylim(-1.8, 1.8)
+        ax.set_aspect("equal")
+        share = f", {100 * chirp.mean():.0f} % chirps" if dataset == "rf-mix" else ""
+        ax.set_title(f"{name}: blind receiver, EVM median {np.median(res.evm_db):.1f} dB\n"
+                     f"({len(psk)} QPSK frames{share})", fontsize=9)
+        ax.set_xlabel("I")
+        ax.set_ylabel("Q")
+    elif dataset in ("rf-chirp", "rf-mix"):
+        for row in z[:8]:
+            env = np.abs(row)
+            on = env[1:] > 0.5 * env.max()
+            inst = np.angle(row[1:] * np.conj(row[:-1])) / (2 * np.pi)
+            ax.plot(np.flatnonzero(on), inst[on], ".", ms=1.5)
+        ax.set_title(f"{name}: instantaneous frequency (8 frames)\nlinearity error median "
+                     f"{np.nanmedian(chirp_linearity(z)):.4f}", fontsize=9)
+        ax.set_xlabel("sample")
+        ax.set_ylabel("cycles/sample")
+    else:
+        _raw_scatter(ax, z, name, "not symbols")
+
+
+def _raw_scatter(ax: Any, z: np.ndarray, name: str, why: str) -> None:
+    pts = z[: min(len(z), 64)].reshape(-1)
+    ax.scatter(pts.real, pts.imag, s=1, alpha=0.4)
+    ax.set_aspect("equal")
+    ax.set_title(f"{name}: raw I/Q samples ({min(len(z), 64)} frames; {why})", fontsize=9)
 
 
 def noise_level_t(schedule: Any, sigma: float) -> int:
@@ -239,6 +286,7 @@ def constellation_figure(panels: list[tuple[str, np.ndarray, np.ndarray]], out: 
         ax.set_ylabel("Q")
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return save(fig, out)
 
 

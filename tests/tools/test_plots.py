@@ -62,3 +62,27 @@ def test_plot_errors(tmp_path):
     res = edgediff("plot", "schedule", "--out", tmp_path / "no" / "x.png")
     assert res.returncode == 2 and "does not exist" in res.stderr
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_the_receivers_view_carries_the_evm_of_the_frames_shown():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from edgediff.runtime.receivers import blind_receive
+    from edgediff.tools.plots import receiver_panel
+    from edgediff.train import rf
+
+    z, _ = rf.qpsk_frames_with_truth(64, 256, np.random.default_rng(3), snr_db=(10.0, 10.0))
+    want = np.median(blind_receive(z, rf.psk_format(rf.QPSK)).evm_db)
+    assert -20.0 < want < -18.0  # 10 dB sample SNR: about -19 dB (8 samples per symbol)
+    fig, axes = plt.subplots(1, 3)
+    receiver_panel(axes[0], z, "rf-qpsk", "generated")
+    assert f"EVM median {want:.1f} dB" in axes[0].get_title() and "(64 QPSK frames)" in axes[0].get_title()
+    receiver_panel(axes[1], rf.chirp_frames(8, 256, np.random.default_rng(4)), "rf-chirp", "generated")
+    assert "instantaneous frequency" in axes[1].get_title()
+    receiver_panel(axes[2], z[:, :32], "rf-qpsk", "generated")  # too short for a receiver: the raw samples, said so
+    assert "raw I/Q samples" in axes[2].get_title()
+    plt.close(fig)

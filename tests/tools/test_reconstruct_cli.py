@@ -127,3 +127,31 @@ def test_per_frame_masks_in_the_library(unet_bundle):
     est, res = reconstruct(d, x * masks, Mask(masks, (2, 32)), 0.0, steps=4)
     np.testing.assert_allclose(est * masks, x * masks, atol=1e-5)
     assert res.nfe == 4
+
+
+def test_side_outputs_come_first_and_the_reconstruction_is_written_once(tmp_path, unet_bundle, monkeypatch):
+    """The plot, then the reconstruction, each once; a failing plot leaves no reconstruction behind."""
+    from click.testing import CliRunner
+
+    from edgediff.runtime import atomic
+    from edgediff.tools import plots
+    from edgediff.tools.cli import cli
+
+    y = np.random.default_rng(0).standard_normal((2, 2, 32)).astype(np.float32)
+    np.save(tmp_path / "y.npy", y)
+    calls = []
+    real_save, real_plot = atomic.save_npy, plots.reconstruction_figure
+    monkeypatch.setattr(atomic, "save_npy", lambda path, a: calls.append(("save", path.name)) or real_save(path, a))
+    monkeypatch.setattr(plots, "reconstruction_figure", lambda *a, **k: calls.append(("plot", a[3].name)) or real_plot(*a, **k))
+    args = ["reconstruct", str(unet_bundle), "--y", str(tmp_path / "y.npy"), "--operator", "identity", "--sigma-y", "0.1",
+            "--steps", "2", "--out", str(tmp_path / "x.npy"), "--plot", str(tmp_path / "x.png"), "--quiet"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert calls == [("plot", "x.png"), ("save", "x.npy")]
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "y.png"))
+
+    monkeypatch.setattr(plots, "reconstruction_figure", broken)
+    res = CliRunner().invoke(cli, [*args[:-5], "--out", str(tmp_path / "y2.npy"), "--plot", str(tmp_path / "y.png"), "--quiet"])
+    assert res.exit_code == 2 and not (tmp_path / "y2.npy").exists()

@@ -107,10 +107,11 @@ def schedule_cmd(out, T) -> None:
 @click.option("--bundle", type=click.Path(path_type=Path), help="Sample this bundle instead (DDIM).")
 @click.option("--n", type=count(1, 10_000), default=64, show_default=True)
 @click.option("--steps", type=count(1), default=50, show_default=True)
-@click.option("--dataset", type=click.Choice(["gmm2d", "rf-qpsk", "rf-chirp", "rf-mix"]),
-              help="Training frames to compare with (default: the bundle's dataset).")
+@click.option("--dataset", type=click.Choice(["gmm2d", "rf-qpsk", "rf-qpsk-fast", "rf-chirp", "rf-mix"]),
+              help="Training frames to compare with, and the receiver's view (default: the bundle's dataset).")
 def samples_cmd(out, samples, bundle, n, steps, dataset) -> None:
-    """Generated against training frames: I/Q traces, constellation, power spectral density."""
+    """Generated against training frames: an I/Q trace, the receiver's view (the blind constellation and
+    its EVM for QPSK, the instantaneous frequency for chirps) and the power spectral density."""
     from edgediff.runtime.errors import InputError
     from edgediff.train.datasets import builtin
     from edgediff.tools import plots
@@ -131,7 +132,7 @@ def samples_cmd(out, samples, bundle, n, steps, dataset) -> None:
         x = generate(d, SampleRequest(n=n, steps=steps)).x
         dataset = dataset or d.bundle.manifest.get("data", {}).get("dataset")
     reference = builtin(dataset, len(x), x.shape[-1] if x.ndim == 3 else 0, seed=12345) if dataset else None
-    click.echo(f"wrote {plots.samples_figure(x, reference, out, title=f'{len(x)} generated frames vs training')}")
+    click.echo(f"wrote {plots.samples_figure(x, reference, out, title=f'{len(x)} generated frames vs training', dataset=dataset)}")
 
 
 @plot.command("trajectory")

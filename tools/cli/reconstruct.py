@@ -100,7 +100,6 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
         x, res = run(denoiser, y, op, sigma_y, method=method, steps=steps, seed=seed, eta=eta, zeta=zeta, lam=lam,
                      exact=False if dps_approx else None, samples=samples, sampler=sampler, progress=bar.update)
-    save_npy(out, x.astype(np.float32))
     mean = f", mean of {samples} posterior samples" if samples > 1 else ""
     line = (f"{len(y)} frames{mean}, {res.nfe} NFE each ({res.nfe_equivalent:.0f} NFE-equivalents with backward passes), "
             f"{res.seconds:.2f} s ({1e3 * res.seconds / len(y):.1f} ms/frame) on {denoiser.backend}")

@@ -62,7 +62,9 @@ def sample(bundle, n, sampler, steps, eta, spacing, seed, batch, out, fmt, sampl
     if plot is not None:
         from edgediff.tools import plots
 
-        plots.samples_figure(run.x, None, plot, title=f"{n} samples, {sampler}-{run.nfe}")
+        dataset = (denoiser.bundle.manifest.get("data") or {}).get("dataset")
+        plots.samples_figure(run.x, None, plot, title=f"{n} samples of {denoiser.bundle.root.name}, {sampler}-{run.nfe}",
+                             dataset=dataset)
         written += (plot,)
     if fmt == "sigmf":
         from edgediff.tools.sigmf_io import write_sigmf
