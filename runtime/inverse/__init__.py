@@ -6,6 +6,7 @@ applies the bundle's normalisation, runs DDNM+ or DPS, and returns frames in the
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,13 +17,14 @@ from edgediff.runtime.inverse.methods import (METHODS, Problem, Reconstruction, 
 from edgediff.runtime.inverse.operators import OPERATORS, Operator, build
 
 RECONSTRUCTION_SAMPLERS = ("ddim", "dpmpp2m")
+log = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "OPERATORS", "Operator", "Problem", "Reconstruction", "build", "reconstruct"]
 
 
 def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float, *, method: str = "ddnm",
                 steps: int = 100, seed: int = 0, eta: float = 0.5, zeta: float | None = None, lam: float = 1.0,
-                exact: bool | None = None, samples: int = 1, sampler: str = "ddim",
+                exact: bool | None = None, samples: int = 1, sampler: str = "ddim", particles: int = 16,
                 progress: Any = None) -> tuple[np.ndarray, Reconstruction]:
     """Reconstruct frames from measurements ``y`` (user units, (B, *measurement) or one frame).
 
@@ -33,6 +35,10 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
     carries up to twice the posterior mean's MSE where the posterior is broad. ``sampler="dpmpp2m"``
     runs DDNM+'s or DiffPIR's data step inside DPM-Solver++(2M) (deterministic, fewer steps; DPS
     does not compose with it).
+
+    ``method="smc"``: sequential Monte Carlo with ``particles`` per frame (:mod:`.smc`); the output is
+    the weighted posterior mean (the MMSE estimate, like LMMSE), or with ``samples`` K > 1, K draws
+    from the final particles, shape (B, K, *sample_shape). NFE per frame: particles x steps.
     """
     if sampler not in RECONSTRUCTION_SAMPLERS:
         raise InputError(f"--sampler {sampler!r} is unknown: expected one of {', '.join(RECONSTRUCTION_SAMPLERS)}")
@@ -41,6 +47,10 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
                          "and runs on its own DDPM steps")
     if method not in METHODS:
         raise InputError(f"method {method!r} is unknown: expected one of {', '.join(METHODS)}")
+    if method == "smc":
+        if sampler != "ddim":
+            raise InputError("--method smc runs its own DDPM steps: leave --sampler at ddim")
+        return _smc(denoiser, y, operator, sigma_y, steps, seed, particles, samples, progress)
     if not 1 <= steps <= denoiser.schedule.T:
         raise InputError(f"--steps {steps} is out of range: expected 1..{denoiser.schedule.T}")
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
@@ -58,6 +68,32 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
     assert total is not None
     mean = total / samples
     return mean, Reconstruction(mean, int(nfe), equivalent, seconds)
+
+
+def _smc(denoiser: Any, y: Any, operator: Operator, sigma_y: float, steps: int, seed: int, particles: int,
+         samples: int, progress: Any) -> tuple[np.ndarray, Reconstruction]:
+    """SMC over chunks of frames whose particles fill about one engine batch each."""
+    from edgediff.runtime.inverse.smc import check_particles, smc
+
+    y = np.asarray(y)
+    if y.shape == operator.measurement_shape:
+        y = y[None]
+    P = check_particles(particles, int(np.prod(operator.sample_shape)), len(y))
+    if operator.frames is not None and operator.frames != len(y):
+        raise InputError(f"{operator.frames} per-frame masks for {len(y)} measured frames: give one mask per frame")
+    scale = denoiser.normalisation.scale
+    chunk = max(1, denoiser.max_batch // P)
+    outputs, nfe, seconds = [], 0, 0.0
+    for i, first in enumerate(range(0, len(y), chunk)):
+        problem = Problem(operator.take(first, first + chunk), y[first:first + chunk] / scale, float(sigma_y) / scale)
+        res = smc(denoiser, denoiser.schedule, problem, particles=P, steps=steps, rng=np.random.default_rng([seed, i]),
+                  draws=samples if samples > 1 else 0, progress=progress)
+        outputs.append(res.x)
+        nfe, seconds = res.nfe, seconds + res.seconds
+        log.info("SMC frames %d..%d: ESS min %.2f of %d particles, %d resamplings", first, first + len(res.x) - 1,
+                 res.ess_min, P, res.resamplings)
+    x = denoiser.normalisation.to_user(np.concatenate(outputs))
+    return x, Reconstruction(x, nfe, float(nfe), seconds)
 
 
 def _reconstruct_once(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float, method: str, steps: int,

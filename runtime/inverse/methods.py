@@ -31,7 +31,7 @@ from edgediff.runtime.errors import InputError
 from edgediff.runtime.inverse.operators import Operator
 from edgediff.runtime.sampling import timesteps
 
-METHODS = ("ddnm", "diffpir", "dps")
+METHODS = ("ddnm", "diffpir", "dps", "smc")
 
 
 @dataclass

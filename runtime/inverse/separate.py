@@ -37,14 +37,14 @@ from edgediff.runtime.errors import InputError
 from edgediff.runtime.inverse.methods import Problem, Reconstruction, ddnm, diffpir
 from edgediff.runtime.inverse.operators import Operator
 
-SEPARATION_METHODS = ("joint-ddnm", "joint-diffpir", "alpha-rgs")
+SEPARATION_METHODS = ("joint-ddnm", "joint-diffpir", "alpha-rgs", "joint-smc")
 #: ``auto`` runs alpha-RGS below this SINR (dB) and joint DDNM+ at or above it. Measured with the shipped
 #: priors (bench-separate, 100 frames a point): alpha-RGS has the lower BER at -6 dB and below against
 #: both interferers (e.g. 0.0004 vs 0.0069 against a chirp at -6 dB), joint DDNM+ at 0 dB (0.0037 vs
 #: 0.0104 chirp, 0.082 vs 0.098 rf-qpsk-fast); -3 dB is a tie. The threshold sits between.
 AUTO_ALPHA_BELOW_DB = -4.5
 #: Default network calls per source: what bench-separate measured (alpha-RGS: twice the joint steps).
-DEFAULT_STEPS = {"joint-ddnm": 100, "joint-diffpir": 100, "alpha-rgs": 200}
+DEFAULT_STEPS = {"joint-ddnm": 100, "joint-diffpir": 100, "alpha-rgs": 200, "joint-smc": 50}
 
 
 def choose_method(amp: "Amplitudes") -> tuple[str, float]:
@@ -163,7 +163,7 @@ class Separation:
 def separate(soi: Any, interference: Any, y: np.ndarray, sigma_y: float, amplitudes: Amplitudes, *,
              method: str = "joint-ddnm", steps: int = 100, samples: int = 1, seed: int = 0, eta: float = 0.5,
              lam: float = 1.0, zeta: float = 1.0, init: np.ndarray | None = None, omega: float = 1.0,
-             lr: tuple[float, float] = (0.1, 1e-3), t_range: tuple[float, float] = (0.02, 0.5),
+             lr: tuple[float, float] = (0.1, 1e-3), t_range: tuple[float, float] = (0.02, 0.5), particles: int = 16,
              progress: Callable[[int], Any] | None = None) -> Separation:
     """Separate (B, C, L) mixtures in user units; ``samples`` > 1 averages posterior samples (joint
     methods, seeds ``seed .. seed + K - 1``). ``init``: alpha-RGS's starting SOI estimate (user units)."""
@@ -186,6 +186,19 @@ def separate(soi: Any, interference: Any, y: np.ndarray, sigma_y: float, amplitu
     op = SumOperator(tuple(soi.sample_shape), amplitudes.a_s, amplitudes.a_b)
     total = np.zeros((len(y), 2 * soi.sample_shape[0], *soi.sample_shape[1:]))
     batch = min(getattr(soi, "max_batch", len(y)), getattr(interference, "max_batch", len(y)))
+    if method == "joint-smc":  # particles of a few frames per engine batch; K > 1: K draws, averaged
+        from edgediff.runtime.inverse.smc import check_particles, smc
+
+        P = check_particles(particles, int(np.prod(soi.sample_shape)), len(y))
+        chunk = max(1, batch // P)
+        for i, first in enumerate(range(0, len(y), chunk)):
+            res_smc = smc(joint, soi.schedule, Problem(op, y[first:first + chunk], float(sigma_y)), particles=P,
+                          steps=steps, rng=np.random.default_rng([seed, i]), draws=samples if samples > 1 else 0,
+                          progress=progress)
+            total[first:first + chunk] = res_smc.x.mean(axis=1) if samples > 1 else res_smc.x
+        c = soi.sample_shape[0]
+        return Separation(amplitudes.a_s * total[:, :c], amplitudes.a_b * total[:, c:], steps * P,
+                          time.perf_counter() - start)
     for k in range(samples):
         for i, first in enumerate(range(0, len(y), batch)):
             problem = Problem(op, y[first:first + batch], float(sigma_y))

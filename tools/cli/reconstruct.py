@@ -29,7 +29,9 @@ CASE_NAMES = ("miss50", "miss75", "burst25", "denoise10", "decimate2")
 @click.option("--no-antialias", is_flag=True, help="Decimate by plain subsampling (no low-pass filter).")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), help="Dense (M, C*L) sensing matrix (.npy).")
 @click.option("--sigma-y", type=non_negative(), required=True, help="Measurement noise std, user units.")
-@click.option("--method", type=click.Choice(["ddnm", "diffpir", "dps"]), default="ddnm", show_default=True)
+@click.option("--method", type=click.Choice(["ddnm", "diffpir", "dps", "smc"]), default="ddnm", show_default=True,
+              help="smc: sequential Monte Carlo, exact as --particles grow (NFE per frame: particles x steps).")
+@click.option("--particles", type=count(1, 1 << 16), default=16, show_default=True, help="smc: particles per frame.")
 @click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m"]), default="ddim", show_default=True,
               help="ddnm/diffpir: their own DDIM-style steps, or inside DPM-Solver++(2M) (deterministic, ~20 steps).")
 @click.option("--steps", type=count(1), help="Reverse steps [100; a distilled bundle: its own].")
@@ -50,9 +52,9 @@ CASE_NAMES = ("miss50", "miss75", "burst25", "denoise10", "decimate2")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, sampler, steps, eta,
-                zeta, lam, dps_approx, samples, seed, out, truth_path, plot, hop, mask_label, force, quiet, datatype,
-                sample_rate, scale, batch, **engine) -> None:
+def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, particles, sampler,
+                steps, eta, zeta, lam, dps_approx, samples, seed, out, truth_path, plot, hop, mask_label, force, quiet,
+                datatype, sample_rate, scale, batch, **engine) -> None:
     """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS).
 
     --y may also be a whole recording (NAME.sigmf-meta or a 1-D complex .npy): it is framed with
@@ -64,7 +66,7 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
     denoiser = load_denoiser(bundle, **engine)
     steps = distilled_steps(denoiser, steps)
     if str(y_path) == "-" or str(out) == "-" or is_recording(y_path):
-        if method == "dps" or samples > 1 or truth_path is not None or plot is not None:
+        if method in ("dps", "smc") or samples > 1 or truth_path is not None or plot is not None:
             raise InputError("recordings run with --method ddnm or diffpir, one sample, no --truth/--plot")
         from edgediff import __version__
 
@@ -96,11 +98,22 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         if truth.shape != (len(y), *denoiser.sample_shape):
             raise InputError(f"--truth holds {truth.shape}: expected one frame of {tuple(denoiser.sample_shape)} per "
                              f"measurement, i.e. ({len(y)}, {', '.join(map(str, denoiser.sample_shape))})")
-    total = -(-len(y) // denoiser.max_batch) * steps * samples
+    if method == "smc":
+        check_smc_memory(particles, len(y), denoiser)
+        total = -(-len(y) // max(1, denoiser.max_batch // particles)) * steps
+    else:
+        total = -(-len(y) // denoiser.max_batch) * steps * samples
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
         x, res = run(denoiser, y, op, sigma_y, method=method, steps=steps, seed=seed, eta=eta, zeta=zeta, lam=lam,
-                     exact=False if dps_approx else None, samples=samples, sampler=sampler, progress=bar.update)
+                     exact=False if dps_approx else None, samples=samples, sampler=sampler, particles=particles,
+                     progress=bar.update)
+    draws = x if method == "smc" and samples > 1 else None  # (N, K, ...): K draws from the final particles
+    if draws is not None:
+        x = draws.mean(axis=1)
     mean = f", mean of {samples} posterior samples" if samples > 1 else ""
+    if method == "smc":
+        mean = (f", {samples} draws from {particles} weighted particles (saved)" if draws is not None
+                else f", weighted mean of {particles} particles")
     line = (f"{len(y)} frames{mean}, {res.nfe} NFE each ({res.nfe_equivalent:.0f} NFE-equivalents with backward passes), "
             f"{res.seconds:.2f} s ({1e3 * res.seconds / len(y):.1f} ms/frame) on {denoiser.backend}")
     if truth is not None:
@@ -113,8 +126,24 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         plots.reconstruction_figure(truth.reshape(x.shape)[0] if truth is not None else None,
                                     op.take(0, 1).adjoint(y[:1])[0], x[0], plot,
                                     title=f"{operator}, {method}-{res.nfe}")
-    save_npy(out, x.astype(np.float32))
+    save_npy(out, (x if draws is None else draws).astype(np.float32))
     click.echo(f"wrote {out}" + (f", {plot}" if plot else ""))
+
+
+def check_smc_memory(particles: int, frames: int, denoiser) -> None:
+    """Refuse up front particles whose state cannot fit in half of this machine's memory."""
+    import math
+    import os
+
+    chunk = min(frames, max(1, denoiser.max_batch // particles))
+    need = 8 * 8 * particles * chunk * math.prod(denoiser.sample_shape)  # ~8 float64 arrays of the particles
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > total // 2:
+        raise InputError(f"--particles {particles}: the particles need {need / 1e9:.1f} GB, more than half of this "
+                         f"machine's {total / 1e9:.1f} GB: use fewer particles")
 
 
 def distilled_steps(denoiser, steps: int | None) -> int:

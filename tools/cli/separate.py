@@ -18,8 +18,11 @@ from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 @click.option("--interference", type=click.Path(path_type=Path), help="Prior of the interferer (bundle or name).")
 @click.option("--y", "y_path", type=click.Path(path_type=Path), required=True, help="Mixtures (N, 2, L) .npy, user units.")
 @click.option("--sigma-y", type=non_negative(), required=True, help="Noise std beyond the two sources, user units.")
-@click.option("--method", type=click.Choice(["auto", "joint-ddnm", "joint-diffpir", "alpha-rgs"]), default="auto",
-              show_default=True, help="auto: alpha-rgs below -4.5 dB SINR (from the source powers), joint-ddnm above.")
+@click.option("--method", type=click.Choice(["auto", "joint-ddnm", "joint-diffpir", "alpha-rgs", "joint-smc"]),
+              default="auto", show_default=True,
+              help="auto: alpha-rgs below -4.5 dB SINR (from the source powers), joint-ddnm above; joint-smc: "
+                   "sequential Monte Carlo over both priors (--particles x steps NFE per source).")
+@click.option("--particles", type=count(1, 1 << 16), default=16, show_default=True, help="joint-smc: particles per frame.")
 @click.option("--steps", type=count(1, 100_000),
               help="Reverse steps (joint) or iterations (alpha-rgs): network calls per source [100; alpha-rgs 200].")
 @click.option("--samples", type=count(1, 1000), default=1, show_default=True,
@@ -37,8 +40,8 @@ from edgediff.tools.cli.types import SEED, Finite, count, non_negative, positive
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def separate(soi, interference, y_path, sigma_y, method, steps, samples, soi_power, interference_power, init, omega,
-             eta, seed, out, out_interference, plot, force, quiet, **engine) -> None:
+def separate(soi, interference, y_path, sigma_y, method, particles, steps, samples, soi_power, interference_power, init,
+             omega, eta, seed, out, out_interference, plot, force, quiet, **engine) -> None:
     """Separate mixtures y = s + b + n into the signal of interest s and the interferer b.
 
     Source powers (mean |x|^2 per complex sample, user units): both given are used as they are; one
@@ -75,10 +78,14 @@ def separate(soi, interference, y_path, sigma_y, method, steps, samples, soi_pow
             raise InputError("--init lmmse needs stats.npz in both bundles (re-export them with this edgediff)")
         if init != "wiener" and None not in stats:
             start = lmmse_separation(y, sigma_y, amp, *stats)
-    total = steps * (samples if method != "alpha-rgs" else 1) * (-(-len(y) // min(d_s.max_batch, d_b.max_batch)))
+    per_call = min(d_s.max_batch, d_b.max_batch)
+    if method == "joint-smc":
+        total = steps * -(-len(y) // max(1, per_call // particles))
+    else:
+        total = steps * (samples if method != "alpha-rgs" else 1) * (-(-len(y) // per_call))
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
         res = run(d_s, d_b, y, sigma_y, amp, method=method, steps=steps, samples=samples, seed=seed, eta=eta,
-                  init=start, omega=omega, progress=bar.update)
+                  init=start, omega=omega, particles=particles, progress=bar.update)
     if not (np.isfinite(res.soi).all() and np.isfinite(res.interference).all()):
         raise InputError("the separation diverged (non-finite values): lower --omega or give the source powers")
     click.echo(f"{len(y)} mixtures, {method}, {res.nfe_per_source} NFE per source per frame, {res.seconds:.2f} s "
