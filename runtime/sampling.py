@@ -19,12 +19,12 @@ import numpy as np
 from edgediff.runtime.checks import check_array
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.schedule import NoiseSchedule
-from edgediff.runtime.solvers import SOLVERS, dpmpp2m, unipc
+from edgediff.runtime.solvers import SOLVERS, dpmpp2m, sde_dpmpp2m, unipc
 from edgediff.runtime.steps import VARIANCES, StepCoefficients, apply_step, ddim_coefficients, ddpm_coefficients
 
-METHODS = ("ddpm", "ddim", "dpmpp2m", "unipc")
+METHODS = ("ddpm", "ddim", "dpmpp2m", "sde-dpmpp2m", "unipc")
 #: Steps a method takes when none are asked for (DDPM: all T).
-DEFAULT_STEPS = {"ddim": 50, "dpmpp2m": 15, "unipc": 15}
+DEFAULT_STEPS = {"ddim": 50, "dpmpp2m": 15, "sde-dpmpp2m": 20, "unipc": 15}
 SPACINGS = ("leading", "trailing", "linspace")
 
 Denoiser = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -81,7 +81,8 @@ def sample(
     the strided DDPM posterior, which is DDIM with eta = 1 (Song et al. 2021, sec. 4.1).
     ``method="ddim"`` runs ``steps`` (default 50, at most T) DDIM steps with the given ``eta``.
     ``method="dpmpp2m"`` / ``"unipc"`` run the deterministic multistep solvers of
-    :mod:`edgediff.runtime.solvers` (default 15 steps; ``eta`` does not apply).
+    :mod:`edgediff.runtime.solvers` (default 15 steps; ``eta`` does not apply); ``"sde-dpmpp2m"`` its
+    stochastic one (default 20 steps), which draws one normal array per step after x_T.
     ``grid`` replaces the spacing by explicit timesteps (``steps`` of them), as a distilled bundle's.
     ``callback(i, t, x_t, x0_hat)`` receives every Tweedie estimate on the way; ``progress(1)`` is
     called after each step (cheaper: without a callback x0_hat is never formed). ``rng=None`` draws
@@ -139,8 +140,12 @@ def _solve(denoiser: Denoiser, schedule: NoiseSchedule, shape: tuple[int, ...], 
         t_batch.fill(t)
         return _call(denoiser, x, t_batch)
 
-    solver = dpmpp2m if method == "dpmpp2m" else unipc
-    x = solver(eps_fn, schedule.alphas_bar, ts, rng.standard_normal(shape), callback=callback, progress=progress)
+    x_T = rng.standard_normal(shape)
+    if method == "sde-dpmpp2m":
+        x = sde_dpmpp2m(eps_fn, schedule.alphas_bar, ts, x_T, rng.standard_normal, callback=callback, progress=progress)
+    else:
+        solver = dpmpp2m if method == "dpmpp2m" else unipc
+        x = solver(eps_fn, schedule.alphas_bar, ts, x_T, callback=callback, progress=progress)
     return SampleResult(x, len(ts))
 
 

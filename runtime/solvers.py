@@ -12,13 +12,23 @@ DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", algorithm 2, midpoint form), h
    x_{i+1} = (sigma_{i+1}/sigma_i) x_i - alpha_{i+1} (e^{-h} - 1) (D0 + D1 / 2);
 3. the last step is first order ("lower order final"), which at sigma = 0 is x0_hat itself.
 
+SDE-DPM-Solver++(2M) (Lu et al. 2022, section 4 and appendix; diffusers' "sde-dpmsolver++"): the same
+data predictions through the reverse SDE instead of the ODE, so each step injects fresh noise that
+forgives earlier errors, as DDPM's steps do:
+
+  x_{i+1} = (sigma_{i+1}/sigma_i) e^{-h} x_i + alpha_{i+1} (1 - e^{-2h}) (D0 + D1 / 2)
+            + sigma_{i+1} sqrt(1 - e^{-2h}) z,   z ~ N(0, I) drawn every step (times 0 at sigma = 0),
+
+first order (D1 = 0) at the first and the last step. Its random draws: x_T, then one z per step.
+
 UniPC (Zhao et al. 2023, "UniPC", B(h) = e^h - 1, i.e. "bh2"), order 2 with lower order at the start
 and at the end: a predictor UniP-p (eq. 8) and, from the second step on, a corrector UniC-p applied to
 x_i with the model output at x_i before the next prediction (no extra network call).
 
-Both reproduce diffusers' DPMSolverMultistepScheduler (dpmsolver++, order 2, lower_order_final,
-final_sigmas_type "zero") and UniPCMultistepScheduler (bh2, order 2) to float64 rounding when given
-the same timesteps; the test suite runs diffusers as the oracle.
+All three reproduce diffusers' DPMSolverMultistepScheduler (dpmsolver++ and sde-dpmsolver++, order
+2, midpoint, lower_order_final, final_sigmas_type "zero") and UniPCMultistepScheduler (bh2, order 2)
+to float64 rounding when given the same timesteps (and, for the SDE, the same noise); the test suite
+runs diffusers as the oracle.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-SOLVERS = ("dpmpp2m", "unipc")
+SOLVERS = ("dpmpp2m", "sde-dpmpp2m", "unipc")
 
 
 class _Grid:
@@ -87,6 +97,39 @@ def dpmpp2m(eps_fn: Callable[[np.ndarray, int], np.ndarray], alphas_bar: np.ndar
                 r = (g.lam[i] - g.lam[i - 1]) / h
                 d1 = (x0 - prev_x0) / r
                 x = ratio * x - g.alpha[i + 1] * phi * x0 - 0.5 * g.alpha[i + 1] * phi * d1
+            prev_x0 = x0
+            if progress is not None:
+                progress(1)
+    return x
+
+
+def sde_dpmpp2m(eps_fn: Callable[[np.ndarray, int], np.ndarray], alphas_bar: np.ndarray, ts: np.ndarray, x: np.ndarray,
+                noise: Callable[[tuple[int, ...]], np.ndarray], callback: Callable[[int, int, np.ndarray, np.ndarray], Any] | None = None,
+                progress: Callable[[int], Any] | None = None,
+                data_step: Callable[[int, np.ndarray, float, float], np.ndarray] | None = None) -> np.ndarray:
+    """SDE-DPM-Solver++(2M) (see the module docstring) from x at ts[0] to sigma = 0; ``noise(shape)``
+    gives each step's z (the generator's normals, or injected noise for a parity test); ``data_step``
+    as in :func:`dpmpp2m` (reconstruction)."""
+    g = _Grid(alphas_bar, ts)
+    n = len(ts)
+    prev_x0 = None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i, t in enumerate(ts.tolist()):
+            # 1. data prediction (Tweedie) at this step, made consistent with a measurement if asked
+            x0 = g.x0(i, x, eps_fn(x, t))
+            if data_step is not None:
+                x0c = data_step(i, x0, float(g.alpha[i + 1]), float(g.sigma[i + 1]))
+                x, x0 = x + g.alpha[i] * (x0c - x0), x0c
+            if callback is not None:
+                callback(i, t, x, x0)
+            h = g.lam[i + 1] - g.lam[i]
+            decay = 0.0 if np.isinf(h) else float(np.exp(-h))  # e^{-h}, 0 at the final sigma = 0
+            ratio = 0.0 if g.sigma[i + 1] == 0 else g.sigma[i + 1] / g.sigma[i]
+            drift = g.alpha[i + 1] * (1.0 - decay**2)
+            z = noise(x.shape)
+            # 2. first order at the first and the last step, else the midpoint second order with D1
+            d = x0 if prev_x0 is None or i == n - 1 else x0 + 0.5 * (x0 - prev_x0) / ((g.lam[i] - g.lam[i - 1]) / h)
+            x = ratio * decay * x + drift * d + g.sigma[i + 1] * np.sqrt(max(1.0 - decay**2, 0.0)) * z
             prev_x0 = x0
             if progress is not None:
                 progress(1)

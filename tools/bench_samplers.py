@@ -17,7 +17,7 @@ from edgediff.runtime.generate import SampleRequest, generate
 
 #: (sampler, NFE) rows measured for every bundle.
 GRID = (("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp2m", 5), ("dpmpp2m", 10), ("dpmpp2m", 20),
-        ("unipc", 5), ("unipc", 10), ("unipc", 20))
+        ("sde-dpmpp2m", 10), ("sde-dpmpp2m", 20), ("unipc", 5), ("unipc", 10), ("unipc", 20))
 
 
 def gmm_row(x: np.ndarray) -> dict[str, Any]:

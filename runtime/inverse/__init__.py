@@ -16,7 +16,7 @@ from edgediff.runtime.inverse.methods import (METHODS, Problem, Reconstruction, 
                                               solver_reconstruction)
 from edgediff.runtime.inverse.operators import OPERATORS, Operator, build
 
-RECONSTRUCTION_SAMPLERS = ("ddim", "dpmpp2m")
+RECONSTRUCTION_SAMPLERS = ("ddim", "dpmpp2m", "sde-dpmpp2m")
 log = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "OPERATORS", "Operator", "Problem", "Reconstruction", "build", "reconstruct"]
@@ -42,9 +42,9 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
     """
     if sampler not in RECONSTRUCTION_SAMPLERS:
         raise InputError(f"--sampler {sampler!r} is unknown: expected one of {', '.join(RECONSTRUCTION_SAMPLERS)}")
-    if sampler == "dpmpp2m" and method == "dps":
-        raise InputError("--sampler dpmpp2m works with ddnm and diffpir; DPS guides x_t through the network's Jacobian "
-                         "and runs on its own DDPM steps")
+    if sampler != "ddim" and method == "dps":
+        raise InputError(f"--sampler {sampler} works with ddnm and diffpir; DPS guides x_t through the network's "
+                         "Jacobian and runs on its own DDPM steps")
     if method not in METHODS:
         raise InputError(f"method {method!r} is unknown: expected one of {', '.join(METHODS)}")
     if method == "smc":
@@ -107,9 +107,9 @@ def _reconstruct_once(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y:
         stop = first + denoiser.max_batch
         problem = Problem(operator.take(first, stop), y[first:stop] / scale, float(sigma_y) / scale)
         rng = np.random.default_rng([seed, i])
-        if sampler == "dpmpp2m":
+        if sampler != "ddim":
             res = solver_reconstruction(denoiser, denoiser.schedule, problem, steps=steps, data=method, lam=lam, rng=rng,
-                                        progress=progress)
+                                        progress=progress, solver=sampler)
         elif method == "ddnm":
             res = ddnm(denoiser, denoiser.schedule, problem, steps=steps, eta=eta, rng=rng, progress=progress)
         elif method == "diffpir":

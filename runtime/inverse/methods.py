@@ -107,15 +107,17 @@ def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, et
 
 
 def solver_reconstruction(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 20, data: str = "ddnm",
-                          lam: float = 1.0, rng: np.random.Generator, progress: Progress | None = None) -> Reconstruction:
+                          lam: float = 1.0, rng: np.random.Generator, progress: Progress | None = None,
+                          solver: str = "dpmpp2m") -> Reconstruction:
     """DDNM+ or DiffPIR data steps inside DPM-Solver++(2M): deterministic, second order, so fewer steps.
 
     The solver advances on data predictions; each x0_hat is first made consistent with y, by DDNM+'s
     noise-aware range-space step (lambda_t = min(1, sigma_next / (alpha_next sigma_y))) or DiffPIR's
     proximal step (rho_t = lam sigma_y^2 abar_t / (1 - abar_t)). DPS does not compose (its guidance
     acts on x_t after the step, through the network's Jacobian), nor does UniPC's corrector, which
-    would re-use an unconstrained model output."""
-    from edgediff.runtime.solvers import dpmpp2m
+    would re-use an unconstrained model output. ``solver="sde-dpmpp2m"``: the same data steps inside
+    the stochastic SDE-DPM-Solver++(2M), whose fresh noise forgives earlier errors."""
+    from edgediff.runtime.solvers import dpmpp2m, sde_dpmpp2m
 
     A, y = problem.operator, problem.y
     sigma_y = problem.sigma_y * getattr(A, "pinv_noise_gain", 1.0)
@@ -133,8 +135,11 @@ def solver_reconstruction(denoiser: Any, schedule: Any, problem: Problem, *, ste
     def eps_fn(x: np.ndarray, t: int) -> np.ndarray:
         return _eps(denoiser, x, t)
 
-    x = dpmpp2m(eps_fn, schedule.alphas_bar, ts, rng.standard_normal(problem.shape), progress=progress,
-                data_step=data_step)
+    x_T = rng.standard_normal(problem.shape)
+    if solver == "sde-dpmpp2m":
+        x = sde_dpmpp2m(eps_fn, schedule.alphas_bar, ts, x_T, rng.standard_normal, progress=progress, data_step=data_step)
+    else:
+        x = dpmpp2m(eps_fn, schedule.alphas_bar, ts, x_T, progress=progress, data_step=data_step)
     return Reconstruction(x, len(ts), float(len(ts)), time.perf_counter() - start)
 
 

@@ -99,3 +99,51 @@ def test_exact_gaussian_prior_mean_and_variance_at_10_nfe(kind, tol):
     finer = sample(g, schedule, (n, 2), method=kind, steps=40, rng=np.random.default_rng(1))
     predicted40 = std / np.sqrt(std**2 + (1 - schedule.alphas_bar[24]) / schedule.alphas_bar[24])
     assert np.all(np.abs(finer.x.std(axis=0) / std - predicted40) < 0.03)  # the error shrinks with steps
+
+
+@pytest.mark.parametrize("schedule_kind, steps", [("linear", 10), ("cosine", 20), ("cosine", 5)])
+def test_sde_dpmpp2m_matches_diffusers_step_for_step_given_the_same_noise(schedule_kind, steps, monkeypatch):
+    """diffusers' DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++") with the noise injected
+    (its ``variance_noise``), in float64 as above: the same states after every step."""
+    from diffusers.schedulers import scheduling_dpmsolver_multistep as dpm
+
+    from edgediff.runtime import solvers
+
+    schedule = NoiseSchedule.linear() if schedule_kind == "linear" else NoiseSchedule.cosine()
+    gmm = GaussianMixtureDenoiser.from_spec(schedule)
+    rng = np.random.default_rng(3)
+    x_T = rng.standard_normal((32, 2))
+    zs = [rng.standard_normal((32, 2)) for _ in range(steps)]
+    ts = timesteps(schedule.T, steps, "trailing")
+
+    def eps_fn(x, t):
+        return -np.sqrt(1 - schedule.alphas_bar[t]) * gmm.score(x, np.full(len(x), t))
+
+    mine_states = []
+    draws = iter(zs)
+    mine = solvers.sde_dpmpp2m(eps_fn, schedule.alphas_bar, ts, x_T.copy(), lambda shape: next(draws),
+                               callback=lambda i, t, x, x0: mine_states.append(x.copy()))
+    monkeypatch.setattr(dpm, "torch", float64_module(dpm))
+    sched = dpm.DPMSolverMultistepScheduler(num_train_timesteps=schedule.T, trained_betas=schedule.betas.tolist(),
+                                            solver_order=2, prediction_type="epsilon", algorithm_type="sde-dpmsolver++",
+                                            solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero")
+    sched.set_timesteps(timesteps=ts.tolist())
+    abar = schedule.alphas_bar[ts]
+    sched.sigmas = torch.from_numpy(np.append(np.sqrt((1 - abar) / abar), 0.0))
+    x = torch.from_numpy(x_T.copy())
+    for i, t in enumerate(sched.timesteps):
+        np.testing.assert_allclose(x.numpy(), mine_states[i], rtol=1e-10, atol=1e-12)  # step for step
+        eps = torch.from_numpy(eps_fn(x.numpy(), int(t)))
+        x = sched.step(eps, t, x, variance_noise=torch.from_numpy(zs[i])).prev_sample
+    rel = np.linalg.norm(mine - x.numpy()) / np.linalg.norm(x.numpy())
+    assert rel < 1e-10, rel
+
+
+def test_sde_dpmpp2m_samples_an_exact_gaussian_prior():
+    from edgediff.runtime.analytic import GaussianDenoiser
+
+    schedule = NoiseSchedule.cosine()
+    d = GaussianDenoiser(schedule, mean=[1.0, -2.0], cov=np.diag([0.25, 4.0]))
+    x = sample(d, schedule, (20000, 2), method="sde-dpmpp2m", steps=20, rng=np.random.default_rng(0)).x
+    np.testing.assert_allclose(x.mean(axis=0), [1.0, -2.0], atol=0.05)
+    np.testing.assert_allclose(x.std(axis=0), [0.5, 2.0], rtol=0.05)

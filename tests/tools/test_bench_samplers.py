@@ -21,14 +21,14 @@ def test_bench_samplers_gmm2d(tmp_path):
     assert res.returncode == 0, res.stderr
     rows = {(r["sampler"], r["nfe"]): r for r in json.loads((tmp_path / "q.json").read_text())["bundles"][0]["rows"]}
     assert set(rows) == {("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp2m", 5), ("dpmpp2m", 10), ("dpmpp2m", 20),
-                         ("unipc", 5), ("unipc", 10), ("unipc", 20)}
+                         ("sde-dpmpp2m", 10), ("sde-dpmpp2m", 20), ("unipc", 5), ("unipc", 10), ("unipc", 20)}
     # the issue's yardstick: DPM-Solver++ at 10 NFE within 0.02 of DDIM-50's mode shares
     assert rows[("dpmpp2m", 10)]["share_diff_vs_ddim50"] <= 0.02 + 3 * np.sqrt(0.25 / 1500)
     assert rows[("ddim", 50)]["max_share_error"] < 0.03
     assert (tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("sampler", ["dpmpp2m", "unipc"])
+@pytest.mark.parametrize("sampler", ["dpmpp2m", "sde-dpmpp2m", "unipc"])
 def test_sample_with_a_solver(tmp_path, sampler):
     res = edgediff("sample", "gmm2d", "--n", "8", "--sampler", sampler, "--steps", "6", "--out", tmp_path / "x.npy", "--quiet")
     assert res.returncode == 0, res.stderr

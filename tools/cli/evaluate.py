@@ -41,14 +41,16 @@ def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, s
 @click.option("--data", type=click.Path(path_type=Path), help="Held-out frames (.npy, N x 2 x L) instead of the built-in set.")
 @click.option("--evm/--no-evm", default=None, help="Blind EVM (default: for PSK datasets).")
 @click.option("--psk", type=click.Choice(["rf-qpsk", "rf-qpsk-fast"]), help="Receiver format for --data frames.")
-@click.option("--steps", type=count(1), help="Sampler steps (default 50).")
-@click.option("--eta", type=non_negative(10.0), help="[1; a distilled bundle: its own]")
+@click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]), default="ddim", show_default=True,
+              help="The sampler (as in `sample`).")
+@click.option("--steps", type=count(1), help="Sampler steps (default: the sampler's, DDIM 50).")
+@click.option("--eta", type=non_negative(10.0), help="DDIM: [1; a distilled bundle: its own]")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON.")
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def evaluate(bundle, n, data, evm, psk, steps, eta, seed, json_out, force, quiet, **engine) -> None:
+def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, force, quiet, **engine) -> None:
     """Sample N frames from BUNDLE and compare them with N held-out frames: mean-PSD log-spectral
     distance, envelope Wasserstein-1, blind EVM (PSK) and chirp IF linearity (chirps)."""
     from edgediff.runtime.atomic import write_json
@@ -64,13 +66,14 @@ def evaluate(bundle, n, data, evm, psk, steps, eta, seed, json_out, force, quiet
     if evm and dataset not in PSK_DATASETS:
         raise InputError(f"--evm: dataset {dataset!r} is not a PSK dataset (EVM needs one of "
                          f"{', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT)")
-    request, _ = for_bundle(SampleRequest(n=n, steps=steps, eta=eta, seed=seed), denoiser.distilled)
+    request, _ = for_bundle(SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed), denoiser.distilled)
     request.check(denoiser.schedule.T, denoiser.max_batch)
     total = -(-n // min(denoiser.max_batch, n)) * request.nfe(denoiser.schedule.T)
     with click.progressbar(length=total, label=f"sampling {n}", hidden=quiet, show_pos=True) as bar:
         run = generate(denoiser, request, progress=bar.update)
     report = evaluate_frames(run.x, ref, dataset, evm=evm is not False)
-    report["sampler"] = {"method": "ddim", "steps": run.nfe, "eta": request.eta, "seed": seed, "backend": denoiser.backend}
+    report["sampler"] = {"method": request.method, "steps": run.nfe, "eta": request.eta, "seed": seed,
+                         "backend": denoiser.backend}
     report["bundle"] = str(denoiser.bundle.root)
     for line in describe(report):
         click.echo(line)

@@ -32,8 +32,8 @@ CASE_NAMES = ("miss50", "miss75", "burst25", "denoise10", "decimate2")
 @click.option("--method", type=click.Choice(["ddnm", "diffpir", "dps", "smc"]), default="ddnm", show_default=True,
               help="smc: sequential Monte Carlo, exact as --particles grow (NFE per frame: particles x steps).")
 @click.option("--particles", type=count(1, 1 << 16), default=16, show_default=True, help="smc: particles per frame.")
-@click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m"]), default="ddim", show_default=True,
-              help="ddnm/diffpir: their own DDIM-style steps, or inside DPM-Solver++(2M) (deterministic, ~20 steps).")
+@click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m", "sde-dpmpp2m"]), default="ddim", show_default=True,
+              help="ddnm/diffpir: their own DDIM-style steps, or inside DPM-Solver++(2M) (deterministic, ~20 steps) or its SDE variant.")
 @click.option("--steps", type=count(1), help="Reverse steps [100; a distilled bundle: its own].")
 @click.option("--eta", type=Finite(0.0, 1.0), default=0.5, show_default=True, help="DDNM+ share of fresh noise.")
 @click.option("--zeta", type=non_negative(100.0),

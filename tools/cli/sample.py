@@ -14,9 +14,10 @@ from edgediff.tools.cli.types import SEED, count, non_negative, positive
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=count(1), default=16, show_default=True, help="Number of samples.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp2m", "unipc"]), default="ddim", show_default=True,
-              help="ddim (with --eta), ddpm, or the deterministic multistep solvers DPM-Solver++(2M) and UniPC.")
-@click.option("--steps", type=count(1), help="Sampler steps (DDPM: all T; DDIM: 50; dpmpp2m/unipc: 15).")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]), default="ddim",
+              show_default=True, help="ddim (with --eta), ddpm, the deterministic multistep solvers DPM-Solver++(2M) "
+                                      "and UniPC, or the stochastic SDE-DPM-Solver++(2M).")
+@click.option("--steps", type=count(1), help="Sampler steps (DDPM: all T; DDIM: 50; dpmpp2m/unipc: 15; sde-dpmpp2m: 20).")
 @click.option("--eta", type=non_negative(10.0),
               help="DDIM stochasticity: 1 is the DDPM posterior on the strided steps (robust to model error), "
                    "0 the deterministic sampler. [1; a distilled bundle: its own, 0]")
