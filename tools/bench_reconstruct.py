@@ -199,3 +199,74 @@ def table(report: dict[str, Any]) -> list[str]:
                 lines.append(f"    {name:<30} {m['kind']:<9} {m['nmse_db']:8.2f} dB   {m['nfe']:5.0f} NFE   "
                              f"{m['ms_per_frame']:8.1f} ms/frame{ser}")
     return lines
+
+
+#: The cost axis (bench-reconstruct --nfe-curve): (label, method, steps, repeats K or particles P).
+NFE_GRID = (("DDNM+", "ddnm", 10, 1), ("DDNM+", "ddnm", 25, 1), ("DDNM+", "ddnm", 50, 1), ("DDNM+", "ddnm", 100, 1),
+            ("DDNM+", "ddnm", 250, 1), ("DDNM+ mean of 4", "ddnm", 25, 4), ("DDNM+ mean of 4", "ddnm", 100, 4),
+            ("DiffPIR", "diffpir", 25, 1), ("DiffPIR", "diffpir", 100, 1), ("DPS Jacobian-free", "dps", 50, 1),
+            ("DPS Jacobian-free", "dps", 100, 1), ("DDNM+ in DPM-Solver++", "dpmpp2m", 10, 1),
+            ("DDNM+ in DPM-Solver++", "dpmpp2m", 20, 1), ("DDNM+ in SDE-DPM-Solver++", "sde-dpmpp2m", 10, 1),
+            ("DDNM+ in SDE-DPM-Solver++", "sde-dpmpp2m", 20, 1), ("SMC", "smc", 50, 4), ("SMC", "smc", 50, 16),
+            ("SMC", "smc", 50, 64))
+
+
+def _curve_run(setup: Setup, method: str, steps: int, k: int, problem: Problem, seed: int) -> tuple[np.ndarray, int]:
+    d, sched = setup.denoiser, setup.denoiser.schedule
+    if method == "smc":
+        from edgediff.runtime.inverse.smc import smc
+
+        return smc(d, sched, problem, particles=k, steps=steps, rng=np.random.default_rng(seed)).x, k * steps
+    runs = []
+    for j in range(k):
+        rng = np.random.default_rng([seed, j])
+        if method == "ddnm":
+            runs.append(ddnm(d, sched, problem, steps=steps, eta=0.5, rng=rng).x)
+        elif method == "diffpir":
+            runs.append(diffpir(d, sched, problem, steps=steps, lam=1.0, zeta=1.0, rng=rng).x)
+        elif method == "dps":
+            runs.append(dps(d, sched, problem, steps=steps, zeta=0.3, exact=False, rng=rng).x)
+        else:
+            runs.append(solver_reconstruction(d, sched, problem, steps=steps, rng=rng, solver=method).x)
+    return np.mean(runs, axis=0), k * steps
+
+
+def nfe_curve(bundle: Path, frames: int, case: str = "miss75",
+              grid: tuple[tuple[str, str, int, int], ...] = NFE_GRID) -> dict[str, Any]:
+    """NMSE (and SER) against NFE per frame for every method at several budgets, LMMSE as a line."""
+    setup = Setup(bundle, frames, exact_dps=False)
+    rng = np.random.default_rng([sum(map(ord, setup.name)), sum(map(ord, case))])
+    problems = [Problem(*degrade(case, f, rng)) for f in setup.truth]
+
+    def score(xs: list[np.ndarray]) -> dict[str, Any]:
+        x = np.stack(xs)
+        row = {"nmse_db": float(10 * np.log10(np.sum((x - setup.truth) ** 2) / np.sum(setup.truth**2)))}
+        if setup.symbols is not None:
+            row["ser"] = symbol_error_rate(x, setup.symbols)
+        return row
+
+    lmmse = score([baselines.lmmse(p, setup.prior)[0] for p in problems])
+    T = setup.denoiser.schedule.T
+    rows: list[dict[str, Any]] = []
+    skipped = [f"{label} {steps}" for label, _, steps, _ in grid if steps > T]  # a schedule of fewer steps
+    for label, method, steps, k in [g for g in grid if g[2] <= T]:
+        start, xs, nfe = time.perf_counter(), [], 0
+        for i, p in enumerate(problems):
+            x, nfe = _curve_run(setup, method, steps, k, p, i)
+            xs.append(x[0])
+        rows.append({"label": label, "method": method, "steps": steps, "k": k, "nfe": nfe,
+                     "ms_per_frame": 1e3 * (time.perf_counter() - start) / len(problems), **score(xs)})
+    return {"dataset": setup.name, "case": CASES[case][0], "frames": frames, "lmmse": lmmse, "rows": rows,
+            "skipped_beyond_T": skipped}
+
+
+def curve_lines(report: dict[str, Any]) -> list[str]:
+    lm = report["lmmse"]
+    ser = f", SER {lm['ser']:.4f}" if "ser" in lm else ""
+    lines = [f"{report['dataset']} / {report['case']} ({report['frames']} frames): LMMSE {lm['nmse_db']:.2f} dB{ser}"]
+    for r in report["rows"]:
+        ser = f"  SER {r['ser']:.4f}" if "ser" in r else ""
+        what = f"{r['label']} {r['steps']}" + (f", P={r['k']}" if r["method"] == "smc" else "")
+        lines.append(f"  {what:<36} {r['nfe']:>6} NFE  {r['nmse_db']:7.2f} dB  ({r['nmse_db'] - lm['nmse_db']:+.2f} vs LMMSE)"
+                     f"{ser}  {r['ms_per_frame']:8.0f} ms/frame")
+    return lines

@@ -394,3 +394,24 @@ def study_curves(curves: dict[str, list[dict[str, Any]]], out: Path, offsets: di
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=7)
     return save(fig, out)
+
+
+def nmse_vs_nfe(curves: list[dict[str, Any]], out: Path) -> Path:
+    """One panel per dataset: NMSE against NFE per frame, one line per method (budgets joined), LMMSE
+    as a horizontal line; points labelled with their time per frame."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(6.2 * len(curves), 4.4), squeeze=False, layout="constrained")
+    for ax, c in zip(axes[0], curves):
+        labels = dict.fromkeys(r["label"] + (" (particles)" if r["method"] == "smc" else "") for r in c["rows"])
+        for label in labels:
+            pts = sorted((r["nfe"], r["nmse_db"], r["ms_per_frame"]) for r in c["rows"]
+                         if r["label"] + (" (particles)" if r["method"] == "smc" else "") == label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3.5, label=label)
+        ax.axhline(c["lmmse"]["nmse_db"], color="k", ls="--", lw=1, label="LMMSE (0 NFE)")
+        ax.set_xscale("log")
+        ax.set_xlabel("network evaluations per frame")
+        ax.set_ylabel("NMSE (dB)")
+        ax.set_title(f"{c['dataset']}: {c['case']}, {c['frames']} frames", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save(fig, out)

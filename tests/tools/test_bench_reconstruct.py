@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -35,3 +36,23 @@ def test_bench_reconstruct_refuses_other_bundles(mlp_bundle):
     res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(mlp_bundle)], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 2 and "built-in RF dataset" in res.stderr
+
+
+def test_the_nfe_curve_has_every_budget_and_lmmse(tmp_path, unet_bundle):
+    import json
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(unet_bundle), "--nfe-curve", "--frames",
+                          "1", "--json", str(tmp_path / "c.json"), "--plot", str(tmp_path / "c.png")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    curve = json.loads((tmp_path / "c.json").read_text())["curves"][0]
+    from edgediff.tools.bench_reconstruct import NFE_GRID
+
+    grid = [g for g in NFE_GRID if g[2] <= 100]  # the tiny bundle's schedule has T = 100
+    assert curve["case"].startswith("75 %") and len(curve["rows"]) == len(grid) and curve["skipped_beyond_T"]
+    assert [r["nfe"] for r in curve["rows"]] == [steps * k for _, _, steps, k in grid]
+    assert all(np.isfinite(r["nmse_db"]) and r["ms_per_frame"] > 0 for r in curve["rows"])
+    assert np.isfinite(curve["lmmse"]["nmse_db"]) and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert "vs LMMSE" in res.stdout

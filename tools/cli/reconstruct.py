@@ -196,15 +196,38 @@ def denoise(ctx, bundle, y_path, sigma_y, steps, hop, seed, out, datatype, sampl
 @click.option("--cases", type=CommaList(click.Choice(CASE_NAMES), unique=True), default=",".join(CASE_NAMES), show_default=True,
               help="Comma-separated cases.")
 @click.option("--no-exact-dps", is_flag=True, help="Skip DPS with torch gradients (needs torch and the run).")
+@click.option("--nfe-curve", is_flag=True, help="Instead: NMSE against NFE per frame for every method at several "
+              "budgets (SMC at several particle counts) on the first case, LMMSE as a line.")
+@click.option("--plot", type=click.Path(path_type=Path), help="--nfe-curve: the curves as a PNG.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
-def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, json_out, force) -> None:
+def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, nfe_curve, plot, json_out, force) -> None:
     """NMSE of every method and classical baseline on held-out frames of built-in RF datasets."""
     from edgediff.runtime.atomic import write_json
     from edgediff.tools.bench_reconstruct import CASES, run_benchmark, table
     from edgediff.tools.cli.outputs import check_outputs
 
-    check_outputs({"--json": json_out}, force=force)
+    check_outputs({"--json": json_out, "--plot": plot}, force=force)
+    if nfe_curve:
+        from edgediff.tools.bench import machine
+        from edgediff.tools.bench_reconstruct import curve_lines, nfe_curve as curve
+
+        case = "miss75" if list(cases) == list(CASE_NAMES) else cases[0]  # the issue's case unless one is named
+        curves = []
+        for bundle in bundles:
+            curves.append(curve(bundle, frames, case))
+            for line in curve_lines(curves[-1]):
+                click.echo(line)
+        if plot is not None:
+            from edgediff.tools import plots
+
+            click.echo(f"wrote {plots.nmse_vs_nfe(curves, plot)}")
+        if json_out is not None:
+            write_json(json_out, {"machine": machine(), "curves": curves})
+            click.echo(f"wrote {json_out}")
+        return
+    if plot is not None:
+        raise InputError("--plot draws the --nfe-curve; the case table is text and JSON")
     names = cases
     assert set(names) <= set(CASES), "CASE_NAMES and the benchmark's CASES drifted apart"
     report: dict[str, Any] = run_benchmark(list(bundles), names, frames, steps, exact_dps=not no_exact_dps)
