@@ -14,8 +14,9 @@ import numpy as np
 from edgediff.runtime.errors import BundleError
 
 #: Relative L2 error allowed per precision (the export gate measures ~1e-6 for fp32 on onnxruntime;
-#: TF32 GPU kernels reach ~1e-3; fp16 engines ~1e-3..1e-2). A different model is off by ~1.
-TOLERANCE = {"fp32": 5e-3, "fp16": 3e-2, "bf16": 6e-2}
+#: TF32 GPU kernels reach ~1e-3; fp16 engines ~1e-3..1e-2; QDQ int8 models ~3e-2). A different model
+#: is off by ~1.
+TOLERANCE = {"fp32": 5e-3, "fp16": 3e-2, "bf16": 6e-2, "int8": 0.15}
 
 
 def self_test(denoiser: Any, precision: str = "fp32") -> float:

@@ -261,3 +261,19 @@ def sample_cli_footprint(bundle: Path) -> dict[str, Any]:
     """Peak RSS and wall time of a whole `edgediff sample` process (CLI start-up included), measured by a
     small parent so the figure is the child's own high-water mark."""
     return process_footprint(bundle, SAMPLE_CLI)
+
+
+def dynamic_int8(bundle: Any, folder: str, threads: int = 0) -> BundleDenoiser:
+    """ONNX Runtime's dynamic quantization of the bundle's model (int8 weights, activations quantized per
+    call), written to ``folder``: a bench row, not a bundle file (no calibration, no gate)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgediff.export.quantize import int8_denoiser
+    from edgediff.runtime.bundle import Bundle
+
+    b = Bundle.open(bundle)
+    out = Path(folder) / "model.dynamic.onnx"
+    quantize_dynamic(str(b.path("model.onnx")), str(out), weight_type=QuantType.QInt8)
+    d = int8_denoiser(b, out, threads)
+    d.provider = "CPUExecutionProvider, dynamic int8"
+    return d

@@ -76,20 +76,35 @@ class BundleDenoiser:
             self.engine.close()
 
 
+#: ONNX Runtime's model file per precision, and the command that adds it to a bundle.
+PRECISIONS = {"fp32": ("model.onnx", "edgediff export onnx RUN --out BUNDLE"),
+              "fp16": ("model.fp16.onnx", "edgediff export onnx RUN --out BUNDLE --fp16"),
+              "int8": ("model.int8.onnx", "edgediff export int8 BUNDLE")}
+
+
 def load(bundle_dir: str | Path, backend: str = "auto", device: str | None = None, *, threads: int = 0,
          spinning: bool = True, cuda_graph: bool = False, run_dir: str | Path | None = None,
-         self_test: bool = True) -> BundleDenoiser:
+         self_test: bool = True, precision: str = "fp32") -> BundleDenoiser:
     """Verify ``bundle_dir`` (a path or a shipped prior's name) and return a denoiser on the chosen engine.
 
     ``device``: for ``ort`` one of cpu / cuda / tensorrt (its execution providers); for ``trt`` and
     ``torch`` a device such as ``cuda:0``. ``run_dir`` overrides where the torch backend finds the
     exporting run (default: the path the manifest recorded). With ``self_test`` (the default) the
-    engine must reproduce the bundle's reference outputs before it is returned.
+    engine must reproduce the bundle's reference outputs before it is returned. ``precision``: the
+    ONNX model ONNX Runtime runs (fp32 model.onnx, fp16 or int8 where the bundle has them); with a
+    lower precision ``auto`` means ONNX Runtime.
     """
     if backend not in BACKENDS:
         raise InputError(f"backend {backend!r} is unknown: expected one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision!r} is unknown: expected one of {', '.join(PRECISIONS)}")
     bundle = Bundle.open(bundle_dir)
-    if backend == "auto":
+    if precision != "fp32" and backend in ("trt", "torch"):
+        raise InputError(f"--precision {precision} selects an ONNX model for ONNX Runtime; a TensorRT plan has its own "
+                         "precision (edgediff export trt --precision) and torch runs the run's fp32 weights")
+    if precision != "fp32":
+        denoiser = _ort(bundle, device or "cpu", threads, spinning, f"requested {precision}", precision)
+    elif backend == "auto":
         denoiser = _auto(bundle, device, threads, spinning, cuda_graph)
     elif backend == "ort":
         denoiser = _ort(bundle, device or "cpu", threads, spinning, "requested")
@@ -100,8 +115,8 @@ def load(bundle_dir: str | Path, backend: str = "auto", device: str | None = Non
     if self_test:
         from edgediff.runtime.selftest import self_test as run_self_test
 
-        precision = str(getattr(denoiser.engine, "entry", {}).get("precision", "fp32")) if denoiser.backend == "trt" else "fp32"
-        denoiser.self_test_error = run_self_test(denoiser, precision)
+        tested = str(getattr(denoiser.engine, "entry", {}).get("precision", "fp32")) if denoiser.backend == "trt" else precision
+        denoiser.self_test_error = run_self_test(denoiser, tested)
     return denoiser
 
 
@@ -129,10 +144,13 @@ def _auto(bundle: Bundle, device: str | None, threads: int, spinning: bool, cuda
     return _ort(bundle, "cpu", threads, spinning, "auto: " + ("; ".join(reasons) or "CPU requested"))
 
 
-def _ort(bundle: Bundle, device: str, threads: int, spinning: bool, reason: str) -> BundleDenoiser:
+def _ort(bundle: Bundle, device: str, threads: int, spinning: bool, reason: str, precision: str = "fp32") -> BundleDenoiser:
     from edgediff.runtime.backends.ort import OrtEngine, OrtOptions
 
-    engine = OrtEngine(bundle.path("model.onnx"), OrtOptions(device=device, threads=threads, spinning=spinning))
+    name, command = PRECISIONS[precision]
+    if name not in bundle.manifest["files"]:
+        raise InputError(f"{bundle.root}: the bundle has no {precision} model ({name}); make it with `{command}`")
+    engine = OrtEngine(bundle.path(name), OrtOptions(device=device, threads=threads, spinning=spinning))
     expected = bundle.schedule.fingerprint()
     found = engine.metadata.get(FINGERPRINT_KEY)
     if found != expected:
@@ -140,7 +158,8 @@ def _ort(bundle: Bundle, device: str, threads: int, spinning: bool, reason: str)
                           f"manifest.json ({expected[:12]}…); the model and manifest come from different exports: "
                           "re-export the bundle")
     check_graph(bundle, engine.input_shape, engine.metadata)
-    log.info("backend ort (%s): %s", engine.provider, reason)
+    engine.precision = precision
+    log.info("backend ort (%s, %s): %s", engine.provider, precision, reason)
     return BundleDenoiser(bundle, engine, "ort", reason, bundle.batch_range)
 
 

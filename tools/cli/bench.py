@@ -25,8 +25,13 @@ from edgediff.tools.cli.types import CommaList, count, positive, within
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write all figures as JSON.")
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True, help="ONNX Runtime CPU threads (0: min(2, cores)).")
-def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, json_out, threads, force) -> None:
+@click.option("--precisions", type=CommaList(click.Choice(["int8", "dynamic", "fp16"]), unique=True),
+              help="Also ONNX Runtime rows for the bundle's int8 / fp16 models and ORT's dynamic quantization "
+                   "(made here, in a temporary file).")
+def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, json_out, threads, force, precisions) -> None:
     """Measure BUNDLE on each backend: NFE latency, sampler overhead, end-to-end time, footprint."""
+    import tempfile
+
     from edgediff.runtime.atomic import write_json
     from edgediff.runtime.backends import load
     from edgediff.tools import bench as b
@@ -34,6 +39,10 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
     names, batch_list = backends, batches
     check_outputs({"--json": json_out}, force=force)
     denoisers = {n: load(bundle, backend=n, threads=threads) for n in names}
+    scratch = tempfile.TemporaryDirectory()
+    for p in precisions or []:
+        denoisers[f"ort-{p}"] = (b.dynamic_int8(bundle, scratch.name, threads) if p == "dynamic"
+                                 else load(bundle, backend="ort", precision=p, threads=threads))
     for n, d in denoisers.items():
         within("--batch", batch_list, d.min_batch, d.max_batch, f"the batch range of the {n} engine")
     report: dict[str, Any] = {"machine": b.machine(), "bundle": str(bundle), "backends": {}, "ratios": {}}
@@ -58,6 +67,7 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
     report["install_footprint"] = {"edgediff[ort]": b.install_footprint(["edgediff", "onnxruntime"]),
                                    "torch loop": b.install_footprint(["torch", "numpy"])}
     report["ratios"] = ratios(report)
+    scratch.cleanup()
     first = next(iter(denoisers.values()))
     if first.bundle.manifest.get("data", {}).get("dataset") == "gmm2d":
         report["gmm2d_quality"] = b.gmm_quality(denoisers.get("ort", first), quality_samples, first.max_batch)
@@ -76,6 +86,11 @@ def ratios(report: dict[str, Any]) -> dict[str, Any]:
             common = set(be[slow]["nfe"]) & set(be[fast]["nfe"])
             out[f"nfe {slow}/{fast}"] = {k: be[slow]["nfe"][k]["median"] / be[fast]["nfe"][k]["median"]
                                          for k in sorted(common, key=int)}
+    for name in [n for n in be if n.startswith("ort-") and "ort" in be]:  # a lower precision against fp32
+        common = set(be["ort"]["nfe"]) & set(be[name]["nfe"])
+        out[f"nfe ort/{name}"] = {k: be["ort"]["nfe"][k]["median"] / be[name]["nfe"][k]["median"] for k in sorted(common, key=int)}
+        out[f"end to end ort/{name}"] = {k: be["ort"]["end_to_end"][k]["median"] / v["median"]
+                                         for k, v in be[name]["end_to_end"].items() if k in be["ort"]["end_to_end"]}
     for name, entry in be.items():
         e2e = entry["end_to_end"]
         ddpm = next((v for k, v in e2e.items() if k.startswith("ddpm")), None)
@@ -125,7 +140,7 @@ def table(report: dict[str, Any]) -> list[str]:
             f"{k} {v['total_mb']:.0f} MB ({len(v['packages'])} packages)" for k, v in fp.items()))
     lines.append("ratios (same run):")
     for k, v in report["ratios"].items():
-        text = ", ".join(f"batch {s}: {r:.2f}x" for s, r in v.items()) if isinstance(v, dict) else f"{v:.2f}x"
+        text = ", ".join(f"{'batch ' if str(s).isdigit() else ''}{s}: {r:.2f}x" for s, r in v.items()) if isinstance(v, dict) else f"{v:.2f}x"
         lines.append(f"  {k}: {text}")
     if "gmm2d_quality" in report:
         q = report["gmm2d_quality"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
-from edgediff.tools.cli.types import BATCH_PROFILE, count, non_negative
+from edgediff.tools.cli.types import BATCH_PROFILE, SEED, count, non_negative
 
 
 @cli.group()
@@ -38,6 +38,53 @@ def export_onnx(run_dir, out, opset, batch, max_batch, atol, rtol, fp16, force) 
     size = sum(f["bytes"] for f in m["files"].values()) / 1e6
     click.echo(f"bundle {out}: {', '.join(m['files'])} ({size:.1f} MB), schedule {m['schedule']['kind']} "
                f"T={m['schedule']['T']}, batch {m['batch']['min']}..{m['batch']['max']}")
+
+
+@export.command("int8")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+              help="Activation calibration.")
+@click.option("--calibration", type=count(16, 1 << 16), default=512, show_default=True,
+              help="Calibration inputs x_t, their timesteps stratified over the schedule.")
+@click.option("--gate-frames", type=count(16, 1 << 20),
+              help="Frames each model samples for the gate [QPSK 512, chirps 4096, mix 1024, gmm2d 8192].")
+@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace the bundle's existing int8 model.")
+def export_int8(bundle_dir, method, calibration, gate_frames, seed, force) -> None:
+    """Quantize BUNDLE_DIR to int8 (QDQ, ONNX Runtime's static quantization, calibrated over the schedule)
+    and keep model.int8.onnx only if the receiver gate passes (EVM, LSD, mode shares, reconstruction
+    against fp32); otherwise nothing is written. Run it with --precision int8."""
+    import tempfile
+
+    from edgediff.export import quantize as q
+    from edgediff.runtime.bundle import Bundle
+    from edgediff.runtime.errors import BundleError
+    from edgediff.tools.int8_gate import GATES, gate
+
+    bundle = Bundle.open(bundle_dir)
+    q.check_quantizable(bundle, force)
+    with tempfile.TemporaryDirectory(dir=Path(bundle.root).parent) as tmp:
+        candidate = Path(tmp) / q.INT8_FILE
+        keep = q.quantize(bundle, candidate, method, calibration, seed)
+        click.echo(f"quantized ({method}, {calibration} calibration inputs over the schedule, {len(keep)} nodes kept "
+                   f"in float); gating against fp32")
+        report = gate(bundle, candidate, gate_frames, seed)
+        if "note" in report:
+            click.echo(f"  note: {report['note']}")
+        for name, c in report["checks"].items():
+            sides = f"fp32 {c['fp32']:.3g}, int8 {c['int8']:.3g}, " if isinstance(c.get("fp32"), float) else ""
+            click.echo(f"  {name}: {sides}difference {c['diff']:.3g} (allowed {GATES[name]})")
+        if not report["passed"]:
+            failed = ", ".join(f"{k} off by {c['diff']:.3g} (allowed {GATES[k]})" for k, c in report["checks"].items()
+                               if c["diff"] > GATES[k])
+            raise BundleError(f"int8 gate failed, nothing written: {failed}; try --method entropy or percentile, "
+                              "or keep the fp32 model")
+        m = q.add_int8(bundle, candidate, {"calibration": {"method": method, "inputs": calibration, "seed": seed,
+                                                          "timesteps": "stratified over [0, T)"},
+                                           "float_nodes": len(keep), "gate": report})
+    size = m["files"][q.INT8_FILE]["bytes"] / 1e6
+    click.echo(f"wrote {Path(bundle.root) / q.INT8_FILE} ({size:.1f} MB, reference error {m['int8']['reference_rel_l2']:.2e}, "
+               f"gate {report['seconds']:.0f} s on {report['frames']} frames)")
 
 
 @export.command("trt")

@@ -23,6 +23,8 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Training run for the torch backend.")
     @click.option("--no-self-test", is_flag=True,
                   help="Skip running reference.npz through the engine on load (only for a bundle you trust).")
+    @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+                  help="The ONNX model ONNX Runtime runs: fp32, or the bundle's fp16 / int8 model (edgediff export int8).")
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return f(*args, **kwargs)
@@ -31,11 +33,11 @@ def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load_denoiser(bundle: Path, *, backend: str, device: str | None, threads: int, no_spin: bool, cuda_graph: bool,
-                  run_dir: Path | None, no_self_test: bool = False) -> Any:
+                  run_dir: Path | None, no_self_test: bool = False, precision: str = "fp32") -> Any:
     from edgediff.runtime.backends import load
 
     denoiser = load(bundle, backend=backend, device=device, threads=threads, spinning=not no_spin,
-                    cuda_graph=cuda_graph, run_dir=run_dir, self_test=not no_self_test)
+                    cuda_graph=cuda_graph, run_dir=run_dir, self_test=not no_self_test, precision=precision)
     log.info("using %s: %s", denoiser.provider, denoiser.reason)
     return denoiser
 
