@@ -71,3 +71,20 @@ def test_arm64_cli_errors_keep_the_convention(tmp_path, arm_env):
 def test_cache_location_is_ignored_by_git():
     proc = subprocess.run(["git", "check-ignore", "-q", str(arm64.DEFAULT_CACHE)], cwd=arm64.REPO)
     assert proc.returncode == 0 or shutil.which("git") is None
+
+
+@needs_tools
+def test_arm64_samples_an_int8_bundle(tmp_path, arm_env, unet_bundle):
+    """The QDQ int8 model on ARM64's ONNX Runtime (correctness here; speed needs the board)."""
+    from click.testing import CliRunner
+
+    from edgediff.tools.cli import cli
+
+    bundle = tmp_path / "b"
+    shutil.copytree(unet_bundle, bundle)
+    res = CliRunner().invoke(cli, ["export", "int8", str(bundle), "--calibration", "32", "--gate-frames", "32"])
+    assert res.exit_code == 0, res.output
+    arm = arm64.run(arm_env, ["sample", str(bundle), "--precision", "int8", "--n", "2", "--steps", "5", "--quiet",
+                              "--out", str(tmp_path / "arm.npy")])
+    assert arm.returncode == 0, arm.stderr
+    assert np.isfinite(np.load(tmp_path / "arm.npy")).all()
