@@ -8,6 +8,13 @@ Version paths: TensorRT 8.6 (JetPack 5) needs the EXPLICIT_BATCH network flag an
 TensorRT 10.x (JetPack 6) takes precision builder flags (fp16 with normalisation, softmax and the
 timestep embedding pinned to fp32); TensorRT 11 builds strongly typed networks only, so fp16 there
 comes from the bundle's mixed-precision ``model.fp16.onnx``.
+
+INT8 is explicit quantization: the engine is built from the bundle's QDQ ``model.int8.onnx``
+(``edgediff export int8``, already calibrated and gated by a receiver), whose Q/DQ pairs tell
+TensorRT where to run int8; no calibrator. The INT8 flag (TensorRT 8.6/10) lets it use them and
+FP16 lets it run the layers left in float faster; on TensorRT 11 the strongly typed network takes
+its types from the QDQ graph itself. The engine is validated against ONNX Runtime running that same
+int8 model (not fp32), at the int8 self-test's tolerance.
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+INT8_ONNX = "model.int8.onnx"
 DEFAULT_WORKSPACE_MIB = 512  # fits the builder on 8 GB Jetson boards
 #: Layer types kept in fp32 in a weakly typed fp16/bf16 build (statistics and softmax overflow in fp16).
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
@@ -40,7 +48,7 @@ FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
 FP32_SCOPES = ("embed",)
 #: Validation thresholds against ONNX Runtime fp32 on the CPU.
 TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-4}, "fp32-tf32": {"rel_l2": 1e-3}, "fp16": {"rel_l2": 1e-2},
-             "bf16": {"rel_l2": 3e-2}}
+             "bf16": {"rel_l2": 3e-2}, "int8": {"rel_l2": 0.1}}
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,13 @@ def plan_build(trt_version: str, settings: BuildSettings, bundle_files: list[str
     clear = () if settings.tf32 else ("TF32",)
     flags: list[str] = ["VERSION_COMPATIBLE"] if settings.version_compatible else []
     network = ("EXPLICIT_BATCH",) if major < 10 else ()
+    if settings.precision == "int8":  # explicit quantization from the gated QDQ model
+        if INT8_ONNX not in bundle_files:
+            raise InputError(f"int8 engines build from {INT8_ONNX}: make it first with `edgediff export int8 BUNDLE`")
+        if major >= 11:
+            return BuildPlan(INT8_ONNX, ("STRONGLY_TYPED",), tuple(flags), clear)
+        return BuildPlan(INT8_ONNX, network, tuple(flags + ["INT8", "FP16"]), clear,
+                         notes=["explicit quantization: TensorRT places int8 where the QDQ nodes are"])
     if major >= 11:  # strongly typed only: precision comes from the ONNX's own types
         if settings.precision == "bf16":
             raise InputError("bf16 on TensorRT 11 needs a bf16 ONNX, which edgediff does not write: use --precision fp16")
@@ -169,6 +184,7 @@ def build_serialized(onnx_path: Path, plan: BuildPlan, settings: BuildSettings, 
     network_flags = {"EXPLICIT_BATCH": trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH,
                      "STRONGLY_TYPED": trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED}
     builder_flags = {"FP16": trt.BuilderFlag.FP16, "BF16": trt.BuilderFlag.BF16, "TF32": trt.BuilderFlag.TF32,
+                     "INT8": trt.BuilderFlag.INT8,
                      "OBEY_PRECISION_CONSTRAINTS": trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS,
                      "VERSION_COMPATIBLE": trt.BuilderFlag.VERSION_COMPATIBLE}
     flags = 0
@@ -244,8 +260,10 @@ def attach_timing_cache(config: trt.IBuilderConfig, path: Path | None) -> trt.IT
 
 
 def validate(engine: TrtEngine, bundle: Bundle, settings: BuildSettings, seed: int = 0) -> dict[str, Any]:
-    """The engine against ONNX Runtime (fp32, CPU) on reference.npz and on random inputs."""
-    ort = OrtEngine(bundle.path("model.onnx"), OrtOptions(device="cpu"))
+    """The engine against ONNX Runtime (CPU) on reference.npz and on random inputs: the fp32 model, or
+    for an int8 engine the same QDQ model it was built from."""
+    source = INT8_ONNX if settings.precision == "int8" else "model.onnx"
+    ort = OrtEngine(bundle.path(source), OrtOptions(device="cpu"))
     key = tolerance_key(settings)
     ref = bundle.reference()
     rng = np.random.default_rng(seed)
@@ -260,7 +278,7 @@ def validate(engine: TrtEngine, bundle: Bundle, settings: BuildSettings, seed: i
     for name, x, t in cases:
         t32 = t.astype(np.float32)
         checks.append({"name": name, **judge(ort(x, t32), engine(x, t32), key)})
-    return {"against": "onnxruntime CPU fp32", "tolerance": TOLERANCE[key], "checks": checks,
+    return {"against": f"onnxruntime CPU, {source}", "tolerance": TOLERANCE[key], "checks": checks,
             "passed": all(c["passed"] for c in checks)}
 
 

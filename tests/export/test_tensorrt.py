@@ -88,12 +88,24 @@ def test_build_plan_tensorrt_11_is_strongly_typed():
 
 @pytest.mark.parametrize("version, settings, match", [
     ("8.5.3", BuildSettings(), "too old"),
-    ("10.3.0", BuildSettings(precision="int8"), "unknown"),
+    ("10.3.0", BuildSettings(precision="int4"), "unknown"),
     ("10.3.0", BuildSettings(workspace_mib=4), "too small"),
 ])
 def test_build_plan_errors(version, settings, match):
     with pytest.raises((InputError, BackendUnavailableError), match=match):
         plan_build(version, settings, FILES)
+
+
+def test_build_plan_int8_is_explicit_quantization_from_the_qdq_model():
+    with pytest.raises(InputError, match="edgediff export int8"):
+        plan_build("10.3.0", BuildSettings(precision="int8"), FILES)
+    plan = plan_build("10.3.0", BuildSettings(precision="int8"), FILES + ["model.int8.onnx"])
+    assert plan.onnx_file == "model.int8.onnx" and {"INT8", "FP16"} <= set(plan.set_flags)
+    assert not plan.fp32_layer_types  # the QDQ graph says what runs in int8; the rest may use fp16
+    eight = plan_build("8.6.2", BuildSettings(precision="int8"), FILES + ["model.int8.onnx"])
+    assert "EXPLICIT_BATCH" in eight.network_flags and "INT8" in eight.set_flags
+    eleven = plan_build("11.4.0", BuildSettings(precision="int8"), FILES + ["model.int8.onnx"])
+    assert eleven.strongly_typed and "INT8" not in eleven.set_flags
 
 
 def test_plan_filename_names_what_it_is_valid_for():

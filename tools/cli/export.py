@@ -89,7 +89,8 @@ def export_int8(bundle_dir, method, calibration, gate_frames, seed, force) -> No
 
 @export.command("trt")
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16", "int8"]), default="fp32", show_default=True,
+              help="int8: explicit quantization from the bundle's gated model.int8.onnx (edgediff export int8).")
 @click.option("--batch", "profile", type=BATCH_PROFILE, default="1:1:16", show_default=True,
               help="Optimisation profile MIN:OPT:MAX (or one size), within the bundle's batch range.")
 @click.option("--workspace", type=count(64, 1 << 20), default=512, show_default=True, help="Builder workspace in MiB (256 on 8 GB Jetsons).")
