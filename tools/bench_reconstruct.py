@@ -267,6 +267,6 @@ def curve_lines(report: dict[str, Any]) -> list[str]:
     for r in report["rows"]:
         ser = f"  SER {r['ser']:.4f}" if "ser" in r else ""
         what = f"{r['label']} {r['steps']}" + (f", P={r['k']}" if r["method"] == "smc" else "")
-        lines.append(f"  {what:<36} {r['nfe']:>6} NFE  {r['nmse_db']:7.2f} dB  ({r['nmse_db'] - lm['nmse_db']:+.2f} vs LMMSE)"
+        lines.append(f"  {what:<36} {r['nfe']:>6} NFE  {r['nmse_db']:7.2f} dB  ({lm['nmse_db'] - r['nmse_db']:+.2f} dB over LMMSE)"
                      f"{ser}  {r['ms_per_frame']:8.0f} ms/frame")
     return lines

@@ -55,4 +55,4 @@ def test_the_nfe_curve_has_every_budget_and_lmmse(tmp_path, unet_bundle):
     assert [r["nfe"] for r in curve["rows"]] == [steps * k for _, _, steps, k in grid]
     assert all(np.isfinite(r["nmse_db"]) and r["ms_per_frame"] > 0 for r in curve["rows"])
     assert np.isfinite(curve["lmmse"]["nmse_db"]) and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
-    assert "vs LMMSE" in res.stdout
+    assert "dB over LMMSE" in res.stdout
