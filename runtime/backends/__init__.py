@@ -150,7 +150,8 @@ def _ort(bundle: Bundle, device: str, threads: int, spinning: bool, reason: str,
     name, command = PRECISIONS[precision]
     if name not in bundle.manifest["files"]:
         raise InputError(f"{bundle.root}: the bundle has no {precision} model ({name}); make it with `{command}`")
-    engine = OrtEngine(bundle.path(name), OrtOptions(device=device, threads=threads, spinning=spinning))
+    engine = OrtEngine(bundle.path(name), OrtOptions(device=device, threads=threads, spinning=spinning,
+                                                     channels_first=precision == "int8"))
     expected = bundle.schedule.fingerprint()
     found = engine.metadata.get(FINGERPRINT_KEY)
     if found != expected:

@@ -34,7 +34,7 @@ def int8_bundle(tmp_path_factory, unet_bundle):
 def test_the_int8_model_is_a_qdq_graph_in_the_manifest_and_samples(int8_bundle):
     m = json.loads((int8_bundle / "manifest.json").read_text())
     assert m["files"][q.INT8_FILE]["sha256"] == sha256_file(int8_bundle / q.INT8_FILE)
-    assert m["int8"]["gate"]["passed"] and m["int8"]["calibration"]["method"] == "minmax"
+    assert m["int8"]["gate"]["passed"] and m["int8"]["calibration"]["method"] == "percentile"
     ops = {n.op_type for n in onnx.load(str(int8_bundle / q.INT8_FILE)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     d = load(int8_bundle, precision="int8")  # self-test against reference.npz within the int8 tolerance

@@ -42,7 +42,7 @@ def export_onnx(run_dir, out, opset, batch, max_batch, atol, rtol, fp16, force) 
 
 @export.command("int8")
 @click.argument("bundle_dir", type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True,
+@click.option("--method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile", show_default=True,
               help="Activation calibration.")
 @click.option("--calibration", type=count(16, 1 << 16), default=512, show_default=True,
               help="Calibration inputs x_t, their timesteps stratified over the schedule.")
