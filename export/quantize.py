@@ -10,7 +10,8 @@ if a receiver says the radio still works.
    activations (u8s8: what x86 VNNI and Arm's dot products run fastest), on the convolutions and
    matrix products only, after ``quant_pre_process``. Kept in float: the timestep embedding, the first and the
    last convolution and the output norm (module scopes ``embed``, ``stem``, ``out``, ``out_norm``),
-   normalisation and softmax (the usual sensitive layers, and the measured ones: see the README).
+   normalisation and softmax (the usual sensitive layers), and the v-to-eps conversion around a
+   v-trained network (its alphas_bar lookup is a MatMul that must not be quantized).
 3. The gate (:mod:`edgediff.tools.int8_gate`) compares the int8 model with the fp32 one on what the data's user measures: blind EVM
    (PSK, within 0.5 dB), mean-PSD LSD (chirps, within 0.2 dB), mode shares (the 2D mixture, within
    0.02), and for I/Q priors the NMSE of 75 % missing samples filled by DDNM+ (within 0.5 dB); for a
@@ -57,7 +58,9 @@ def float_nodes(model_path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(model_path)).graph
-    return [n.name for n in graph.node if _scope(n.name) in KEEP_FLOAT_SCOPES or n.op_type in KEEP_FLOAT_OPS]
+    # nodes outside any module scope are the v -> eps conversion around the network (the alphas_bar lookup)
+    return [n.name for n in graph.node
+            if "/" not in n.name or _scope(n.name) in KEEP_FLOAT_SCOPES or n.op_type in KEEP_FLOAT_OPS]
 
 
 def calibration_inputs(bundle: Bundle, count: int, seed: int = 0, batch: int = 16) -> list[dict[str, np.ndarray]]:

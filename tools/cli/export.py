@@ -61,9 +61,13 @@ def export_int8(bundle_dir, method, calibration, gate_frames, seed, force) -> No
     from edgediff.runtime.errors import BundleError
     from edgediff.tools.int8_gate import GATES, gate
 
+    from edgediff.runtime.atomic import reclaim, tmp_prefix
+
     bundle = Bundle.open(bundle_dir)
     q.check_quantizable(bundle, force)
-    with tempfile.TemporaryDirectory(dir=Path(bundle.root).parent) as tmp:
+    target = Path(bundle.root) / q.INT8_FILE
+    reclaim(target)  # what a killed earlier run left beside it
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix(target), dir=bundle.root) as tmp:
         candidate = Path(tmp) / q.INT8_FILE
         keep = q.quantize(bundle, candidate, method, calibration, seed)
         click.echo(f"quantized ({method}, {calibration} calibration inputs over the schedule, {len(keep)} nodes kept "
