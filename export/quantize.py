@@ -144,18 +144,19 @@ def check_quantizable(bundle: Bundle, force: bool) -> None:
         raise InputError(f"{bundle.root} already has {INT8_FILE}: pass --force to replace it")
 
 
-def int8_denoiser(bundle: Bundle, path: Path, threads: int = 0) -> Any:
-    """A denoiser on a candidate int8 model that is not in the bundle yet."""
+def candidate_denoiser(bundle: Bundle, path: Path, threads: int = 0) -> Any:
+    """A denoiser on an ONNX model of the bundle's network that is not (yet) in the bundle: the int8
+    candidate, or a bench's converted variants."""
     from edgediff.runtime.backends import BundleDenoiser
     from edgediff.runtime.backends.ort import OrtEngine, OrtOptions
 
     return BundleDenoiser(bundle, OrtEngine(path, OrtOptions(device="cpu", threads=threads, channels_first=True)), "ort",
-                          "int8 candidate", bundle.batch_range)
+                          "candidate model", bundle.batch_range)
 
 
 def self_test_error(bundle: Bundle, path: Path) -> float:
     ref = bundle.reference()
-    d = int8_denoiser(bundle, path)
+    d = candidate_denoiser(bundle, path)
     n = max(d.min_batch, min(len(ref["t"]), d.max_batch))
     got = np.asarray(d(ref["x_t"][:n], ref["t"][:n]), dtype=np.float64)
     err = float(np.linalg.norm(got - ref["eps"][:n]) / max(np.linalg.norm(ref["eps"][:n]), 1e-30))

@@ -268,12 +268,28 @@ def dynamic_int8(bundle: Any, folder: str, threads: int = 0) -> BundleDenoiser:
     call), written to ``folder``: a bench row, not a bundle file (no calibration, no gate)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edgediff.export.quantize import int8_denoiser
+    from edgediff.export.quantize import candidate_denoiser
     from edgediff.runtime.bundle import Bundle
 
     b = Bundle.open(bundle)
     out = Path(folder) / "model.dynamic.onnx"
     quantize_dynamic(str(b.path("model.onnx")), str(out), weight_type=QuantType.QInt8)
-    d = int8_denoiser(b, out, threads)
+    d = candidate_denoiser(b, out, threads)
     d.provider = "CPUExecutionProvider, dynamic int8"
+    return d
+
+
+def converted_fp16(bundle: Any, folder: str, threads: int = 0) -> BundleDenoiser:
+    """The bundle's model converted to mixed fp16 here (as `export onnx --fp16` does), for a bench row."""
+    import onnx
+
+    from edgediff.export import fp16
+    from edgediff.export.quantize import candidate_denoiser
+    from edgediff.runtime.bundle import Bundle
+
+    b = Bundle.open(bundle)
+    out = Path(folder) / "model.fp16.onnx"
+    onnx.save(fp16.convert(onnx.load(str(b.path("model.onnx")))), str(out))
+    d = candidate_denoiser(b, out, threads)
+    d.provider = "CPUExecutionProvider, fp16 (converted)"
     return d

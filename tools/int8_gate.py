@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgediff.export.quantize import int8_denoiser
+from edgediff.export.quantize import candidate_denoiser
 from edgediff.runtime.bundle import Bundle
 from edgediff.runtime.errors import InputError
 
@@ -27,7 +27,7 @@ def gate(bundle: Bundle, int8_path: Path, frames: int | None = None, seed: int =
     """The int8 model against fp32 on what the data's user measures (module docstring, step 3)."""
     from edgediff.runtime.generate import SampleRequest, generate
 
-    fp32, int8 = int8_denoiser(bundle, bundle.path("model.onnx")), int8_denoiser(bundle, int8_path)
+    fp32, int8 = candidate_denoiser(bundle, bundle.path("model.onnx")), candidate_denoiser(bundle, int8_path)
     data = bundle.manifest.get("data") or {}
     dataset = data.get("dataset") if data.get("path") is None else None
     n = frames or {"rf-chirp": 4096, "rf-mix": 1024, "gmm2d": 8192}.get(str(dataset), 512)

@@ -41,8 +41,12 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
     denoisers = {n: load(bundle, backend=n, threads=threads) for n in names}
     scratch = tempfile.TemporaryDirectory()
     for p in precisions or []:
-        denoisers[f"ort-{p}"] = (b.dynamic_int8(bundle, scratch.name, threads) if p == "dynamic"
-                                 else load(bundle, backend="ort", precision=p, threads=threads))
+        if p == "dynamic":
+            denoisers["ort-dynamic"] = b.dynamic_int8(bundle, scratch.name, threads)
+        elif p == "fp16" and "model.fp16.onnx" not in denoisers[names[0]].bundle.manifest["files"]:
+            denoisers["ort-fp16"] = b.converted_fp16(bundle, scratch.name, threads)  # shipped priors carry none
+        else:
+            denoisers[f"ort-{p}"] = load(bundle, backend="ort", precision=p, threads=threads)
     for n, d in denoisers.items():
         within("--batch", batch_list, d.min_batch, d.max_batch, f"the batch range of the {n} engine")
     report: dict[str, Any] = {"machine": b.machine(), "bundle": str(bundle), "backends": {}, "ratios": {}}
