@@ -53,3 +53,14 @@ def test_altered_prior_is_refused(tmp_path):
         Bundle.open(copy)
     assert np.isfinite(Bundle.open(SHIPPED_DIR / "rf-chirp").reference()["eps"]).all()
 
+
+
+@pytest.mark.onnx
+@pytest.mark.parametrize("name", ["rf-qpsk", "rf-chirp"])
+def test_shipped_int8_models_load_and_reproduce_their_reference(name):
+    pytest.importorskip("onnxruntime")
+    from edgediff.runtime.backends import load
+
+    d = load(name, precision="int8")  # hashes checked, then the self-test at the int8 tolerance
+    gate = d.bundle.manifest["int8"]["gate"]
+    assert gate["passed"] and d.self_test_error < d.bundle.manifest["int8"]["self_test_rtol"]
