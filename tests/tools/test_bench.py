@@ -36,10 +36,14 @@ def test_bench_reports_every_section(tmp_path, mlp_bundle):
 def test_bench_bad_arguments(tmp_path, mlp_bundle):
     res = subprocess.run([sys.executable, "-m", "edgediff", "bench", str(mlp_bundle), "--backends", "tflite"],
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "unknown" in res.stderr and res.stderr.count("\n") == 1
+    assert res.returncode == 2 and "'tflite' is not one of 'ort', 'torch', 'trt'" in res.stderr
+    assert res.stderr.count("\n") == 1
     res = subprocess.run([sys.executable, "-m", "edgediff", "bench", str(mlp_bundle), "--batch", "0,x"],
                          capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "positive integers" in res.stderr
+    assert res.returncode == 2 and "element 1 of '0,x'" in res.stderr  # the list type names the element
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench", str(mlp_bundle), "--batch", "1,1000", "--backends",
+                          "ort"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "--batch 1000: outside 1..64" in res.stderr  # beyond the engine: never silently skipped
 
 
 def test_research_baseline_script_compares_in_one_run(mlp_bundle):
