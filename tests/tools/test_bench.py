@@ -43,7 +43,7 @@ def test_bench_bad_arguments(tmp_path, mlp_bundle):
     assert res.returncode == 2 and "element 1 of '0,x'" in res.stderr  # the list type names the element
     res = subprocess.run([sys.executable, "-m", "edgediff", "bench", str(mlp_bundle), "--batch", "1,1000", "--backends",
                           "ort"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "--batch 1000: outside 1..64" in res.stderr  # beyond the engine: never silently skipped
+    assert res.returncode == 2 and "--batch 1000: outside 1..16 (the batch range of the ort engine)" in res.stderr  # beyond the engine: never silently skipped
 
 
 def test_research_baseline_script_compares_in_one_run(mlp_bundle):
