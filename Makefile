@@ -74,9 +74,10 @@ gr-env:
 	  || echo "note: could not install gnuradio; the GNU Radio tests will skip"; \
 	else echo "note: GNU Radio (Debian's gnuradio) missing and not root; the GNU Radio tests will skip"; fi
 	@if /usr/bin/python3 -c "import gnuradio.gr" 2>/dev/null && { [ ! -f $(GR_STAMP) ] || [ pyproject.toml -nt $(GR_STAMP) ]; }; then \
-	  /usr/bin/python3 -m venv --system-site-packages $(GR_VENV) && \
-	  $(GR_VENV)/bin/python -m pip install -q --no-deps -e . && \
-	  $(GR_VENV)/bin/python -m pip install -q "onnxruntime>=1.18" && touch $(GR_STAMP); fi
+	  { /usr/bin/python3 -m venv --system-site-packages $(GR_VENV) && \
+	    $(GR_VENV)/bin/python -m pip install -q --no-deps -e . && \
+	    $(GR_VENV)/bin/python -m pip install -q "onnxruntime>=1.18" && touch $(GR_STAMP); } \
+	  || { rm -rf $(GR_VENV); echo "note: could not build $(GR_VENV); the GNU Radio tests will skip"; }; fi
 
 test: $(STAMP) edge-tools gr-env
 	$(PY) -m pytest -q
