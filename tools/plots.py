@@ -60,6 +60,8 @@ def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Pat
         ax.set_title(title or "samples")
         return save(fig, out)
     sets = [("generated", generated)] + ([("training", reference)] if reference is not None else [])
+    if generated.ndim == 4:  # range-Doppler maps (B, 2, H, W)
+        return maps_figure(sets, out, title)
     fig, axes = plt.subplots(len(sets), 3, figsize=(13, 3.6 * len(sets)), squeeze=False)
     for row, (name, x) in enumerate(sets):
         z = x[:, 0] + 1j * x[:, 1]
@@ -77,6 +79,37 @@ def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Pat
         axes[row, 2].set_ylabel("dB")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return save(fig, out)
+
+
+def maps_figure(sets: list[tuple[str, np.ndarray]], out: Path, title: str = "", cfar: Any = None,
+                marks: list[Any] | None = None) -> Path:
+    """Range-Doppler maps |X|^2 in dB (3 per set), CA-CFAR detections circled: how a radar engineer
+    reads them. ``marks``: true target cells per panel (crosses), where known."""
+    from edgediff.runtime.radar import Cfar
+
+    plt = pyplot()
+    cfar = cfar or Cfar(train=3, guard=1, pfa=1e-3)
+    cols = min(3, min(len(x) for _, x in sets))
+    fig, axes = plt.subplots(len(sets), cols, figsize=(3.6 * cols, 3.3 * len(sets)), squeeze=False)
+    for row, (name, x) in enumerate(sets):
+        maps = x[:cols, 0] + 1j * x[:cols, 1]
+        det = cfar.detect(maps)
+        for j in range(cols):
+            ax = axes[row, j]
+            power = 10 * np.log10(np.abs(maps[j]) ** 2 + 1e-12)
+            ax.imshow(power, origin="lower", cmap="viridis", vmin=power.max() - 40, vmax=power.max(), aspect="auto")
+            ii, jj = np.nonzero(det[j])
+            ax.scatter(jj, ii, s=40, facecolors="none", edgecolors="r", linewidths=1.0)
+            if marks is not None and row < len(marks) and j < len(marks[row]):
+                for (i, k) in marks[row][j]:
+                    ax.plot(k, i, "w+", ms=8)
+            ax.set_title(f"{name} {j}: {int(det[j].sum())} detections", fontsize=9)
+            ax.set_xlabel("range cell")
+            ax.set_ylabel("Doppler cell")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save(fig, out)
 

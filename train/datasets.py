@@ -17,7 +17,7 @@ from edgediff.runtime.errors import DataError, InputError
 from edgediff.runtime.normalisation import NORMALISATIONS, Normalisation
 from edgediff.train import rf
 
-BUILTINS = ("gmm2d", "rf-qpsk", "rf-chirp", "rf-mix", "rf-qpsk-fast")
+BUILTINS = ("gmm2d", "rf-qpsk", "rf-chirp", "rf-mix", "rf-qpsk-fast", "radar-rd")
 #: Offset added to the seed for held-out frames, so evaluation never sees training frames.
 HELD_OUT_SEED_OFFSET = 1_000_003
 
@@ -42,6 +42,10 @@ class DataConfig:
         d = self.to_dict()
         if self.dataset == "gmm2d":
             d["mixture"] = GMM2D.to_dict()
+        elif self.dataset == "radar-rd":
+            from edgediff.train.radar import describe
+
+            d["generator"] = describe()
         elif self.dataset in BUILTINS:
             d["generator"] = rf.describe()
         return d
@@ -58,6 +62,10 @@ def builtin(name: str, n: int, length: int, seed: int) -> np.ndarray:
         return rf.to_iq(rf.qpsk_frames(n, length, rng, rf.QPSK_FAST))
     if name == "rf-chirp":
         return rf.to_iq(rf.chirp_frames(n, length, rng))
+    if name == "radar-rd":  # range-Doppler maps of length x length cells (chirps x samples)
+        from edgediff.train.radar import radar_maps
+
+        return radar_maps(n, length, rng)
     if name == "rf-mix":
         is_chirp = rng.random(n) < 0.5
         frames = np.empty((n, length), dtype=complex)

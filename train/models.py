@@ -14,8 +14,9 @@ from torch import nn
 
 from edgediff.runtime.errors import InputError
 from edgediff.train.layers import Downsample1D, ResBlock1D, SelfAttention1D, SinusoidalEmbedding, Upsample1D, group_norm
+from edgediff.train.unet2d import UNet2D, UNet2DConfig
 
-MODEL_KINDS = ("unet1d", "mlp")
+MODEL_KINDS = ("unet1d", "mlp", "unet2d")
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class MLPConfig:
         return (self.dim,)
 
 
-ModelConfig = Union[UNet1DConfig, MLPConfig]
+ModelConfig = Union[UNet1DConfig, MLPConfig, UNet2DConfig]
 
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
     kind = d.get("kind") if isinstance(d, dict) else None
     if kind not in MODEL_KINDS:
         raise InputError(f"model kind {kind!r} is unknown: expected one of {', '.join(MODEL_KINDS)}")
-    cls = UNet1DConfig if kind == "unet1d" else MLPConfig
+    cls = {"unet1d": UNet1DConfig, "mlp": MLPConfig, "unet2d": UNet2DConfig}[kind]
     names = {f.name for f in fields(cls)}
     extra = sorted(set(d) - names)
     if extra:
@@ -155,7 +156,13 @@ class MLPDenoiser(nn.Module):
 
 
 def fit_to_data(config: ModelConfig, sample_shape: tuple[int, ...]) -> ModelConfig:
-    """The config with its input shape taken from the data: (C, L) for the U-Net, (D,) for the MLP."""
+    """The config with its input shape taken from the data: (C, L) for the U-Net, (C, H, W) for the 2D
+    U-Net, (D,) for the MLP."""
+    if isinstance(config, UNet2DConfig):
+        if len(sample_shape) != 3:
+            raise InputError(f"unet2d needs images (N, C, H, W); the data has samples of shape {sample_shape}: "
+                             "use --model unet1d for signal frames")
+        return replace(config, channels=sample_shape[0], height=sample_shape[1], width=sample_shape[2])
     if isinstance(config, UNet1DConfig):
         if len(sample_shape) != 2:
             raise InputError(f"unet1d needs signal frames (N, C, L); the data has samples of shape {sample_shape}: use --model mlp")
@@ -166,6 +173,8 @@ def fit_to_data(config: ModelConfig, sample_shape: tuple[int, ...]) -> ModelConf
 
 
 def build_model(config: ModelConfig) -> nn.Module:
+    if isinstance(config, UNet2DConfig):
+        return UNet2D(config)
     return UNet1D(config) if isinstance(config, UNet1DConfig) else MLPDenoiser(config)
 
 

@@ -68,6 +68,10 @@ UNET = {
     "stem_kernel": _expect(lambda v: is_int(1, 255)(v) and v % 2 == 1, "an odd integer in 1..255"),
     "kind": _expect(one_of("unet1d"), "unet1d"),
 }
+UNET2D = {**{k: v for k, v in UNET.items() if k not in ("length", "stem_kernel", "kind")},
+          "height": _expect(is_int(4, 1 << 12), "an integer in 4..4096"),
+          "width": _expect(is_int(4, 1 << 12), "an integer in 4..4096"),
+          "kind": _expect(one_of("unet2d"), "unet2d")}
 MLP = {
     "dim": _expect(is_int(1, 64), "an integer in 1..64"),
     "width": _expect(is_int(1, 65536), "an integer in 1..65536"),
@@ -146,10 +150,10 @@ def validate_config(d: dict[str, Any], where: str) -> None:
         raise _fail(where, "format", d.get("format"), "1 (a config written by this edgediff)")
     model = d.get("model")
     kind = model.get("kind") if isinstance(model, dict) else None
-    if kind not in ("unet1d", "mlp"):
-        raise _fail(where, "model.kind", kind, "unet1d or mlp")
-    _section(d, "model", UNET if kind == "unet1d" else MLP, where)
-    if kind == "unet1d":
+    if kind not in ("unet1d", "mlp", "unet2d"):
+        raise _fail(where, "model.kind", kind, "unet1d, unet2d or mlp")
+    _section(d, "model", {"unet1d": UNET, "unet2d": UNET2D, "mlp": MLP}[kind], where)
+    if kind in ("unet1d", "unet2d"):
         _unet_shapes(d["model"], where)
     _section(d, "data", _data_fields(), where, extra_ok=("mixture", "generator"))
     _section(d, "train", _train_fields(), where)
@@ -171,10 +175,12 @@ def validate_config(d: dict[str, Any], where: str) -> None:
 def _unet_shapes(m: dict[str, Any], where: str) -> None:
     """The sizes a U-Net must agree on: levels against the length, groups and heads against the widths."""
     mults = m.get("mults", [1, 2, 2, 4])
-    width, length = m.get("base_width", 32), m.get("length", 256)
+    width = m.get("base_width", 32)
+    for length in ([m.get("length", 256)] if m.get("kind") != "unet2d" else [m.get("height", 32), m.get("width", 32)]):
+        if length % 2 ** (len(mults) - 1):
+            raise _fail(where, "model.length" if m.get("kind") != "unet2d" else "model.height/width", length,
+                        f"a multiple of 2^{len(mults) - 1} for {len(mults)} levels")
     groups, heads = m.get("norm_groups", 8), m.get("heads", 4)
-    if length % 2 ** (len(mults) - 1):
-        raise _fail(where, "model.length", length, f"a multiple of 2^{len(mults) - 1} for {len(mults)} levels")
     for mult in mults:
         if (width * mult) % groups:
             raise _fail(where, "model.norm_groups", groups, f"a divisor of every level's width (base_width {width} x {mults})")

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgediff.runtime.errors import InputError
 
-OPERATORS = ("mask", "identity", "decimate", "matrix")
+OPERATORS = ("mask", "identity", "decimate", "matrix", "partial-fourier")
 
 
 class Operator:
@@ -214,6 +214,69 @@ class Matrix(Operator):
         return ((v @ self.gram_vecs) * inv) @ self.gram_vecs.T
 
 
+class PartialFourier(Operator):
+    """A range-Doppler map X (I/Q frames (2, N, M)) seen through the chirps a radar kept: A = M F^-1, the
+    unitary inverse 2D DFT back to the chirp domain (see :mod:`edgediff.runtime.radar`) followed by a
+    0/1 mask over chirps (N,), over samples (1, M) broadcast, over both (N, M), or one per frame
+    (B, N, M). Measurements are the chirp-domain frames as I/Q (2, N, M), zero where nothing was kept.
+    F is unitary, so A A^T = M and A^+ = A^T: DDNM+'s closed form holds exactly."""
+
+    name = "partial-fourier"
+
+    def __init__(self, mask: Any, sample_shape: tuple[int, ...]):
+        super().__init__(sample_shape)
+        shape = tuple(sample_shape)
+        if len(shape) != 3 or shape[0] != 2:
+            raise InputError(f"the partial Fourier operator needs I/Q maps (2, N, M); this prior's frames are {shape}: "
+                             "use a 2D (radar) bundle")
+        n, m = shape[1:]
+        k = np.asarray(mask)
+        if k.shape == (n,):
+            k = np.broadcast_to(k[:, None], (n, m))  # lost chirps: whole rows
+        elif k.shape == (1, m):
+            k = np.broadcast_to(k, (n, m))  # lost samples of every chirp: whole columns
+        if k.shape != (n, m) and k.shape[1:] != (n, m):
+            raise InputError(f"mask has shape {np.asarray(mask).shape}: expected ({n},) over chirps, (1, {m}) over samples, "
+                             f"({n}, {m}) over both, or one per frame (B, {n}, {m})")
+        if k.dtype.kind not in "biuf" or not np.isin(k, (0, 1)).all():
+            raise InputError("mask holds values other than 0 and 1: expected a 0/1 array (1 = kept)")
+        per_frame = k.shape != (n, m)
+        if not (k.reshape(len(k), -1).any(axis=1).all() if per_frame else k.any()):
+            raise InputError("mask keeps no chirp sample at all: nothing to reconstruct from")
+        self.mask = k.astype(np.float64)
+        self.frames = len(k) if per_frame else None
+
+    def take(self, start: int, stop: int) -> PartialFourier:
+        return self if self.frames is None else PartialFourier(self.mask[start:stop], self.sample_shape)
+
+    def _m(self) -> np.ndarray:
+        return self.mask if self.frames is not None else self.mask[None]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        from edgediff.runtime.radar import chirps_from_maps
+
+        d = chirps_from_maps(x[:, 0] + 1j * x[:, 1]) * self._m()
+        return np.stack([d.real, d.imag], axis=1)
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        from edgediff.runtime.radar import maps_from_chirps
+
+        x = maps_from_chirps((y[:, 0] + 1j * y[:, 1]) * self._m())
+        return np.stack([x.real, x.imag], axis=1)
+
+    pinv = adjoint
+
+    def solve_gram(self, v: np.ndarray, c: float) -> np.ndarray:
+        m = self._m()[:, None]
+        return v * m / (m + c) if c > 0 else v * m
+
+    def check_measurement(self, y: np.ndarray) -> np.ndarray:
+        y = super().check_measurement(y)
+        if self.frames is not None and self.frames != len(y):
+            raise InputError(f"the mask holds {self.frames} per-frame masks for {len(y)} measured frames: give one per frame")
+        return y * self._m()[:, None]
+
+
 def build(kind: str, sample_shape: tuple[int, ...], *, mask: Any = None, factor: int | None = None,
           matrix: Any = None, antialias: bool = True) -> Operator:
     """The operator of ``kind`` with the one parameter it needs."""
@@ -225,6 +288,10 @@ def build(kind: str, sample_shape: tuple[int, ...], *, mask: Any = None, factor:
         if mask is None:
             raise InputError("--operator mask needs --mask FILE.npy (1 = observed)")
         return Mask(mask, sample_shape)
+    if kind == "partial-fourier":
+        if mask is None:
+            raise InputError("--operator partial-fourier needs --mask FILE.npy: 0/1 over chirps (N,), samples (1, M) or both")
+        return PartialFourier(mask, sample_shape)
     if kind == "decimate":
         if factor is None:
             raise InputError("--operator decimate needs --factor k")

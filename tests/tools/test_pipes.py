@@ -106,8 +106,10 @@ def test_ctrl_c_mid_stream_leaves_no_file(tmp_path, unet_bundle):
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "interrupted" in err.decode()
+    # wait with the input still flowing (communicate() would close it: an end of stream racing the signal)
+    code = proc.wait(timeout=120)
+    err = proc.stderr.read().decode()
+    assert code == 130 and "interrupted" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the output nor its temporary file
 
 

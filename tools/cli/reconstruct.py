@@ -22,9 +22,11 @@ CASE_NAMES = ("miss50", "miss75", "burst25", "denoise10", "decimate2")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--y", "y_path", type=click.Path(path_type=Path), required=True,
               help="Measurements (.npy), user units; a recording; or - for raw samples on stdin.")
-@click.option("--operator", type=click.Choice(["mask", "identity", "decimate", "matrix"]), required=True)
+@click.option("--operator", type=click.Choice(["mask", "identity", "decimate", "matrix", "partial-fourier"]), required=True,
+              help="partial-fourier: a range-Doppler map seen through the chirps kept (--mask over chirps/samples).")
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path),
-              help="0/1 array, 1 = observed: (C, L) or (L,) for every frame, or (N, C, L) one per frame.")
+              help="0/1 array, 1 = observed: (C, L) or (L,) for every frame, or (N, C, L) one per frame; "
+                   "partial-fourier: (chirps,), (1, samples), (chirps, samples) or one per frame.")
 @click.option("--factor", type=count(1), help="Decimation factor k.")
 @click.option("--no-antialias", is_flag=True, help="Decimate by plain subsampling (no low-pass filter).")
 @click.option("--matrix", "matrix_path", type=click.Path(path_type=Path), help="Dense (M, C*L) sensing matrix (.npy).")

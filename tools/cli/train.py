@@ -19,6 +19,10 @@ DEFAULTS = {
     # a random carrier phase per draw (RF captures carry an arbitrary phase)
     "signals": {"model": "unet1d", "steps": 2000, "batch": 32, "lr": 2e-3, "normalise": "rms", "schedule": "cosine",
                 "prediction": "v", "loss_weight": "min-snr", "augment": "phase"},
+    # range-Doppler maps (radar-rd): the signals' recipe on a 2D U-Net, 32 x 32 cells by default; no phase
+    # rotation (a map's I/Q pair is a complex cell, rotating it is a valid augmentation too, but kept off)
+    "images": {"model": "unet2d", "steps": 2000, "batch": 32, "lr": 2e-3, "normalise": "rms", "schedule": "cosine",
+               "prediction": "v", "loss_weight": "min-snr", "augment": "none"},
 }
 #: On a GPU a batch of 32 leaves the chip idle: signals default to the priors' batch there (same lr).
 CUDA_SIGNAL_BATCH = 512
@@ -30,7 +34,8 @@ CUDA_SIGNAL_BATCH = 512
 @click.option("--sigmf-frame", type=count(8, 1 << 20), help="Frame length L cut from a SigMF recording (also the built-in L). [256]")
 @click.option("--hop", type=count(1, 1 << 20), help="Hop between SigMF frames (default: L, no overlap).")
 @click.option("--n", "n_frames", type=count(16, 10_000_000), default=20000, show_default=True, help="Built-in frames to generate.")
-@click.option("--model", type=click.Choice(["unet1d", "mlp"]), help="Network (default: unet1d for signals, mlp for points).")
+@click.option("--model", type=click.Choice(["unet1d", "unet2d", "mlp"]),
+              help="Network (default: unet1d for signals, unet2d for radar maps, mlp for points).")
 @click.option("--width", type=count(1, 4096), help="U-Net base width or MLP width. [32 / 256]")
 @click.option("--schedule", type=click.Choice(["linear", "cosine"]), help="Noise schedule. [cosine signals / linear points]")
 @click.option("--prediction", type=click.Choice(["eps", "v"]), help="Training target (exported as eps). [v / eps]")
@@ -124,9 +129,11 @@ def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedul
     from edgediff.train.config import RunConfig, TrainConfig
     from edgediff.train.datasets import DataConfig
     from edgediff.train.models import MLPConfig, UNet1DConfig
+    from edgediff.train.unet2d import UNet2DConfig
 
     points = dataset == "gmm2d" or (model == "mlp")
-    d = DEFAULTS["points" if points else "signals"]
+    images = dataset == "radar-rd" or model == "unet2d"
+    d = DEFAULTS["points" if points else "images" if images else "signals"]
 
     def pick(value, key):
         if value is None and key == "batch" and cuda and not points:
@@ -136,13 +143,15 @@ def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedul
     model = pick(model, "model")
     if model == "unet1d":
         model_config = UNet1DConfig(base_width=32 if width is None else width)
+    elif model == "unet2d":
+        model_config = UNet2DConfig(base_width=32 if width is None else width)
     else:
         model_config = MLPConfig(width=256 if width is None else width)
     return RunConfig(
         model=model_config,
         schedule=NoiseSchedule.linear(T=T) if pick(schedule, "schedule") == "linear" else NoiseSchedule.cosine(T=T),
         data=DataConfig(dataset=dataset, path=str(data_path) if data_path else None, n=n_frames,
-                        length=256 if frame is None else frame, hop=hop, seed=seed,
+                        length=(32 if images else 256) if frame is None else frame, hop=hop, seed=seed,
                         normalise=pick(normalise, "normalise")),
         train=TrainConfig(steps=pick(steps, "steps"), batch=pick(batch, "batch"), lr=pick(lr, "lr"), ema=ema,
                           seed=seed, checkpoint_every=checkpoint_every, prediction=pick(prediction, "prediction"),
