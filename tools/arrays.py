@@ -66,7 +66,8 @@ def check_array(array: np.ndarray, what: str, *, allow_complex: bool = False, fi
     if array.dtype.kind not in "biufc":
         raise InputError(f"{what}: dtype {array.dtype} is not numeric: expected float values")
     if array.dtype.kind == "c" and not allow_complex:
-        raise InputError(f"{what}: complex values: save I/Q as a real array with I and Q as channels (N, 2, L)")
+        raise InputError(f"{what}: complex values: save I/Q as real channels, (N, 2, L) frames or (N, 2, H, W) maps: "
+                         "numpy.stack([x.real, x.imag], axis=1)")
     if array.size == 0:
         raise InputError(f"{what}: empty array of shape {array.shape}")
     if ndim is not None and array.ndim not in ndim:

@@ -160,16 +160,22 @@ def fit_to_data(config: ModelConfig, sample_shape: tuple[int, ...]) -> ModelConf
     U-Net, (D,) for the MLP."""
     if isinstance(config, UNet2DConfig):
         if len(sample_shape) != 3:
-            raise InputError(f"unet2d needs images (N, C, H, W); the data has samples of shape {sample_shape}: "
-                             "use --model unet1d for signal frames")
+            raise InputError(f"unet2d needs maps (N, C, H, W); the data has samples of shape {sample_shape}: "
+                             f"use --model {suited(sample_shape)}")
         return replace(config, channels=sample_shape[0], height=sample_shape[1], width=sample_shape[2])
     if isinstance(config, UNet1DConfig):
         if len(sample_shape) != 2:
-            raise InputError(f"unet1d needs signal frames (N, C, L); the data has samples of shape {sample_shape}: use --model mlp")
+            raise InputError(f"unet1d needs signal frames (N, C, L); the data has samples of shape {sample_shape}: "
+                             f"use --model {suited(sample_shape)}")
         return replace(config, channels=sample_shape[0], length=sample_shape[1])
     if len(sample_shape) != 1:
-        raise InputError(f"mlp needs points (N, D); the data has samples of shape {sample_shape}: use --model unet1d")
+        raise InputError(f"mlp needs points (N, D); the data has samples of shape {sample_shape}: use --model {suited(sample_shape)}")
     return replace(config, dim=sample_shape[0])
+
+
+def suited(sample_shape: tuple[int, ...]) -> str:
+    """The network made for samples of this rank: points, signal frames or maps."""
+    return {1: "mlp", 2: "unet1d", 3: "unet2d"}.get(len(sample_shape), "unet1d (frames (N, C, L))")
 
 
 def build_model(config: ModelConfig) -> nn.Module:

@@ -1,8 +1,9 @@
 """The user's recordings: ``.npy`` / ``.npz`` arrays and SigMF recordings, checked and framed.
 
 Arrays are read with ``allow_pickle=False`` (never unpickle a user file). Accepted shapes:
-(N, C, L) real signal frames, (N, L) complex frames (converted to I/Q, C = 2) and (N, D) real
-points. SigMF recordings (``NAME.sigmf-meta`` + ``NAME.sigmf-data``) are read with the ``sigmf``
+(N, C, L) real signal frames, (N, L) complex frames (converted to I/Q, C = 2), (N, C, H, W) real
+maps (the 2D U-Net's images; complex maps are refused: which axis holds I/Q is then the user's
+call) and (N, D) real points. SigMF recordings (``NAME.sigmf-meta`` + ``NAME.sigmf-data``) are read with the ``sigmf``
 package and cut into frames of length L with a hop H.
 """
 
@@ -25,7 +26,7 @@ SIGMF_DATATYPES = ("cf32_le", "cf64_le", "ci32_le", "ci16_le", "ci8")
 
 
 def load_user_data(path: str | Path, *, frame: int, hop: int | None = None) -> np.ndarray:
-    """float32 (N, C, L) frames or (N, D) points from a user file; raises DataError when unusable."""
+    """float32 (N, C, L) frames, (N, C, H, W) maps or (N, D) points from a user file; raises DataError when unusable."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in ARRAY_SUFFIXES + SIGMF_SUFFIXES:
@@ -66,13 +67,17 @@ def _read_array(path: Path) -> np.ndarray:
 
 def _shape_array(path: Path, x: np.ndarray) -> np.ndarray:
     if np.iscomplexobj(x):
+        if x.ndim == 3:
+            raise DataError(f"{path}: complex maps of shape {x.shape}: save them as real I/Q channels (N, 2, H, W) "
+                            "with numpy.stack([x.real, x.imag], axis=1)")
         if x.ndim != 2:
             raise DataError(f"{path}: complex array of shape {x.shape}: expected (N, L) complex frames")
         return to_iq(x)
     if x.dtype.kind not in "fiu":
         raise DataError(f"{path}: dtype {x.dtype}: expected real or complex numbers")
-    if x.ndim not in (2, 3):
-        raise DataError(f"{path}: array of shape {x.shape} (rank {x.ndim}): expected (N, C, L), (N, L) complex or (N, D)")
+    if x.ndim not in (2, 3, 4):
+        raise DataError(f"{path}: array of shape {x.shape} (rank {x.ndim}): expected (N, C, L), (N, C, H, W), "
+                        "(N, L) complex or (N, D)")
     if x.shape[0] < 1 or min(x.shape) < 1:
         raise DataError(f"{path}: array of shape {x.shape} is empty")
     return x.astype(np.float32)

@@ -100,7 +100,8 @@ def test_sigmf_recordings_are_framed(tmp_path, datatype, scale):
     [
         (lambda p: p / "missing.npy", "no such file"),
         (lambda p: (p / "data.csv").write_text("1,2") and p / "data.csv", "unknown extension"),
-        (lambda p: np.save(p / "r4.npy", np.zeros((2, 2, 2, 2))) or p / "r4.npy", "rank 4"),
+        (lambda p: np.save(p / "r5.npy", np.zeros((2, 2, 2, 2, 2))) or p / "r5.npy", "rank 5"),
+        (lambda p: np.save(p / "cmaps.npy", np.zeros((2, 4, 4), complex)) or p / "cmaps.npy", "complex maps"),
         (lambda p: np.save(p / "r1.npy", np.zeros(5)) or p / "r1.npy", "rank 1"),
         (lambda p: np.save(p / "nan.npy", np.array([[1.0, np.nan]])) or p / "nan.npy", "NaN or Inf"),
         (lambda p: np.save(p / "inf.npy", np.array([[1.0, np.inf]])) or p / "inf.npy", "NaN or Inf"),
