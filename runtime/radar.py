@@ -73,15 +73,44 @@ class Cfar:
                     k[i % shape[0], j % shape[1]] = 1.0
         return k / self.cells
 
-    def detect(self, maps: np.ndarray) -> np.ndarray:
-        """Boolean (..., N, M) detections of complex maps: |X|^2 > alpha x local mean of the ring."""
+    def statistic(self, maps: np.ndarray) -> np.ndarray:
+        """|X|^2 over the mean of each cell's training ring, (..., N, M): the ratio ``detect`` compares
+        with alpha. A ring of exact zeros (an l1 map) counts as 1e-12 of the map's mean power."""
         power = np.abs(np.asarray(maps)) ** 2
         if power.ndim < 2 or min(power.shape[-2:]) < 2 * (self.train + self.guard) + 1:
             raise InputError(f"maps of shape {power.shape} are smaller than the CFAR window "
                              f"({2 * (self.train + self.guard) + 1} cells a side)")
         ring = np.fft.fft2(self.kernel(power.shape[-2:]))
         local = np.real(np.fft.ifft2(np.fft.fft2(power) * np.conj(ring)))  # circular correlation
-        return power > self.alpha * local
+        floor = 1e-12 * power.mean(axis=(-2, -1), keepdims=True) + 1e-300
+        return power / np.maximum(local, floor)
+
+    def detect(self, maps: np.ndarray) -> np.ndarray:
+        """Boolean (..., N, M) detections of complex maps: |X|^2 > alpha x local mean of the ring."""
+        return self.statistic(maps) > self.alpha
+
+
+def matched_threshold(statistic: np.ndarray, background: np.ndarray, pfa: float) -> float:
+    """The threshold on a CFAR statistic that declares ``pfa`` of the ``background`` cells: how a
+    detector is set for maps whose noise is not the exponential law alpha assumes (reconstructions)."""
+    values = np.sort(statistic[background])
+    k = int(np.floor(pfa * len(values)))
+    return float(values[-k - 1]) if k < len(values) else 0.0
+
+
+def background_cells(shape: tuple[int, ...], targets: list[list[tuple[int, int]]], guard: int = 2,
+                     ridge: int | None = 1) -> np.ndarray:
+    """Cells away from every target (``guard`` cells) and, unless ``ridge`` is None, off the
+    zero-Doppler clutter ridge (its row +- ``ridge``): where a detection is a false alarm."""
+    keep = np.ones(shape, dtype=bool)
+    n, m = shape[-2:]
+    if ridge is not None:
+        keep[:, n // 2 - ridge:n // 2 + ridge + 1] = False
+    for b, frame_targets in enumerate(targets):
+        for (i, j) in frame_targets:
+            for di in range(-guard, guard + 1):
+                keep[b, (i + di) % n, [(j + dj) % m for dj in range(-guard, guard + 1)]] = False
+    return keep
 
 
 def detection_rate(detections: np.ndarray, targets: list[list[tuple[int, int]]], tolerance: int = 1) -> np.ndarray:
@@ -97,14 +126,10 @@ def detection_rate(detections: np.ndarray, targets: list[list[tuple[int, int]]],
     return np.asarray(hits, dtype=bool)
 
 
-def false_alarm_rate(detections: np.ndarray, targets: list[list[tuple[int, int]]], guard: int = 2) -> float:
-    """Share of cells away from every target (and its ``guard`` neighbourhood) that were detected."""
-    keep = np.ones(detections.shape, dtype=bool)
-    n, m = detections.shape[-2:]
-    for b, frame_targets in enumerate(targets):
-        for (i, j) in frame_targets:
-            for di in range(-guard, guard + 1):
-                keep[b, (i + di) % n, [(j + dj) % m for dj in range(-guard, guard + 1)]] = False
+def false_alarm_rate(detections: np.ndarray, targets: list[list[tuple[int, int]]], guard: int = 2,
+                     ridge: int | None = None) -> float:
+    """Share of the background cells (:func:`background_cells`) that were detected."""
+    keep = background_cells(detections.shape, targets, guard, ridge)
     return float(detections[keep].mean()) if keep.any() else float("nan")
 
 

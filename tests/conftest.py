@@ -73,3 +73,23 @@ def unet_bundle(tmp_path_factory, unet_run):
 @pytest.fixture(scope="session")
 def mlp_bundle(tmp_path_factory, mlp_run):
     return _export(tmp_path_factory, mlp_run, "mlp")
+
+
+@pytest.fixture(scope="session")
+def radar_bundle(tmp_path_factory):
+    """A tiny 2D U-Net on 16 x 16 radar maps, trained and exported through the CLI."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("radar")
+
+    def edgediff(*args):
+        res = subprocess.run([sys.executable, "-m", "edgediff", *map(str, args)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+
+    edgediff("train", "--dataset", "radar-rd", "--n", "64", "--sigmf-frame", "16", "--width", "8", "--T", "100",
+             "--steps", "20", "--batch", "8", "--checkpoint-every", "20", "--device", "cpu", "--quiet", "--out", root / "run")
+    edgediff("export", "onnx", root / "run", "--out", root / "bundle", "--max-batch", "8")
+    return root / "bundle"

@@ -84,9 +84,10 @@ def samples_figure(generated: np.ndarray, reference: np.ndarray | None, out: Pat
 
 
 def maps_figure(sets: list[tuple[str, np.ndarray]], out: Path, title: str = "", cfar: Any = None,
-                marks: list[Any] | None = None) -> Path:
+                marks: list[Any] | None = None, detections: list[np.ndarray] | None = None) -> Path:
     """Range-Doppler maps |X|^2 in dB (3 per set), CA-CFAR detections circled: how a radar engineer
-    reads them. ``marks``: true target cells per panel (crosses), where known."""
+    reads them. ``marks``: true target cells per panel (crosses), where known; ``detections``: per
+    set, boolean maps from a detector set elsewhere (a matched threshold) instead of ``cfar``'s."""
     from edgediff.runtime.radar import Cfar
 
     plt = pyplot()
@@ -95,11 +96,12 @@ def maps_figure(sets: list[tuple[str, np.ndarray]], out: Path, title: str = "", 
     fig, axes = plt.subplots(len(sets), cols, figsize=(3.6 * cols, 3.3 * len(sets)), squeeze=False)
     for row, (name, x) in enumerate(sets):
         maps = x[:cols, 0] + 1j * x[:cols, 1]
-        det = cfar.detect(maps)
+        det = cfar.detect(maps) if detections is None else detections[row][:cols]
         for j in range(cols):
             ax = axes[row, j]
             power = 10 * np.log10(np.abs(maps[j]) ** 2 + 1e-12)
-            ax.imshow(power, origin="lower", cmap="viridis", vmin=power.max() - 40, vmax=power.max(), aspect="auto")
+            top = 10 * np.log10(np.abs(x[:cols, 0] + 1j * x[:cols, 1]).max() ** 2 + 1e-12)  # one scale per set
+            ax.imshow(power, origin="lower", cmap="viridis", vmin=top - 40, vmax=top, aspect="auto")
             ii, jj = np.nonzero(det[j])
             ax.scatter(jj, ii, s=40, facecolors="none", edgecolors="r", linewidths=1.0)
             if marks is not None and row < len(marks) and j < len(marks[row]):

@@ -73,3 +73,21 @@ def test_bad_masks_and_priors_are_refused():
         PartialFourier(np.zeros(4), (2, 4, 5))
     with pytest.raises(InputError, match="0 and 1"):
         PartialFourier(np.full(4, 0.5), (2, 4, 5))
+
+
+def test_matched_threshold_declares_the_stated_share_of_background_cells():
+    from edgediff.runtime.radar import background_cells, matched_threshold
+
+    rng = np.random.default_rng(5)
+    stat = rng.exponential(size=(20, 16, 16))
+    targets = [[(3, 4)] for _ in range(20)]
+    keep = background_cells(stat.shape, targets)
+    assert not keep[:, 7:10].any() and not keep[0, 3, 4] and not keep[0, 5, 6] and keep[0, 0, 0]  # ridge rows 7..9
+    assert keep.sum() == 20 * (16 * 16 - 3 * 16 - 25)  # the target's 5 x 5 neighbourhood lies off the ridge
+    for pfa in (1e-3, 1e-2, 0.1):
+        threshold = matched_threshold(stat, keep, pfa)
+        assert (stat > threshold)[keep].sum() == int(np.floor(pfa * keep.sum()))
+    zeros = np.zeros_like(stat)
+    zeros[0, 0, 0] = 1.0  # an l1 map: everything exactly zero but one cell
+    assert matched_threshold(zeros, keep, 0.01) == 0.0  # the zero background: only the one nonzero cell exceeds it
+

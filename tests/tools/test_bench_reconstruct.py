@@ -56,3 +56,54 @@ def test_the_nfe_curve_has_every_budget_and_lmmse(tmp_path, unet_bundle):
     assert all(np.isfinite(r["nmse_db"]) and r["ms_per_frame"] > 0 for r in curve["rows"])
     assert np.isfinite(curve["lmmse"]["nmse_db"]) and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert "dB over LMMSE" in res.stdout
+
+
+def test_imaging_cases_judge_every_method_by_the_detector(tmp_path, radar_bundle):
+    out, png = tmp_path / "img.json", tmp_path / "img.png"
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(radar_bundle), "--frames", "6",
+                          "--steps", "4", "--cases", "chirps50,chirpburst25", "--json", str(out), "--plot", str(png)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    cases = report["imaging"][str(radar_bundle)]
+    assert set(cases) == {"chirps50", "chirpburst25"}
+    from edgediff.runtime.inverse.baselines import least_squares
+    from edgediff.tools.bench_imaging import ImagingSetup, problem_for
+
+    setup = ImagingSetup(radar_bundle, 6)
+    for name, case in cases.items():
+        methods = case["methods"]
+        assert {"truth", "zero-filled", "LMMSE", "DDNM+ (4 steps)", "DDNM+ (mean of 4 x 4)"} <= set(methods)
+        assert case["lambda"] in case["lambda_grid"] and min(case["lambda_nmse_db"]) == case["lambda_nmse_db"][
+            case["lambda_grid"].index(case["lambda"])]  # l1's weight: the best on the tuning maps
+        background = 6 * 16 * 16
+        for m in methods.values():  # each detector set to the stated false-alarm rate on its own background
+            assert m["pfa_matched"] <= case["pfa"] + 1 / (background / 2)
+            assert len(m["pd_matched"]) == 5 and 0 <= m["pd_matched_all"] <= 1
+        # the zero-filled row, recomputed here from the same held-out maps and the same lost chirps
+        rng = np.random.default_rng([sum(map(ord, "radar-rd")), sum(map(ord, name))])
+        problem_for(name, setup.tuning, rng)  # the tuning maps' masks come first
+        x = least_squares(problem_for(name, setup.truth, rng))
+        nmse = 10 * np.log10(np.sum((x - setup.truth) ** 2) / np.sum(setup.truth**2))
+        assert methods["zero-filled"]["nmse_db"] == pytest.approx(nmse, abs=1e-9)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "NMSE over" in res.stdout and "fixed-CFAR" in res.stdout
+
+
+@pytest.mark.parametrize("args, needle", [(["--cases", "miss50"], "chirps"), (["--nfe-curve"], "on their own")])
+def test_imaging_refusals(radar_bundle, unet_bundle, args, needle):
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(radar_bundle), *args],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(unet_bundle), "--cases", "chirps50"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "need a radar-rd bundle" in res.stderr
+
+
+def test_snr_where_l1_detects_half_and_the_pd_there():
+    from edgediff.tools.bench_imaging import pd_at, snr_at
+
+    pd = [0.0, 0.25, 0.75, 1.0, 1.0]  # bin centres 7.5, 12.5, 17.5, 22.5, 30 dB
+    assert snr_at(pd, 0.5) == pytest.approx(15.0)
+    assert snr_at([0.6, 0.7, 0.8, 0.9, 1.0], 0.5) == pytest.approx(7.5) and snr_at([0.1] * 5, 0.5) is None
+    assert pd_at(pd, 15.0) == pytest.approx(0.5) and pd_at(pd, 26.25) == pytest.approx(1.0)

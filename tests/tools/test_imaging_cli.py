@@ -18,18 +18,6 @@ def edgediff(*args, timeout=300):
                           timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def radar_bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("radar")
-    res = edgediff("train", "--dataset", "radar-rd", "--n", "64", "--sigmf-frame", "16", "--width", "8", "--T", "100",
-                   "--steps", "20", "--batch", "8", "--checkpoint-every", "20", "--device", "cpu", "--quiet",
-                   "--out", root / "run")
-    assert res.returncode == 0, res.stderr
-    res = edgediff("export", "onnx", root / "run", "--out", root / "bundle", "--max-batch", "8")
-    assert res.returncode == 0, res.stderr
-    return root / "bundle"
-
-
 def test_manifest_holds_the_map_shape_and_verify_passes(radar_bundle):
     manifest = json.loads((radar_bundle / "manifest.json").read_text())
     assert manifest["sample_shape"] == [2, 16, 16]

@@ -16,6 +16,8 @@ from edgediff.tools.cli.types import SEED, CommaList, Finite, count, non_negativ
 
 #: bench-reconstruct's cases (edgediff.tools.bench_reconstruct.CASES, named here so that --help stays light)
 CASE_NAMES = ("miss50", "miss75", "burst25", "denoise10", "decimate2")
+#: the imaging cases for radar-rd bundles (edgediff.tools.bench_imaging.IMAGING_CASES)
+IMAGING_CASE_NAMES = ("chirps50", "chirps25", "chirpburst25", "chirpburst50")
 
 
 @cli.command()
@@ -195,21 +197,36 @@ def denoise(ctx, bundle, y_path, sigma_y, steps, hop, seed, out, datatype, sampl
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--frames", type=count(1, 10_000), default=16, show_default=True, help="Held-out frames per case.")
 @click.option("--steps", type=count(1), default=100, show_default=True, help="NFE budget per frame.")
-@click.option("--cases", type=CommaList(click.Choice(CASE_NAMES), unique=True), default=",".join(CASE_NAMES), show_default=True,
-              help="Comma-separated cases.")
+@click.option("--cases", type=CommaList(click.Choice(CASE_NAMES + IMAGING_CASE_NAMES), unique=True),
+              help=f"Comma-separated cases. [RF bundles: {','.join(CASE_NAMES)}; radar-rd bundles (imaging, judged by "
+                   f"a CFAR detector): {','.join(IMAGING_CASE_NAMES)}]")
 @click.option("--no-exact-dps", is_flag=True, help="Skip DPS with torch gradients (needs torch and the run).")
 @click.option("--nfe-curve", is_flag=True, help="Instead: NMSE against NFE per frame for every method at several "
               "budgets (SMC at several particle counts) on the first case, LMMSE as a line.")
-@click.option("--plot", type=click.Path(path_type=Path), help="--nfe-curve: the curves as a PNG.")
+@click.option("--plot", type=click.Path(path_type=Path),
+              help="--nfe-curve: the curves as a PNG; radar bundles: the maps of the first case with their detections.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, nfe_curve, plot, json_out, force) -> None:
-    """NMSE of every method and classical baseline on held-out frames of built-in RF datasets."""
+    """NMSE of every method and classical baseline on held-out frames of built-in RF datasets; radar-rd
+    bundles: the imaging cases (lost chirps), judged by a CA-CFAR detector as well."""
     from edgediff.runtime.atomic import write_json
     from edgediff.tools.bench_reconstruct import CASES, run_benchmark, table
     from edgediff.tools.cli.outputs import check_outputs
 
     check_outputs({"--json": json_out, "--plot": plot}, force=force)
+    radar = [b for b in bundles if bundle_dataset(b) == "radar-rd"]
+    if radar:
+        if len(radar) != len(bundles) or nfe_curve:
+            raise InputError("radar-rd bundles run the imaging cases on their own: bench them without RF bundles "
+                             "and without --nfe-curve")
+        if cases and not set(cases) <= set(IMAGING_CASE_NAMES):
+            raise InputError(f"--cases {','.join(cases)}: a radar-rd bundle runs the imaging cases "
+                             f"({','.join(IMAGING_CASE_NAMES)})")
+        return bench_imaging(radar, frames, steps, cases or IMAGING_CASE_NAMES, plot, json_out)
+    cases = cases or CASE_NAMES
+    if set(cases) & set(IMAGING_CASE_NAMES):
+        raise InputError(f"--cases {','.join(cases)}: {', '.join(IMAGING_CASE_NAMES)} need a radar-rd bundle")
     if nfe_curve:
         from edgediff.tools.bench import machine
         from edgediff.tools.bench_reconstruct import curve_lines, nfe_curve as curve
@@ -235,6 +252,36 @@ def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, nfe_curve, pl
     report: dict[str, Any] = run_benchmark(list(bundles), names, frames, steps, exact_dps=not no_exact_dps)
     for line in table(report):
         click.echo(line)
+    if json_out is not None:
+        write_json(json_out, report)
+        click.echo(f"wrote {json_out}")
+
+
+def bundle_dataset(bundle: Path) -> str | None:
+    """The built-in dataset a bundle was trained on (None for user data); the bundle is checked on load."""
+    from edgediff.runtime.bundle import Bundle
+
+    return Bundle.open(bundle).manifest.get("data", {}).get("dataset")
+
+
+def bench_imaging(bundles: list[Path], frames: int, steps: int, cases: tuple[str, ...], plot: Path | None,
+                  json_out: Path | None) -> None:
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools.bench import machine
+    from edgediff.tools.bench_imaging import ImagingSetup, imaging_figure, imaging_table, run_imaging_case
+
+    report: dict[str, Any] = {"machine": machine(), "frames": frames, "steps": steps, "imaging": {}}
+    for i, bundle in enumerate(bundles):
+        setup = ImagingSetup(bundle, frames)
+        results = report["imaging"][str(bundle)] = {}
+        for j, case in enumerate(cases):
+            kept: dict[str, np.ndarray] = {}
+            results[case] = run_imaging_case(setup, case, steps, keep=kept)
+            for line in imaging_table(setup.name, case, results[case]):
+                click.echo(line)
+            if plot is not None and i == 0 and j == 0:  # the figure: the first bundle's first case
+                imaging_figure(setup, results[case], kept, plot)
+                click.echo(f"wrote {plot}")
     if json_out is not None:
         write_json(json_out, report)
         click.echo(f"wrote {json_out}")
