@@ -236,14 +236,14 @@ def pin_fp32_layers(network: trt.INetworkDefinition, plan: BuildPlan) -> int:
 
 def add_profile(builder: trt.Builder, config: trt.IBuilderConfig, network: trt.INetworkDefinition,
                 profile: Profile) -> None:
-    """One optimisation profile over the batch axis; frames have a fixed length."""
+    """One optimisation profile over the batch axis; frames and maps have a fixed shape."""
     import tensorrt as trt
 
     opt_profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         dims = tensor.shape
-        rest = [int(dims[i]) for i in range(1, len(dims))]  # (C, L) or (D,); () for t
+        rest = [int(dims[i]) for i in range(1, len(dims))]  # (C, L), (C, H, W) or (D,); () for t
         opt_profile.set_shape(tensor.name, trt.Dims([profile.min, *rest]), trt.Dims([profile.opt, *rest]),
                               trt.Dims([profile.max, *rest]))
     config.add_optimization_profile(opt_profile)

@@ -51,6 +51,21 @@ def test_arm64_samples_match_x86_and_verify_passes(tmp_path, arm_env, unet_bundl
 
 
 @needs_tools
+def test_arm64_samples_a_2d_radar_bundle(tmp_path, arm_env, radar_bundle):
+    """The 2D U-Net's maps: the same loops, shape-agnostic, on ARM64's numpy and ONNX Runtime."""
+    args = ["sample", str(radar_bundle), "--n", "2", "--steps", "10", "--seed", "5", "--quiet"]
+    x86 = subprocess.run([sys.executable, "-m", "edgediff", *args, "--out", str(tmp_path / "x86.npy")],
+                         capture_output=True, text=True, timeout=300)
+    assert x86.returncode == 0, x86.stderr
+    arm = arm64.run(arm_env, [*args, "--out", str(tmp_path / "arm.npy")])
+    assert arm.returncode == 0, arm.stderr
+    a, b = np.load(tmp_path / "x86.npy"), np.load(tmp_path / "arm.npy")
+    assert a.shape == b.shape == (2, 2, 16, 16) and np.median(np.abs(a - b)) <= 1e-4
+    check = arm64.run(arm_env, ["verify", str(radar_bundle), "--steps", "5", "--n", "2"])
+    assert check.returncode == 0 and "passed" in check.stdout, check.stdout + check.stderr
+
+
+@needs_tools
 def test_arm64_streams_a_recording(tmp_path, arm_env, unet_bundle):
     """The recording path (framing, overlap-add, chunked I/O) with the runtime alone on ARM64."""
     z = (np.random.default_rng(0).standard_normal(1024) * (1 + 1j) * 0.3).astype(np.complex64)
