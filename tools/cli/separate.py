@@ -108,10 +108,12 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
 @click.option("--steps", type=count(1, 100_000), default=100, show_default=True,
               help="Joint steps; alpha-RGS runs twice as many iterations (NFE per source).")
 @click.option("--sinr", "sinrs", type=Finite(-60.0, 60.0), multiple=True, help="SINR points in dB (default -24..0 by 3).")
+@click.option("--smc-particles", type=click.IntRange(0, 1 << 12), default=0, show_default=True,
+              help="Add joint SMC with this many particles per frame (half the joint steps; NFE = particles x steps / 2).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--plot", type=click.Path(path_type=Path), help="BER and MSE against SINR (PNG).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
-def bench_separate(soi, interferers, frames, steps, sinrs, json_out, plot, force) -> None:
+def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, json_out, plot, force) -> None:
     """BER and SOI MSE against SINR: joint diffusion and alpha-RGS against matched filter, LMMSE and fixed filter."""
     from edgediff.runtime.atomic import write_json
     from edgediff.tools.bench_separate import SINRS, run_benchmark, table
@@ -119,7 +121,8 @@ def bench_separate(soi, interferers, frames, steps, sinrs, json_out, plot, force
 
     check_outputs({"--json": json_out, "--plot": plot}, force=force)
     report = run_benchmark(str(soi), [str(i) for i in interferers], frames, steps,
-                           tuple(int(round(s)) for s in sinrs) or SINRS, progress=lambda m: click.echo(m, err=True))
+                           tuple(int(round(s)) for s in sinrs) or SINRS, progress=lambda m: click.echo(m, err=True),
+                           smc_particles=smc_particles)
     for line in table(report):
         click.echo(line)
     if plot is not None:
