@@ -207,3 +207,21 @@ def imaging_figure(setup: ImagingSetup, result: dict[str, Any], kept: dict[str, 
     marks = [setup.targets.cells[:frames]] * len(sets)
     title = f"{setup.name}, {result['case']}: detections at Pfa {result['pfa']:g} (circles), true targets (+)"
     return plots.maps_figure(sets, out, title, marks=marks, detections=dets)
+
+
+def latency_beside(denoisers: dict[str, Any], repeats: int = 50, warmup: int = 5) -> dict[str, Any]:
+    """Per-NFE latency at batch 1 of each engine, measured in alternation (one call of each per round,
+    so a busy machine slows all alike): median ms, and each one's ratio to the first."""
+    rng = np.random.default_rng(0)
+    inputs = {n: (rng.standard_normal((1, *d.sample_shape)).astype(np.float32), np.array([500], dtype=np.int64))
+              for n, d in denoisers.items()}
+    times: dict[str, list[float]] = {n: [] for n in denoisers}
+    for round_ in range(warmup + repeats):
+        for name, d in denoisers.items():
+            start = time.perf_counter()
+            d(*inputs[name])
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    ms = {n: 1e3 * float(np.median(t)) for n, t in times.items()}
+    first = next(iter(ms.values()))
+    return {"batch": 1, "repeats": repeats, "ms_per_nfe": ms, "ratio_to_first": {n: v / first for n, v in ms.items()}}

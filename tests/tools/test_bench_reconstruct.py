@@ -67,6 +67,8 @@ def test_imaging_cases_judge_every_method_by_the_detector(tmp_path, radar_bundle
     report = json.loads(out.read_text())
     cases = report["imaging"][str(radar_bundle)]
     assert set(cases) == {"chirps50", "chirpburst25"}
+    lat = report["latency"][str(radar_bundle)]
+    assert len(lat["ms_per_nfe"]) == 2 and all(v > 0 for v in lat["ms_per_nfe"].values()) and "2D/1D" in res.stdout
     from edgediff.runtime.inverse.baselines import least_squares
     from edgediff.tools.bench_imaging import ImagingSetup, problem_for
 

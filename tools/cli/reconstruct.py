@@ -268,12 +268,17 @@ def bench_imaging(bundles: list[Path], frames: int, steps: int, cases: tuple[str
                   json_out: Path | None) -> None:
     from edgediff.runtime.atomic import write_json
     from edgediff.tools.bench import machine
-    from edgediff.tools.bench_imaging import ImagingSetup, imaging_figure, imaging_table, run_imaging_case
+    from edgediff.runtime.backends import load
+    from edgediff.tools.bench_imaging import ImagingSetup, imaging_figure, imaging_table, latency_beside, run_imaging_case
 
     report: dict[str, Any] = {"machine": machine(), "frames": frames, "steps": steps, "imaging": {}}
     for i, bundle in enumerate(bundles):
         setup = ImagingSetup(bundle, frames)
         results = report["imaging"][str(bundle)] = {}
+        pair = {f"2D U-Net ({bundle})": setup.denoiser, "1D U-Net (rf-qpsk)": load("rf-qpsk", backend="ort")}
+        lat = report.setdefault("latency", {})[str(bundle)] = latency_beside(pair)
+        click.echo("per-NFE latency, batch 1, ONNX Runtime, measured in alternation: " + ", ".join(
+            f"{n} {ms:.2f} ms" for n, ms in lat["ms_per_nfe"].items()) + f" (2D/1D {1 / list(lat['ratio_to_first'].values())[1]:.2f}x)")
         for j, case in enumerate(cases):
             kept: dict[str, np.ndarray] = {}
             results[case] = run_imaging_case(setup, case, steps, keep=kept)
