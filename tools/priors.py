@@ -56,6 +56,8 @@ STAGES = {
     # back on one H100 (300 s, bf16, beside two distillations): large batches at a low peak rate
     "qpsk-stage4": PriorRecipe("rf-qpsk", lr=3e-4, warmup=100, steps=5310, init="qpsk-stage3"),
 }
+#: What the second radar stage's 50-minute budget reached on 2 CPU cores (one thread).
+RADAR_STAGE2_STEPS = 4688
 #: The other priors, trained with the study's best recipe beside it (same GPU session).
 RECIPES = {
     "rf-chirp": PriorRecipe("rf-chirp", steps=3396),
@@ -63,10 +65,15 @@ RECIPES = {
     "rf-qpsk-fast": PriorRecipe("rf-qpsk-fast", steps=3538),
     "gmm2d": PriorRecipe("gmm2d", prediction="eps", loss_weight="none", schedule="linear", width=256, batch=512,
                          warmup=100, steps=4000, n_frames=20000, augment="none"),
+    # range-Doppler maps on 2 CPU cores (one thread, ~100 maps/s): the shipped run was set for 8105 steps
+    # (a 90-minute budget) and stopped at its step-1500 checkpoint; the second stage starts from there
+    "radar-rd": PriorRecipe("radar-rd", batch=64, n_frames=50000, augment="none", warmup=100, steps=1500),
+    "radar-rd-stage2": PriorRecipe("radar-rd", batch=64, n_frames=50000, augment="none", warmup=100,
+                                   steps=RADAR_STAGE2_STEPS, init="radar-rd"),
 }
 #: Shipped bundle name -> the recipe whose run it is exported from.
 SHIPPED = {"rf-qpsk": "qpsk-stage4", "rf-chirp": "rf-chirp", "rf-mix": "rf-mix", "rf-qpsk-fast": "rf-qpsk-fast",
-           "gmm2d": "gmm2d"}
+           "gmm2d": "gmm2d", "radar-rd": "radar-rd-stage2"}
 #: Shipped few-step students: name -> (teacher's shipped name, distillation settings), built by
 #: ``make priors`` like the rest. Empty: the 4-step student of rf-chirp (one H100, 270 s, ~1000
 #: steps a stage at batch 256, lr 1e-4) missed the distillation target (mean-PSD LSD 2.15 dB against
@@ -95,13 +102,20 @@ def run_config(r: PriorRecipe, *, max_seconds: float | None = None, snapshot_eve
     from edgediff.train.config import RunConfig, TrainConfig
     from edgediff.train.datasets import DataConfig
     from edgediff.train.models import MLPConfig, UNet1DConfig
+    from edgediff.train.unet2d import UNet2DConfig
 
-    points = r.dataset == "gmm2d"
-    model = MLPConfig(width=r.width) if points else UNet1DConfig(base_width=r.width, stem_kernel=r.stem_kernel)
+    points, maps = r.dataset == "gmm2d", r.dataset == "radar-rd"
+    if points:
+        model: Any = MLPConfig(width=r.width)
+    elif maps:
+        model = UNet2DConfig(base_width=r.width)
+    else:
+        model = UNet1DConfig(base_width=r.width, stem_kernel=r.stem_kernel)
     return RunConfig(
         model=model,
         schedule=NoiseSchedule.cosine(T=1000) if r.schedule == "cosine" else NoiseSchedule.linear(T=1000),
-        data=DataConfig(dataset=r.dataset, n=r.n_frames, length=256, seed=r.seed, normalise="none" if points else "rms"),
+        data=DataConfig(dataset=r.dataset, n=r.n_frames, length=32 if maps else 256, seed=r.seed,
+                        normalise="none" if points else "rms"),
         train=TrainConfig(steps=r.steps, batch=r.batch, lr=r.lr, warmup=r.warmup, ema=r.ema, seed=r.seed,
                           checkpoint_every=1000, log_every=50, prediction=r.prediction, loss_weight=r.loss_weight,
                           augment=r.augment, max_seconds=max_seconds, amp=amp, snapshot_every=snapshot_every,

@@ -46,3 +46,17 @@ def test_build_distils_a_missing_student_from_its_teacher(tmp_path, monkeypatch)
     import json
     manifest = json.loads((tmp_path / "out" / "toy-d4" / "manifest.json").read_text())
     assert manifest["distilled"]["nfe"] == 4
+
+
+def test_radar_recipe_is_what_train_builds_for_radar_maps():
+    from edgediff.tools.cli.train import build_config
+
+    r = p.recipe(p.SHIPPED["radar-rd"])
+    assert p.chain(p.SHIPPED["radar-rd"]) == ["radar-rd", "radar-rd-stage2"]
+    ours = p.run_config(r)
+    cli = build_config("radar-rd", None, None, None, r.n_frames, None, None, None, 1000, r.steps, r.batch, r.lr,
+                       r.ema, None, r.seed, 1000)
+    assert ours.model == cli.model and type(ours.model).__name__ == "UNet2DConfig"
+    assert ours.data.length == cli.data.length == 32 and ours.data.normalise == "rms"
+    assert ours.train.augment == cli.train.augment == "none"
+    assert ours.train.init_from.endswith("radar-rd/weights.safetensors")
