@@ -75,7 +75,7 @@ def test_imaging_cases_judge_every_method_by_the_detector(tmp_path, radar_bundle
     setup = ImagingSetup(radar_bundle, 6)
     for name, case in cases.items():
         methods = case["methods"]
-        assert {"truth", "zero-filled", "LMMSE", "DDNM+ (4 steps)", "DDNM+ (mean of 4 x 4)"} <= set(methods)
+        assert {"truth", "zero-filled", "LMMSE", "DDNM+ (4 steps)", "DDNM+ (mean of 8 x 2)"} <= set(methods)
         assert case["lambda"] in case["lambda_grid"] and min(case["lambda_nmse_db"]) == case["lambda_nmse_db"][
             case["lambda_grid"].index(case["lambda"])]  # l1's weight: the best on the tuning maps
         background = 6 * 16 * 16
