@@ -92,22 +92,32 @@ def test_a_reader_that_closes_the_pipe_ends_the_run_cleanly(unet_bundle):
     assert len(head) == 800 and "reader closed the output" in err and "Traceback" not in err
 
 
+def _sigint_as_at_a_terminal() -> None:
+    # a shell without job control starts background jobs with SIGINT ignored, and Python keeps an ignored
+    # SIGINT ignored: a suite run that way (nohup make test &) would hand the child a deaf ear to Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_mid_stream_leaves_no_file(tmp_path, unet_bundle):
     out = tmp_path / "clean.npy"
     proc = subprocess.Popen(edgediff("denoise", str(unet_bundle), "--y", "-", "--out", str(out), "--sigma-y", "0.05",
                                      "--steps", "2", "--batch", "1", "--quiet"),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    Feeder(proc, samples(4000).tobytes(), forever=True).start()
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # wait for the program's own sign of work: samples in its temporary file
-        tmp = [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-        if tmp and tmp[0].stat().st_size > 1024:
-            break
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    # wait with the input still flowing (communicate() would close it: an end of stream racing the signal)
-    code = proc.wait(timeout=120)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_sigint_as_at_a_terminal)
+    try:
+        Feeder(proc, samples(4000).tobytes(), forever=True).start()
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # wait for the program's own sign of work: samples in its temporary file
+            tmp = [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+            if tmp and tmp[0].stat().st_size > 1024:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        # wait with the input still flowing (communicate() would close it: an end of stream racing the signal)
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()  # a failed wait must not leave a stream running after the test
     err = proc.stderr.read().decode()
     assert code == 130 and "interrupted" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the output nor its temporary file
