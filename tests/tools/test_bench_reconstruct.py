@@ -88,6 +88,10 @@ def test_imaging_cases_judge_every_method_by_the_detector(tmp_path, radar_bundle
         x = least_squares(problem_for(name, setup.truth, rng))
         nmse = 10 * np.log10(np.sum((x - setup.truth) ** 2) / np.sum(setup.truth**2))
         assert methods["zero-filled"]["nmse_db"] == pytest.approx(nmse, abs=1e-9)
+        for m in methods.values():  # the error above the lost chirps' noise: what is left once it is taken off
+            if "nmse_db" in m and 10 ** (m["nmse_db"] / 10) > 10 ** (case["lost_noise_floor_db"] / 10):
+                assert 10 ** (m["above_floor_db"] / 10) == pytest.approx(
+                    10 ** (m["nmse_db"] / 10) - 10 ** (case["lost_noise_floor_db"] / 10), rel=1e-9)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "NMSE over" in res.stdout and "fixed-CFAR" in res.stdout
 
