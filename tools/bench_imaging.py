@@ -99,8 +99,13 @@ def imaging_methods(setup: ImagingSetup, lam: float, steps: int, k: int = 8) -> 
     half = max(1, steps // 2)
 
     def draws(p: Problem, seed: int, count: int, n_steps: int) -> np.ndarray:
-        return np.mean([ddnm(d, d.schedule, p, steps=n_steps, eta=ETA, rng=np.random.default_rng([seed, j])).x
-                        for j in range(count)], axis=0)
+        parts = []
+        for c, first in enumerate(range(0, len(p.y), d.max_batch)):  # the engine's batch range, in chunks
+            stop = first + d.max_batch
+            part = Problem(p.operator.take(first, stop), p.y[first:stop], p.sigma_y)
+            parts.append(np.mean([ddnm(d, d.schedule, part, steps=n_steps, eta=ETA,
+                                       rng=np.random.default_rng([seed, j, c])).x for j in range(count)], axis=0))
+        return np.concatenate(parts)
 
     return {
         "zero-filled": ("classical", lambda p, s: baselines.least_squares(p)),
