@@ -8,7 +8,7 @@ import pytest
 from edgediff.runtime.bundle import SHIPPED_DIR, Bundle, resolve, shipped
 from edgediff.runtime.errors import BundleError
 
-NAMES = ("rf-qpsk", "rf-chirp", "rf-mix", "rf-qpsk-fast", "gmm2d")
+NAMES = ("rf-qpsk", "rf-chirp", "rf-mix", "rf-qpsk-fast", "gmm2d", "radar-rd")
 
 
 def test_every_prior_is_shipped_and_small():
