@@ -55,6 +55,17 @@ class _Grid:
     def x0(self, i: int, x: np.ndarray, eps: np.ndarray) -> np.ndarray:
         return (x - self.sigma[i] * eps) / self.alpha[i]
 
+    def predict(self, i: int, t: int, x: np.ndarray, eps_fn: Callable[[np.ndarray, int], np.ndarray],
+                data_step: Callable[[int, np.ndarray, float, float], np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+        """(x_t, x0_hat) at step i: Tweedie's estimate, replaced by ``data_step``'s consistent one if given.
+        x_t then moves with it (x_t = alpha x0 + sigma eps, eps kept): otherwise the (sigma_next / sigma) x_t
+        term of the step carries the unconstrained x0 on into the next state."""
+        x0 = self.x0(i, x, eps_fn(x, t))
+        if data_step is None:
+            return x, x0
+        x0c = data_step(i, x0, float(self.alpha[i + 1]), float(self.sigma[i + 1]))
+        return x + self.alpha[i] * (x0c - x0), x0c
+
 
 def _expm1_neg(h: float) -> float:
     """e^{-h} - 1, with h = +inf at the final step giving -1."""
@@ -77,13 +88,7 @@ def dpmpp2m(eps_fn: Callable[[np.ndarray, int], np.ndarray], alphas_bar: np.ndar
     with np.errstate(divide="ignore", invalid="ignore"):
         for i, t in enumerate(ts.tolist()):
             # 1. data prediction (Tweedie) at this step, made consistent with the measurement if asked
-            x0 = g.x0(i, x, eps_fn(x, t))
-            if data_step is not None:
-                x0c = data_step(i, x0, float(g.alpha[i + 1]), float(g.sigma[i + 1]))
-                # move x_t with its data prediction (x_t = alpha x0 + sigma eps, eps kept): otherwise the
-                # (sigma_next / sigma) x_t term carries the unconstrained x0 on into the next state
-                x = x + g.alpha[i] * (x0c - x0)
-                x0 = x0c
+            x, x0 = g.predict(i, t, x, eps_fn, data_step)
             if callback is not None:
                 callback(i, t, x, x0)
             h = g.lam[i + 1] - g.lam[i]
@@ -115,11 +120,8 @@ def sde_dpmpp2m(eps_fn: Callable[[np.ndarray, int], np.ndarray], alphas_bar: np.
     prev_x0 = None
     with np.errstate(divide="ignore", invalid="ignore"):
         for i, t in enumerate(ts.tolist()):
-            # 1. data prediction (Tweedie) at this step, made consistent with a measurement if asked
-            x0 = g.x0(i, x, eps_fn(x, t))
-            if data_step is not None:
-                x0c = data_step(i, x0, float(g.alpha[i + 1]), float(g.sigma[i + 1]))
-                x, x0 = x + g.alpha[i] * (x0c - x0), x0c
+            # 1. data prediction (Tweedie) at this step, made consistent with the measurement if asked
+            x, x0 = g.predict(i, t, x, eps_fn, data_step)
             if callback is not None:
                 callback(i, t, x, x0)
             h = g.lam[i + 1] - g.lam[i]

@@ -38,45 +38,53 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
-class ResBlock1D(nn.Module):
-    """GroupNorm -> SiLU -> Conv, plus the timestep embedding, twice, around a residual path."""
+#: The convolution for frames (B, C, L) and for maps (B, C, H, W).
+CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float = 0.0):
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> Conv, plus the timestep embedding, twice, around a residual path; over
+    frames (``dims`` 1) or maps (``dims`` 2)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float = 0.0, dims: int = 1):
         super().__init__()
+        conv = CONV[dims]
+        self.dims = dims
         self.norm1 = group_norm(c_in, groups)
-        self.conv1 = nn.Conv1d(c_in, c_out, 3, padding=1)
+        self.conv1 = conv(c_in, c_out, 3, padding=1)
         self.emb = nn.Linear(emb_dim, c_out)
         self.norm2 = group_norm(c_out, groups)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv1d(c_out, c_out, 3, padding=1)
-        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.conv2 = conv(c_out, c_out, 3, padding=1)
+        self.skip = conv(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, L)
-        h = h + self.emb(F.silu(emb))[:, :, None]
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, c_out, *cells)
+        h = h + self.emb(F.silu(emb))[(...,) + (None,) * self.dims]  # (B, c_out, 1[, 1])
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
 
-class SelfAttention1D(nn.Module):
-    """Multi-head self-attention over the length axis (used at the lowest resolution only)."""
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the cells (the length, or H x W; used at the lowest resolution only)."""
 
-    def __init__(self, channels: int, heads: int, groups: int):
+    def __init__(self, channels: int, heads: int, groups: int, dims: int = 1):
         super().__init__()
         if channels % heads:
             raise InputError(f"attention over {channels} channels needs heads dividing them, got {heads}")
         self.heads = heads
         self.norm = group_norm(channels, groups)
-        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
-        self.proj = nn.Conv1d(channels, channels, 1)
+        self.qkv = CONV[dims](channels, 3 * channels, 1)
+        self.proj = CONV[dims](channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, L = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, L).unbind(1)  # (B, h, c, L)
+        B, C = x.shape[:2]
+        n = math.prod(x.shape[2:])  # cells: static for a given frame or map size
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, n).unbind(1)  # (B, h, c, n)
         scale = (C // self.heads) ** -0.5
         # plain MatMul + Softmax (not Einsum): the ops TensorRT fuses and keeps in fp32 where asked
-        weights = torch.softmax(torch.matmul(q.transpose(-2, -1) * scale, k), dim=-1)  # (B, h, L_q, L_k)
-        out = torch.matmul(v, weights.transpose(-2, -1)).reshape(B, C, L)  # (B, C, L)
+        weights = torch.softmax(torch.matmul(q.transpose(-2, -1) * scale, k), dim=-1)  # (B, h, n_q, n_k)
+        out = torch.matmul(v, weights.transpose(-2, -1)).reshape(x.shape)  # (B, C, *cells)
         return x + self.proj(out)
 
 

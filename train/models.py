@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from edgediff.runtime.errors import InputError
-from edgediff.train.layers import Downsample1D, ResBlock1D, SelfAttention1D, SinusoidalEmbedding, Upsample1D, group_norm
+from edgediff.train.layers import Downsample1D, SinusoidalEmbedding, Upsample1D
+from edgediff.train.unet import UNet
 from edgediff.train.unet2d import UNet2D, UNet2DConfig
 
 MODEL_KINDS = ("unet1d", "mlp", "unet2d")
@@ -77,9 +78,8 @@ def config_from_dict(d: dict[str, Any]) -> ModelConfig:
     return cls(**values)
 
 
-class UNet1D(nn.Module):
+class UNet1D(UNet):
     def __init__(self, config: UNet1DConfig):
-        super().__init__()
         c = config
         n_down = len(c.mults) - 1
         if c.length % (2**n_down):
@@ -87,52 +87,10 @@ class UNet1D(nn.Module):
                 f"frame length L={c.length} is not divisible by 2^{n_down}={2**n_down}: the U-Net halves it "
                 f"{n_down} times; choose L as a multiple of {2**n_down} or fewer levels"
             )
-        self.config = c
-        widths = [c.base_width * m for m in c.mults]
-        self.embed = SinusoidalEmbedding(c.emb_dim, c.emb_dim)
         if c.stem_kernel < 1 or c.stem_kernel % 2 == 0:
             raise InputError(f"stem_kernel={c.stem_kernel} must be odd and positive (the output keeps the length)")
-        self.stem = nn.Conv1d(c.channels, widths[0], c.stem_kernel, padding=c.stem_kernel // 2)
-        self.down = nn.ModuleList()
-        skips = [widths[0]]
-        ch = widths[0]
-        for level, width in enumerate(widths):
-            for _ in range(c.blocks_per_level):
-                self.down.append(ResBlock1D(ch, width, c.emb_dim, c.norm_groups, c.dropout))
-                ch = width
-                skips.append(ch)
-            if level < n_down:
-                self.down.append(Downsample1D(ch))
-                skips.append(ch)
-        self.mid1 = ResBlock1D(ch, ch, c.emb_dim, c.norm_groups, c.dropout)
-        self.mid_attn = SelfAttention1D(ch, c.heads, c.norm_groups) if c.attention else nn.Identity()
-        self.mid2 = ResBlock1D(ch, ch, c.emb_dim, c.norm_groups, c.dropout)
-        self.up = nn.ModuleList()
-        for level, width in reversed(list(enumerate(widths))):
-            for _ in range(c.blocks_per_level + 1):
-                self.up.append(ResBlock1D(ch + skips.pop(), width, c.emb_dim, c.norm_groups, c.dropout))
-                ch = width
-            if level > 0:
-                self.up.append(Upsample1D(ch))
-        self.out_norm = group_norm(ch, c.norm_groups)
-        self.out = nn.Conv1d(ch, c.channels, 3, padding=1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        emb = self.embed(t)  # (B, emb_dim)
-        h = self.stem(x_t)  # (B, width0, L)
-        hs = [h]
-        for block in self.down:
-            h = block(h, emb) if isinstance(block, ResBlock1D) else block(h)
-            hs.append(h)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)  # (B, width_max, L / 2^n_down)
-        for block in self.up:
-            if isinstance(block, ResBlock1D):
-                h = block(torch.cat([h, hs.pop()], dim=1), emb)
-            else:
-                h = block(h)
-        return self.out(torch.nn.functional.silu(self.out_norm(h)))  # (B, C, L)
+        super().__init__(c, 1, lambda width: nn.Conv1d(c.channels, width, c.stem_kernel, padding=c.stem_kernel // 2),
+                         Downsample1D, Upsample1D)
 
 
 class MLPDenoiser(nn.Module):

@@ -27,15 +27,20 @@ def arm_env():
     return arm64.build()
 
 
-@needs_tools
-def test_arm64_samples_match_x86_and_verify_passes(tmp_path, arm_env, unet_bundle):
-    args = ["sample", str(unet_bundle), "--n", "4", "--steps", "20", "--eta", "0.5", "--seed", "3", "--quiet"]
+def sample_on_both(tmp_path, arm_env, args):
+    """The same `edgediff sample` here (x86) and in the ARM64 environment: (x86 frames, ARM64 frames)."""
     x86 = subprocess.run([sys.executable, "-m", "edgediff", *args, "--out", str(tmp_path / "x86.npy")],
                          capture_output=True, text=True, timeout=300)
     assert x86.returncode == 0, x86.stderr
     arm = arm64.run(arm_env, [*args, "--out", str(tmp_path / "arm.npy")])
     assert arm.returncode == 0, arm.stderr
-    a, b = np.load(tmp_path / "x86.npy"), np.load(tmp_path / "arm.npy")
+    return np.load(tmp_path / "x86.npy"), np.load(tmp_path / "arm.npy")
+
+
+@needs_tools
+def test_arm64_samples_match_x86_and_verify_passes(tmp_path, arm_env, unet_bundle):
+    args = ["sample", str(unet_bundle), "--n", "4", "--steps", "20", "--eta", "0.5", "--seed", "3", "--quiet"]
+    a, b = sample_on_both(tmp_path, arm_env, args)
     assert a.shape == b.shape == (4, 2, 32)
     diff = np.abs(a - b)
     print(f"x86 vs ARM64: median |dx| {np.median(diff):.2e}, max |dx| {diff.max():.2e} (signal RMS {np.sqrt(np.mean(a**2)):.3f})")
@@ -54,12 +59,7 @@ def test_arm64_samples_match_x86_and_verify_passes(tmp_path, arm_env, unet_bundl
 def test_arm64_samples_a_2d_radar_bundle(tmp_path, arm_env, radar_bundle):
     """The 2D U-Net's maps: the same loops, shape-agnostic, on ARM64's numpy and ONNX Runtime."""
     args = ["sample", str(radar_bundle), "--n", "2", "--steps", "10", "--seed", "5", "--quiet"]
-    x86 = subprocess.run([sys.executable, "-m", "edgediff", *args, "--out", str(tmp_path / "x86.npy")],
-                         capture_output=True, text=True, timeout=300)
-    assert x86.returncode == 0, x86.stderr
-    arm = arm64.run(arm_env, [*args, "--out", str(tmp_path / "arm.npy")])
-    assert arm.returncode == 0, arm.stderr
-    a, b = np.load(tmp_path / "x86.npy"), np.load(tmp_path / "arm.npy")
+    a, b = sample_on_both(tmp_path, arm_env, args)
     assert a.shape == b.shape == (2, 2, 16, 16) and np.median(np.abs(a - b)) <= 1e-4
     check = arm64.run(arm_env, ["verify", str(radar_bundle), "--steps", "5", "--n", "2"])
     assert check.returncode == 0 and "passed" in check.stdout, check.stdout + check.stderr

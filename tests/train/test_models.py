@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from edgediff.runtime import InputError  # noqa: E402
-from edgediff.train.layers import SelfAttention1D  # noqa: E402
+from edgediff.train.layers import SelfAttention  # noqa: E402
 from edgediff.train.models import (  # noqa: E402
     MLPConfig,
     UNet1DConfig,
@@ -42,7 +42,7 @@ def test_eps_has_the_shape_of_x_t_and_depends_on_t(config):
 
 def test_attention_only_at_lowest_resolution_and_groups_above_one():
     model = build_model(UNet1DConfig())
-    attn = [m for m in model.modules() if isinstance(m, SelfAttention1D)]
+    attn = [m for m in model.modules() if isinstance(m, SelfAttention)]
     assert len(attn) == 1 and attn[0] is model.mid_attn
     norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert norms and all(n.num_groups > 1 for n in norms)

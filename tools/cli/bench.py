@@ -179,9 +179,9 @@ def bench_samplers(bundles, n, no_timing, json_out, plot, force) -> None:
         write_json(json_out, out)
         click.echo(f"wrote {json_out}")
     if plot is not None:
-        from edgediff.tools import plots
+        from edgediff.tools import plot_curves
 
-        click.echo(f"wrote {plots.quality_vs_nfe(reports, plot)}")
+        click.echo(f"wrote {plot_curves.quality_vs_nfe(reports, plot)}")
 
 
 @cli.command("bench-train")

@@ -141,7 +141,7 @@ def plot_cmd(runs, out, force) -> None:
     import json
 
     from edgediff.runtime.errors import BundleError
-    from edgediff.tools import plots
+    from edgediff.tools import plot_curves
     from edgediff.tools.cli.outputs import check_output
     from edgediff.train.config import RunConfig
 
@@ -162,7 +162,7 @@ def plot_cmd(runs, out, force) -> None:
             parent = Path(init).parent.name
             offsets[run.name] = offsets.get(parent, 0) + seen.get(parent, 0)
     offsets = {k: v / 1e6 for k, v in offsets.items()}
-    click.echo(f"wrote {plots.study_curves(curves, out, offsets)}")
+    click.echo(f"wrote {plot_curves.study_curves(curves, out, offsets)}")
 
 
 @priors.command("continue")

@@ -238,9 +238,9 @@ def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, nfe_curve, pl
             for line in curve_lines(curves[-1]):
                 click.echo(line)
         if plot is not None:
-            from edgediff.tools import plots
+            from edgediff.tools import plot_curves
 
-            click.echo(f"wrote {plots.nmse_vs_nfe(curves, plot)}")
+            click.echo(f"wrote {plot_curves.nmse_vs_nfe(curves, plot)}")
         if json_out is not None:
             write_json(json_out, {"machine": machine(), "curves": curves})
             click.echo(f"wrote {json_out}")

@@ -126,9 +126,9 @@ def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, json_o
     for line in table(report):
         click.echo(line)
     if plot is not None:
-        from edgediff.tools import plots
+        from edgediff.tools import plot_curves
 
-        click.echo(f"wrote {plots.separation_curves(report, plot)}")
+        click.echo(f"wrote {plot_curves.separation_curves(report, plot)}")
     if json_out is not None:
         write_json(json_out, report)
         click.echo(f"wrote {json_out}")

@@ -1,0 +1,122 @@
+"""Benchmark curves (matplotlib, headless): quality against NFE, NMSE against NFE, BER and MSE
+against SINR, and the priors' EVM against training frames. Each function writes one PNG and returns
+its path; the figures of frames, maps and fields are in :mod:`edgediff.tools.plots`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgediff.tools.plots import pyplot, save
+
+
+def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
+    """One panel per teacher bundle: its quality measure against NFE, one line per sampler; a distilled
+    bundle of the same dataset is drawn into that panel as a star labelled with its name."""
+    plt = pyplot()
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    panels = [r for r in reports if not r.get("distilled")] or reports
+    students = [r for r in reports if r.get("distilled") and r not in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False, layout="constrained")
+    for ax, rep in zip(axes[0], panels):
+        rows = rep["rows"]
+        if "max_share_error" in rows[0]:
+            key, label = (lambda r: r["max_share_error"]), "max mode-share error"
+        elif any("evm" in r for r in rows):
+            key, label = (lambda r: r["evm"]["median_db"] if "evm" in r else np.nan), "blind EVM median (dB)"
+        else:
+            key, label = (lambda r: r["psd_lsd_db"]), "mean-PSD log-spectral distance (dB)"
+        nfes = set()
+        for sampler in dict.fromkeys(r["sampler"] for r in rows):
+            pts = sorted((r["nfe"], key(r)) for r in rows if r["sampler"] == sampler)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sampler)
+            nfes |= {p[0] for p in pts}
+        for other in students:
+            if other["dataset"] == rep["dataset"]:
+                for r in other["rows"]:
+                    ax.plot([r["nfe"]], [key(r)], "*", ms=12, label=f"{Path(str(other['bundle'])).name} (distilled)")
+                    nfes.add(r["nfe"])
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(sorted(nfes)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_xlabel("network evaluations per sample")
+        ax.set_ylabel(label)
+        ax.set_title(f"{Path(str(rep['bundle'])).name}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return save(fig, out)
+
+
+def separation_curves(report: dict[str, Any], out: Path) -> Path:
+    """BER (log) and SOI MSE against SINR, one row per interferer, one line per method."""
+    plt = pyplot()
+    names = list(report["interferers"])
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 3.8 * len(names)), squeeze=False, layout="constrained")
+    for row, name in zip(axes, names):
+        points = report["interferers"][name]
+        sinrs = [int(s) for s in points]
+        methods = [m for m in points[str(sinrs[0])] if not m.startswith("_")]
+        for m in methods:
+            ber = [max(points[str(s)][m]["ber"], 1e-5) for s in sinrs]
+            mse = [points[str(s)][m]["mse_db"] for s in sinrs]
+            style = "o-" if points[str(sinrs[0])][m]["kind"] == "diffusion" else "s--"
+            row[0].semilogy(sinrs, ber, style, label=m, ms=4)
+            row[1].plot(sinrs, mse, style, label=m, ms=4)
+        row[0].set_title(f"BER, interferer {name}", fontsize=10)
+        row[1].set_title(f"SOI MSE, interferer {name}", fontsize=10)
+        row[0].set_ylabel("bit error rate (1e-5 = none seen)")
+        row[1].set_ylabel("MSE (dB)")
+        for ax in row:
+            ax.set_xlabel("SINR (dB)")
+            ax.grid(alpha=0.3, which="both")
+        row[0].legend(fontsize=7)
+    return save(fig, out)
+
+
+def study_curves(curves: dict[str, list[dict[str, Any]]], out: Path, offsets: dict[str, float] | None = None) -> Path:
+    """Blind EVM median and share below -15 dB against training samples seen, one line per run
+    (``offsets`` shifts a later stage by the samples its earlier stages saw)."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, rows in curves.items():
+        rows = [r for r in rows if r.get("sample_steps", 50) == 50 and "evm" in r.get("generated", {})]
+        if not rows:
+            continue
+        x = [(offsets or {}).get(name, 0) + r["samples_seen"] / 1e6 for r in rows]
+        ax1.plot(x, [r["generated"]["evm"]["median_db"] for r in rows], "o-", ms=3, label=name)
+        ax2.plot(x, [100 * r["generated"]["evm"]["share_below_15db"] for r in rows], "o-", ms=3, label=name)
+    ax1.axhline(-20, color="0.5", ls="--", lw=0.8)
+    ax2.axhline(80, color="0.5", ls="--", lw=0.8)
+    ax1.set_ylabel("blind EVM median (dB)")
+    ax2.set_ylabel("frames below -15 dB (%)")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("training frames seen (millions)")
+        ax.grid(alpha=0.3)
+    ax1.legend(fontsize=7)
+    return save(fig, out)
+
+
+def nmse_vs_nfe(curves: list[dict[str, Any]], out: Path) -> Path:
+    """One panel per dataset: NMSE against NFE per frame, one line per method (budgets joined), LMMSE
+    as a horizontal line; points labelled with their time per frame."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(6.2 * len(curves), 4.4), squeeze=False, layout="constrained")
+    for ax, c in zip(axes[0], curves):
+        labels = dict.fromkeys(r["label"] + (" (particles)" if r["method"] == "smc" else "") for r in c["rows"])
+        for label in labels:
+            pts = sorted((r["nfe"], r["nmse_db"], r["ms_per_frame"]) for r in c["rows"]
+                         if r["label"] + (" (particles)" if r["method"] == "smc" else "") == label)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3.5, label=label)
+        ax.axhline(c["lmmse"]["nmse_db"], color="k", ls="--", lw=1, label="LMMSE (0 NFE)")
+        ax.set_xscale("log")
+        ax.set_xlabel("network evaluations per frame")
+        ax.set_ylabel("NMSE (dB)")
+        ax.set_title(f"{c['dataset']}: {c['case']}, {c['frames']} frames", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save(fig, out)
