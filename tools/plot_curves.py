@@ -120,3 +120,26 @@ def nmse_vs_nfe(curves: list[dict[str, Any]], out: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return save(fig, out)
+
+
+def quality_vs_latency(rows: list[dict[str, Any]], limits: dict[str, float], baseline_ms: dict[str, float],
+                       out: Path) -> Path:
+    """Blind EVM median of each study variant against its per-NFE latency (one panel per batch size),
+    labelled with its bundle size and frames seen; the latency limit dashed, variants over the size
+    limit drawn hollow."""
+    plt = pyplot()
+    batches = list(rows[0]["latency_ms"])
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.2 * len(batches), 3.8), squeeze=False, layout="constrained")
+    for ax, b in zip(axes[0], batches):
+        for r in rows:
+            big = r["bundle_mb"] > limits["bundle_mb"]
+            ax.plot(r["latency_ms"][b], r["evm_median_db"], "o", ms=7, mfc="none" if big else None, color="C0")
+            ax.annotate(f"{r['name']}\n{r['bundle_mb']:.1f} MB, {r['frames_seen'] / 1e6:.3g} M frames",
+                        (r["latency_ms"][b], r["evm_median_db"]), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.axvline(baseline_ms[b] * limits["latency_ratio"], color="0.5", ls="--", lw=0.8, label=f"{limits['latency_ratio']:g}x the default's latency")
+        ax.margins(x=0.3, y=0.2)
+        ax.set_xlabel(f"per-NFE latency, batch {b} (ms, ONNX Runtime, CPU)")
+        ax.set_ylabel("blind EVM median (dB)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, title=f"hollow: over {limits['bundle_mb']:g} MB", title_fontsize=7)
+    return save(fig, out)

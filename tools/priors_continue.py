@@ -48,7 +48,8 @@ LEDGER = Path(__file__).resolve().parents[1] / "priors" / "ledger.json"
 GPU_STAGE = {"batch": 4096, "lr": 3e-4 * math.sqrt(8), "warmup": 200, "ema": 0.9995, "snapshot_every": 500,
              "checkpoint_every": 2000, "log_every": 100, "n_frames": 20000}
 #: Study variants (``--study``), trained from scratch beside the stages: name -> U-Net changes.
-STUDY = {"qpsk-w32": {"base_width": 32}, "qpsk-w64": {"base_width": 64}, "qpsk-w32-deep": {"blocks_per_level": 2}}
+STUDY = {"qpsk-w32": {"base_width": 32}, "qpsk-w40": {"base_width": 40}, "qpsk-w48": {"base_width": 48},
+         "qpsk-w64": {"base_width": 64}, "qpsk-w32-deep": {"blocks_per_level": 2}}
 STUDY_LR = 2e-3 * math.sqrt(8)
 #: Each part brought back stays under the device tool's 16 MiB per file.
 PART_BYTES = 15 * 1024 * 1024

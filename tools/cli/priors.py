@@ -165,6 +165,10 @@ def plot_cmd(runs, out, force) -> None:
     click.echo(f"wrote {plot_curves.study_curves(curves, out, offsets)}")
 
 
+#: A dry run's stages train this long at most: it proves the plan, not the priors.
+DRY_SECONDS = 5.0
+
+
 @priors.command("continue")
 @click.argument("names", nargs=-1)
 @click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/gpu"), show_default=True,
@@ -174,7 +178,7 @@ def plot_cmd(runs, out, force) -> None:
               help="Training time budget of every stage (side by side; a stage stops at 1.2x at the latest).")
 @click.option("--bench-seconds", type=click.FloatRange(min=0.0, max=600.0), default=8.0, show_default=True,
               help="Timed seconds per throughput variant first (0: no benchmark).")
-@click.option("--study", "study", multiple=True, help="Also train a study variant from scratch (repeat): qpsk-w32, qpsk-w64, qpsk-w32-deep.")
+@click.option("--study", "study", multiple=True, help="Also train a study variant from scratch (repeat): qpsk-w32, -w40, -w48, -w64, -w32-deep.")
 @click.option("--curve-n", type=click.IntRange(16, 100_000), default=512, show_default=True, help="Frames per curve point.")
 @click.option("--device", default="cuda", show_default=True)
 @click.option("--dry-run", is_flag=True, help="The same plan at a toy size on the CPU: seconds per stage, tiny batches.")
@@ -186,8 +190,8 @@ def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, devic
     from edgediff.runtime.atomic import write_json
     from edgediff.tools import priors_continue as pc
 
-    if dry_run:
-        device, curve_n = "cpu", min(curve_n, 16)
+    if dry_run:  # a toy size: seconds per stage, whatever the real call's budget
+        device, curve_n, seconds = "cpu", min(curve_n, 16), min(seconds, DRY_SECONDS)
     out.mkdir(parents=True, exist_ok=True)
     stages = pc.plan(list(names) or list(pc.CONTINUED), runs, seconds, study=list(study), dry_run=dry_run)
     pc.prepare(stages)
@@ -254,3 +258,44 @@ def adopt_cmd(runs, out, n) -> None:
 
     for run in runs:
         pc.adopt(run, out, n, log=click.echo)
+
+
+@priors.command("cost")
+@click.argument("variants", nargs=-1)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), required=True, help="Write the costs here.")
+@click.option("--rounds", type=click.IntRange(1, 100), default=5, show_default=True, help="Rounds of alternating timings.")
+@click.option("--repeats", type=click.IntRange(1, 10_000), default=20, show_default=True, help="Calls per variant, batch and round.")
+@click.option("--force", is_flag=True, help="Replace the JSON if it exists.")
+def cost_cmd(variants, json_out, rounds, repeats, force) -> None:
+    """What each study variant (VARIANTS: default all) costs on this CPU: per-NFE latency (ONNX Runtime,
+    batch 1 and 16, timed side by side), parameters, FLOPs and bundle megabytes."""
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools import study_cost as sc
+    from edgediff.tools.cli.outputs import check_output
+
+    check_output("--json", json_out, force, suffix=".json")
+    report = sc.measure(list(variants) or None, rounds=rounds, repeats=repeats, log=click.echo)
+    write_json(json_out, report)
+    click.echo(f"wrote {json_out}")
+
+
+@priors.command("cost-plot")
+@click.option("--cost", "cost_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="The JSON of `edgediff priors cost`.")
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/gpu"), show_default=True,
+              help="Where the study runs are (their curve.json).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="PNG file to write.")
+@click.option("--force", is_flag=True, help="Replace the PNG if it exists.")
+def cost_plot_cmd(cost_path, runs, out, force) -> None:
+    """Quality against latency: each study run's last EVM beside its variant's cost."""
+    from edgediff.tools import plot_curves
+    from edgediff.tools import study_cost as sc
+    from edgediff.tools.cli.outputs import check_output
+
+    check_output("--out", out, force, suffix=".png")
+    cost = sc.read_cost(cost_path)
+    rows = sc.quality_rows(cost, runs)
+    for r in rows:
+        click.echo(f"{r['name']}: EVM {r['evm_median_db']:.1f} dB after {r['frames_seen'] / 1e6:.1f} M frames; "
+                   f"{sc.table_line(r['name'], r).strip()}")
+    click.echo(f"wrote {plot_curves.quality_vs_latency(rows, cost['limits'], cost['variants'][cost['baseline']]['latency_ms'], out)}")
