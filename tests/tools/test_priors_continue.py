@@ -71,3 +71,24 @@ def test_bad_names_and_archives_are_refused(tmp_path):
     bad.write_bytes(b"not a tar")
     with pytest.raises(InputError, match="do not form a tar"):
         pc.unpack([bad], tmp_path / "x")
+
+
+def test_a_failed_fast_step_sends_every_stage_to_todays_step(tmp_path):
+    stages = pc.plan(["rf-chirp"], tmp_path / "runs", 2, study=["qpsk-w32"], dry_run=True)
+    pc.prepare(stages)
+    today = {"variant": {"name": "today"}, "loss_finite": True, "mean_loss": 0.1}
+    fine = {"rows": [today, {"variant": {"name": "fast"}, "loss_finite": True, "mean_loss": 0.1}]}
+    assert pc.step_fallback(stages, fine) == (stages, None)
+    diverged = {"rows": [today, {"variant": {"name": "fast"}, "loss_finite": False, "mean_loss": float("nan")}]}
+    assert "loss nan" in pc.step_fallback(stages, diverged)[1]
+    failed = {"rows": [today, {"variant": {"name": "fast"}, "error": "RuntimeError: operation not permitted when stream is capturing"}]}
+    changed, why = pc.step_fallback(stages, failed, frames=256)
+    assert "not permitted when stream is capturing" in why and [s.name for s in changed] == ["rf-chirp", "qpsk-w32"]
+    pc.rewrite(changed)
+    config = json.loads((changed[0].run / "config.json").read_text())
+    assert (config["train"]["frames"], config["train"]["graphs"], config["train"]["fused"]) == ("resident", False, False)
+    assert config["train"]["init_from"].endswith("priors/rf-chirp") and config["data"]["n"] == 256
+    # the rewritten stage really trains that way (the loop's own record of its step program)
+    assert pc.launch(changed[:1], "cpu", log=print) == {"rf-chirp": 0}
+    summary = json.loads((changed[0].run / "summary.json").read_text())
+    assert summary["step_program"]["frames"] == "resident" and summary["steps_this_session"] > 0

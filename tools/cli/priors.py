@@ -200,7 +200,11 @@ def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, devic
         click.echo(f"{st.name}: stage {st.run} from {st.init or 'scratch'}, batch {st.config.train.batch}, "
                    f"lr {st.config.train.lr:.2e}, {seconds:.0f} s")
     if bench_seconds > 0:
-        _bench(out / "bench-train.json", device, bench_seconds, dry_run)
+        report = _bench(out / "bench-train.json", device, bench_seconds, dry_run)
+        stages, why = pc.step_fallback(stages, report, pc.DRY["n_frames"] if dry_run else pc.FALLBACK_FRAMES)
+        if why:
+            click.echo(why)
+            pc.rewrite(stages)
     pc.launch(stages, device, log=click.echo)
     pc.curves(stages, device, curve_n, points=2 if dry_run else 6, sample_steps=4 if dry_run else 50, log=click.echo)
     summary = {}
@@ -222,7 +226,7 @@ def p_summary(name, rows):
     return p.summary_line(name, rows)
 
 
-def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> None:
+def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> dict:
     from edgediff.runtime.atomic import write_json
     from edgediff.tools import bench_train as bt
     from edgediff.tools import priors as p
@@ -234,6 +238,7 @@ def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> None:
     report = bt.bench(variants, p.run_config(p.PriorRecipe("rf-qpsk")), dev, seconds=seconds, warmup=4 if dry_run else 10,
                       n_resident=256 if dry_run else 20000, log=click.echo)
     write_json(json_out, report)
+    return report
 
 
 @priors.command("unpack")
