@@ -52,7 +52,8 @@ def quality(denoiser: Any, n: int, grid: tuple[tuple[str, int], ...] = GRID, tim
         grid = (("ddim", int(denoiser.distilled["nfe"])),)
     dataset = data.get("dataset")
     ref = None if dataset == "gmm2d" else reference(dataset, n, int(denoiser.sample_shape[-1]), int(data.get("seed", 0)))
-    rows = []
+    rows: list[dict[str, Any]] = []
+    held_out: dict[str, Any] = {}
     for method, steps in grid:
         run = generate(denoiser, SampleRequest(n=n, method=method, steps=steps, seed=0))
         row: dict[str, Any] = {"sampler": method, "nfe": run.nfe}
@@ -63,12 +64,13 @@ def quality(denoiser: Any, n: int, grid: tuple[tuple[str, int], ...] = GRID, tim
             row["psd_lsd_db"] = report["psd_lsd_db"]
             row["envelope_w1"] = report["envelope_w1"]
             row.update({k: v for k, v in report["generated"].items()})
+            held_out = report["held_out"]  # the same measures on the held-out frames: the floor
         if timing:
             row["s_per_sample_b1"] = seconds_per_sample(denoiser, method, steps, 1)
             row["s_per_sample_b16"] = seconds_per_sample(denoiser, method, steps, min(16, denoiser.max_batch))
         rows.append(row)
     _against_ddim50(rows)
-    report = {"bundle": str(denoiser.bundle.root), "dataset": dataset, "n": n, "rows": rows}
+    report = {"bundle": str(denoiser.bundle.root), "dataset": dataset, "n": n, "rows": rows, "held_out": held_out}
     if getattr(denoiser, "distilled", None):
         report["distilled"] = {"nfe": int(denoiser.distilled["nfe"])}
     return report
@@ -90,6 +92,10 @@ def _against_ddim50(rows: list[dict[str, Any]]) -> None:
 
 def describe(report: dict[str, Any]) -> list[str]:
     lines = [f"{report['bundle']} ({report['dataset']}), {report['n']} samples per row"]
+    held = report.get("held_out") or {}
+    if "chirp_share" in held and report["dataset"] == "rf-mix":
+        lines.append(f"  held-out frames: chirp share {held['chirp_share']:.2f}"
+                     + (f", EVM median {held['evm']['median_db']:.1f} dB" if "evm" in held else ""))
     for r in report["rows"]:
         if "max_share_error" in r:
             q = f"max mode-share error {r['max_share_error']:.3f}, spread/true " + \
@@ -102,6 +108,8 @@ def describe(report: dict[str, Any]) -> list[str]:
                 q += f", EVM median {r['evm']['median_db']:.1f} dB ({100 * r['evm']['share_below_15db']:.0f}% < -15 dB)"
             if r.get("chirp_linearity_median") is not None:
                 q += f", chirp IF error {r['chirp_linearity_median']:.4f}"
+            if report["dataset"] == "rf-mix" and "chirp_share" in r:
+                q += f", chirp share {r['chirp_share']:.2f}"
         t = (f"; {1e3 * r['s_per_sample_b1']:.1f} ms/sample at batch 1, {1e3 * r['s_per_sample_b16']:.2f} at 16"
              if "s_per_sample_b1" in r else "")
         lines.append(f"  {r['sampler']:>8}-{r['nfe']:<3} {q}{t}")

@@ -17,15 +17,19 @@ def edgediff(*args):
 
 def test_bench_samplers_gmm2d(tmp_path):
     res = edgediff("bench-samplers", "gmm2d", "--n", "1500", "--no-timing", "--json", tmp_path / "q.json",
-                   "--plot", tmp_path / "q.png")
+                   "--plot", tmp_path / "q.png", "--also", "ddpm:200")
     assert res.returncode == 0, res.stderr
     rows = {(r["sampler"], r["nfe"]): r for r in json.loads((tmp_path / "q.json").read_text())["bundles"][0]["rows"]}
     assert set(rows) == {("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp2m", 5), ("dpmpp2m", 10), ("dpmpp2m", 20),
-                         ("sde-dpmpp2m", 10), ("sde-dpmpp2m", 20), ("unipc", 5), ("unipc", 10), ("unipc", 20)}
+                         ("sde-dpmpp2m", 10), ("sde-dpmpp2m", 20), ("unipc", 5), ("unipc", 10), ("unipc", 20),
+                         ("ddpm", 200)}  # the grid, and the row asked for beyond it
     # the issue's yardstick: DPM-Solver++ at 10 NFE within 0.02 of DDIM-50's mode shares
     assert rows[("dpmpp2m", 10)]["share_diff_vs_ddim50"] <= 0.02 + 3 * np.sqrt(0.25 / 1500)
     assert rows[("ddim", 50)]["max_share_error"] < 0.03
     assert (tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
+    assert rows[("ddpm", 200)]["max_share_error"] < 0.03
+    bad = edgediff("bench-samplers", "gmm2d", "--also", "ddim:many", "--json", tmp_path / "r.json")
+    assert bad.returncode == 2 and "SAMPLER:NFE" in bad.stderr and not (tmp_path / "r.json").exists()
 
 
 @pytest.mark.parametrize("sampler", ["dpmpp2m", "sde-dpmpp2m", "unipc"])

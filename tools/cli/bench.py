@@ -153,6 +153,16 @@ def table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sampler_nfe(spec: str) -> tuple[str, int]:
+    from edgediff.runtime.sampling import METHODS
+
+    name, _, nfe = spec.partition(":")
+    if name not in METHODS or not nfe.isdigit() or not 1 <= int(nfe) <= 100_000:
+        raise click.BadParameter(f"{spec!r}: expected SAMPLER:NFE with SAMPLER one of {', '.join(METHODS)} "
+                                 "and NFE a positive whole number, e.g. ddim:200", param_hint="'--also'")
+    return name, int(nfe)
+
+
 @cli.command("bench-samplers")
 @click.argument("bundles", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--n", "n", type=click.IntRange(min=16, max=100_000), default=512, show_default=True, help="Samples per row.")
@@ -160,17 +170,19 @@ def table(report: dict[str, Any]) -> list[str]:
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--plot", type=click.Path(path_type=Path), help="Quality against NFE, one panel per bundle (PNG).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
-def bench_samplers(bundles, n, no_timing, json_out, plot, force) -> None:
+@click.option("--also", "also", multiple=True, callback=lambda _c, _p, v: [_sampler_nfe(s) for s in v],
+              help="Another row beyond the grid (repeat), SAMPLER:NFE, e.g. ddim:200 or ddpm:1000.")
+def bench_samplers(bundles, n, no_timing, json_out, plot, force, also) -> None:
     """Quality against NFE for DDIM, DPM-Solver++(2M) and UniPC (and a distilled bundle's own sampler)."""
     check_outputs({"--json": json_out, "--plot": plot}, force=force)
     from edgediff.runtime import load
     from edgediff.runtime.atomic import write_json
     from edgediff.tools.bench import machine
-    from edgediff.tools.bench_samplers import describe, quality
+    from edgediff.tools.bench_samplers import GRID, describe, quality
 
     reports = []
     for bundle in bundles:
-        report = quality(load(bundle, backend="ort"), n, timing=not no_timing)
+        report = quality(load(bundle, backend="ort"), n, grid=GRID + tuple(also), timing=not no_timing)
         reports.append(report)
         for line in describe(report):
             click.echo(line)
