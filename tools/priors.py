@@ -55,6 +55,9 @@ STAGES = {
     "qpsk-stage3": PriorRecipe("rf-qpsk", lr=2.5e-4, warmup=100, batch=128, steps=12000, init="qpsk-stage2"),
     # back on one H100 (300 s, bf16, beside two distillations): large batches at a low peak rate
     "qpsk-stage4": PriorRecipe("rf-qpsk", lr=3e-4, warmup=100, steps=5310, init="qpsk-stage3"),
+    # rf-mix on 2 CPU cores (two threads, 57 minutes: the step count a 3300 s budget fixed), from the
+    # first run's EMA weights (read back from its shipped bundle: the same numbers)
+    "mix-stage2": PriorRecipe("rf-mix", lr=2.5e-4, warmup=100, batch=128, steps=15122, init="rf-mix"),
 }
 #: What the second radar stage's 50-minute budget reached on 2 CPU cores (one thread).
 RADAR_STAGE2_STEPS = 4688
@@ -72,7 +75,7 @@ RECIPES = {
                                    steps=RADAR_STAGE2_STEPS, init="radar-rd"),
 }
 #: Shipped bundle name -> the recipe whose run it is exported from.
-SHIPPED = {"rf-qpsk": "qpsk-stage4", "rf-chirp": "rf-chirp", "rf-mix": "rf-mix", "rf-qpsk-fast": "rf-qpsk-fast",
+SHIPPED = {"rf-qpsk": "qpsk-stage4", "rf-chirp": "rf-chirp", "rf-mix": "mix-stage2", "rf-qpsk-fast": "rf-qpsk-fast",
            "gmm2d": "gmm2d", "radar-rd": "radar-rd-stage2"}
 #: Shipped few-step students: name -> (teacher's shipped name, distillation settings), built by
 #: ``make priors`` like the rest. Empty: the 4-step student of rf-chirp (one H100, 270 s, ~1000

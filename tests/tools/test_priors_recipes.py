@@ -14,6 +14,7 @@ def test_rf_qpsk_is_four_stages_of_the_best_study_variant():
     assert p.recipe("qpsk-v-minsnr-cosine") == p.STUDY["qpsk-v-minsnr-cosine"]
     assert all(p.recipe(n).dataset == "rf-qpsk" for n in p.chain("qpsk-stage4"))
     assert all(teacher in p.SHIPPED for teacher, _ in p.DISTILLED.values())
+    assert p.chain(p.SHIPPED["rf-mix"]) == ["rf-mix", "mix-stage2"]  # its CPU stage continues the GPU run
 
 
 def test_build_trains_missing_stages_then_exports(tmp_path, monkeypatch):
