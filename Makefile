@@ -46,12 +46,15 @@ priors: $(STAMP)
 GPU_PYTHON ?= python3
 GPU_ARGS ?=
 GPU_SITE ?= /tmp/edgediff-site
+# It runs from outside the checkout: `python -m` puts the working folder first on sys.path, and
+# the checkout's own edgediff/ folder (no subpackages) would shadow the linked package.
 gpu-priors:
 	@test -n "$(OUT)" || { echo "make gpu-priors needs OUT=DIR (where the packed runs go)"; exit 2; }
 	rm -rf $(GPU_SITE) && mkdir -p $(GPU_SITE)/edgediff
 	cp -rs $(CURDIR)/edgediff/. $(GPU_SITE)/edgediff/
 	for d in runtime train export tools priors; do ln -s $(CURDIR)/$$d $(GPU_SITE)/edgediff/$$d; done
-	PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m edgediff priors continue --out $(OUT) $(GPU_ARGS)
+	cd $(GPU_SITE) && PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m edgediff priors continue \
+	  --out $(abspath $(OUT)) --runs $(CURDIR)/runs/gpu $(GPU_ARGS)
 
 # qemu-user-static and debootstrap run the ARM64 (Jetson CPU) tests; installed when we may (root + apt),
 # otherwise those tests skip and say why.

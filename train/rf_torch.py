@@ -52,9 +52,10 @@ def qpsk_shape(symbols: torch.Tensor, offset: torch.Tensor, cfo: torch.Tensor, p
     B, _, n_sym = symbols.shape
     taps = pulse_taps(params, symbols.dtype, symbols.device) if taps is None else taps
     k = taps.shape[-1]
-    stuff = torch.zeros(sps, dtype=symbols.dtype, device=symbols.device)
-    stuff[0] = 1.0
-    up = (symbols[..., None] * stuff).reshape(B * 2, 1, n_sym * sps)  # (2B, 1, n_sym sps), zero-stuffed
+    # zero-stuffed (2B, 1, n_sym sps): device-to-device writes only (a Python scalar written into a CUDA
+    # tensor is a host copy, which a CUDA graph capture refuses)
+    up = torch.zeros(B * 2, 1, n_sym * sps, dtype=symbols.dtype, device=symbols.device)
+    up[:, 0, ::sps] = symbols.reshape(B * 2, n_sym)
     shaped = F.conv1d(up, taps, padding=k - 1).view(B, 2, -1)  # full convolution (conv1d correlates: taps flipped)
     start = k // 2 + span * sps // 2 + offset.to(torch.long)  # (B,)
     idx = (start[:, None] + torch.arange(length, device=symbols.device)[None])[:, None, :].expand(B, 2, length)
