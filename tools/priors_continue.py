@@ -3,12 +3,13 @@
 ``edgediff priors continue`` is the one command a session with a lent GPU runs (README, "Training the
 priors on a GPU"). In that call it
 
-1. measures training throughput, today's loop against the fast one (``bench-train``), briefly;
+1. measures training throughput, today's loop against the fast one, compiled and not (``bench-train``),
+   briefly: the compiled variant also fills the compile cache for the stages of the same U-Net;
 2. starts one training process per prior, side by side on the GPU, each a new *stage* that starts
    from the prior's newest weights: a run of an earlier stage under ``--runs`` when one is there,
    else the shipped bundle itself (its weights read back from model.onnx and proved on its
-   reference). A stage is the GPU recipe (:data:`GPU_STAGE`: generated frames, CUDA graphs, bf16,
-   fused AdamW, a large batch with the learning rate scaled) under a time budget; optional study
+   reference). A stage is the GPU recipe (:data:`GPU_STAGE`: generated frames, torch.compile and CUDA
+   graphs, bf16, fused AdamW, a large batch with the learning rate scaled) under a time budget; optional study
    runs (other widths, from scratch) share the GPU and the budget;
 3. measures each run's learning curve on the GPU (EVM / LSD of the EMA snapshots);
 4. packs the runs (configs, EMA weights, loss, curves, logs) into parts under 16 MiB for the trip
@@ -118,7 +119,7 @@ def _config(r: Any, seconds: float, lr: float, init: str | None, dry_run: bool) 
                 n_frames=g.get("n_frames", r.n_frames), steps=1_000_000)
     config = priors.run_config(r, max_seconds=seconds, snapshot_every=g["snapshot_every"])
     train = replace(config.train, checkpoint_every=g["checkpoint_every"], log_every=g["log_every"], init_from=init,
-                    frames="generated", graphs=None, amp=None, fused=None)
+                    frames="generated", graphs=None, amp=None, fused=None, compile=None)
     return replace(config, train=train)
 
 
@@ -135,22 +136,35 @@ def prepare(stages: list[Stage]) -> None:
 FALLBACK_FRAMES = 200_000
 
 
+def _failure(bench: dict[str, Any], name: str) -> str | None:
+    """Why the benchmark's variant ``name`` failed (an error, or a loss that is not finite), or None."""
+    row = next((r for r in bench.get("rows", []) if r.get("variant", {}).get("name") == name), None)
+    if row is None or (not row.get("error") and row.get("loss_finite", True)):
+        return None
+    return row.get("error") or f"loss {row.get('mean_loss')}"
+
+
 def step_fallback(stages: list[Stage], bench: dict[str, Any],
                   frames: int = FALLBACK_FRAMES) -> tuple[list[Stage], str | None]:
-    """The stages to train, and why they changed: when the benchmark's ``fast`` step failed on this
-    device (an error, or a loss that is not finite), every stage trains with ``today``'s step instead
-    (eager, a resident set of generated frames, default AdamW, bf16 autocast: the program the shipped
-    priors were trained with on GPUs) rather than failing for the whole call."""
-    fast = next((r for r in bench.get("rows", []) if r.get("variant", {}).get("name") == "fast"), None)
-    if fast is None or (not fast.get("error") and fast.get("loss_finite", True)):
+    """The stages to train, and why they changed, rather than failing for the whole call:
+    when the benchmark's ``fast`` step failed on this device, every stage trains with ``today``'s
+    step instead (eager, a resident set of generated frames, default AdamW, bf16 autocast: the program
+    the shipped priors were trained with on GPUs); when only ``fast-compile`` failed, the stages keep
+    the fast step without torch.compile."""
+    fast, compiled = _failure(bench, "fast"), _failure(bench, "fast-compile")
+    if fast is None and compiled is None:
         return stages, None
-    why = fast.get("error") or f"loss {fast.get('mean_loss')}"
     changed = []
     for s in stages:
-        train = replace(s.config.train, frames="resident", graphs=False, fused=False)
-        data = replace(s.config.data, n=frames)
-        changed.append(replace(s, config=replace(s.config, train=train, data=data)))
-    return changed, f"the fast step failed in the benchmark ({why}): every stage trains with today's step instead"
+        if fast is None:
+            config = replace(s.config, train=replace(s.config.train, compile=False))
+        else:
+            config = replace(s.config, train=replace(s.config.train, frames="resident", graphs=False, fused=False,
+                                                     compile=False), data=replace(s.config.data, n=frames))
+        changed.append(replace(s, config=config))
+    if fast is None:
+        return changed, f"torch.compile failed in the benchmark ({compiled}): the stages train the fast step uncompiled"
+    return changed, f"the fast step failed in the benchmark ({fast}): every stage trains with today's step instead"
 
 
 def rewrite(stages: list[Stage]) -> None:

@@ -41,7 +41,7 @@ class TrainConfig:
     frames: str = "auto"  # resident (a set on the device) or generated (built-ins, fresh each step); auto: by device
     graphs: bool | None = None  # capture the step as a CUDA graph (None: auto, on for one CUDA process)
     fused: bool | None = None  # fused AdamW (None: auto, on for CUDA)
-    compile: bool = False  # torch.compile the network
+    compile: bool | None = False  # torch.compile the network (None: auto, on when the step is a CUDA graph)
     snapshot_every: int = 0  # keep the EMA weights every K steps in snapshots/ (0: none)
     init_from: str | None = None  # start from these weights (safetensors) instead of a random init
 

@@ -60,6 +60,8 @@ def resolve(train: Any, data: Any, device: torch.device, distributed: bool) -> t
 
     auto means: on CUDA, frames generated on the device for built-in datasets, bf16 autocast, fused
     AdamW and CUDA graphs (not under DDP); on the CPU, the resident set and the eager step of before.
+    ``compile`` is off unless asked for; None (the GPU stages' setting) compiles where the step is
+    captured as a CUDA graph: its warm-up (about a minute) pays back on runs of several minutes.
     Explicit settings are kept; a CUDA-only one asked for on the CPU is recorded but has no effect.
     """
     cuda = device.type == "cuda"
@@ -76,6 +78,8 @@ def resolve(train: Any, data: Any, device: torch.device, distributed: bool) -> t
                     amp=cuda if train.amp is None else train.amp,
                     fused=cuda if train.fused is None else train.fused,
                     graphs=(cuda and not distributed) if train.graphs is None else train.graphs)
+    captured = bool(train.graphs and cuda and not distributed)
+    train = replace(train, compile=captured if train.compile is None else train.compile)
     options = StepOptions(amp=train.amp and cuda, graphs=train.graphs and not distributed, fused=train.fused,
                           compile=train.compile)
     if train.graphs and not (cuda and options.graphs):

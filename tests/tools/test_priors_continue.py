@@ -92,3 +92,23 @@ def test_a_failed_fast_step_sends_every_stage_to_todays_step(tmp_path):
     assert pc.launch(changed[:1], "cpu", log=print) == {"rf-chirp": 0}
     summary = json.loads((changed[0].run / "summary.json").read_text())
     assert summary["step_program"]["frames"] == "resident" and summary["steps_this_session"] > 0
+
+
+def test_stages_compile_on_a_cuda_graph_and_drop_compile_when_the_benchmark_saw_it_fail(tmp_path):
+    import torch
+
+    from edgediff.train.step import resolve
+
+    stages = pc.plan(["rf-qpsk"], tmp_path / "runs", 2, study=[], dry_run=True)
+    train, data = stages[0].config.train, stages[0].config.data
+    assert train.compile is None  # auto: decided by the device
+    assert resolve(train, data, torch.device("cuda"), False)[1].describe() == "amp+graphs+fused+compile"
+    assert resolve(train, data, torch.device("cuda"), True)[1].compile is False  # DDP: no graph, no compile
+    assert resolve(train, data, torch.device("cpu"), False)[1].compile is False  # the dry run stays eager
+    today = {"variant": {"name": "today"}, "loss_finite": True, "mean_loss": 0.1}
+    fast = {"variant": {"name": "fast"}, "loss_finite": True, "mean_loss": 0.1}
+    broken = {"variant": {"name": "fast-compile"}, "error": "BackendCompilerFailed: inductor raised"}
+    changed, why = pc.step_fallback(stages, {"rows": [today, fast, broken]})
+    assert "torch.compile failed" in why and "inductor raised" in why
+    t = changed[0].config.train
+    assert (t.compile, t.frames, t.graphs) == (False, "generated", None)  # the fast step stays
