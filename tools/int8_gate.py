@@ -101,3 +101,43 @@ def _user_checks(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     return checks
 
 
+
+
+def quantize_gated(bundle_dir: Path, method: str = "percentile", calibration: int = 512, frames: int | None = None,
+                   seed: int = 0, force: bool = False, log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Quantize ``bundle_dir`` and keep model.int8.onnx only if :func:`gate` passes (``edgediff export
+    int8``, and ``priors adopt`` for a prior that shipped one); returns (manifest, gate report).
+    A failed gate raises :class:`BundleError` and leaves the bundle as it was."""
+    import tempfile
+
+    from edgediff.export import quantize as q
+    from edgediff.runtime.atomic import reclaim, tmp_prefix
+    from edgediff.runtime.errors import BundleError
+
+    bundle = Bundle.open(bundle_dir)
+    q.check_quantizable(bundle, force)
+    target = Path(bundle.root) / q.INT8_FILE
+    reclaim(target)  # what a killed earlier run left beside it
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix(target), dir=bundle.root) as tmp:
+        candidate = Path(tmp) / q.INT8_FILE
+        keep = q.quantize(bundle, candidate, method, calibration, seed)
+        log(f"quantized ({method}, {calibration} calibration inputs over the schedule, {len(keep)} nodes kept "
+            f"in float); gating against fp32")
+        report = gate(bundle, candidate, frames, seed)
+        if "note" in report:
+            log(f"  note: {report['note']}")
+        for name, c in report["checks"].items():
+            sides = f"fp32 {c['fp32']:.3g}, int8 {c['int8']:.3g}, " if isinstance(c.get("fp32"), float) else ""
+            log(f"  {name}: {sides}difference {c['diff']:.3g} (allowed {GATES[name]})")
+        if not report["passed"]:
+            failed = ", ".join(f"{k} off by {c['diff']:.3g} (allowed {GATES[k]})" for k, c in report["checks"].items()
+                               if c["diff"] > GATES[k])
+            raise BundleError(f"int8 gate failed, nothing written: {failed}; try --method entropy or percentile, "
+                              "or keep the fp32 model")
+        m = q.add_int8(bundle, candidate, {"calibration": {"method": method, "inputs": calibration, "seed": seed,
+                                                          "timesteps": "stratified over [0, T)"},
+                                           "float_nodes": len(keep), "gate": report})
+    size = m["files"][q.INT8_FILE]["bytes"] / 1e6
+    log(f"wrote {target} ({size:.1f} MB, reference error {m['int8']['reference_rel_l2']:.2e}, "
+        f"gate {report['seconds']:.0f} s on {report['frames']} frames)")
+    return m, report

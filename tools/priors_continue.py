@@ -286,8 +286,31 @@ def measure_bundle(bundle: Path, n: int, seed: int = 0) -> dict[str, Any]:
     return evaluate_frames(generate(d, SampleRequest(n=n, seed=seed)).x, ref, str(data.get("dataset")))
 
 
+def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bool:
+    """Give ``candidate`` an int8 model when the ``shipped`` bundle has one, quantized and gated with
+    the shipped one's settings (calibration, seed, gate frames): adopting new weights must not drop
+    what ships. False when that gate fails; True when it passes or there is nothing to carry."""
+    from edgediff.runtime.errors import BundleError
+    from edgediff.tools.int8_gate import quantize_gated
+
+    path = shipped / "manifest.json"
+    record = (json.loads(path.read_text()).get("int8") if path.is_file() else None) or {}
+    if not record:
+        return True
+    cal = record.get("calibration") or {}
+    frames = (record.get("gate") or {}).get("frames")
+    try:
+        quantize_gated(candidate, str(cal.get("method", "percentile")), int(cal.get("inputs", 512)),
+                       int(frames) if frames else None, int(cal.get("seed", 0)), log=log)
+    except BundleError as exc:
+        log(str(exc))
+        return False
+    return True
+
+
 def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Callable[[str], Any] = print) -> bool:
-    """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there;
+    """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there
+    (with an int8 model, quantized and gated as the shipped one was, when that one had one);
     every adopted stage is appended to the ledger with its figures."""
     import shutil
     import tempfile
@@ -306,6 +329,10 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
         if s_new >= s_old:
+            return False
+        if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):
+            log(f"{name}: not adopted: the shipped prior has a gated int8 model and the stage's int8 model failed "
+                "that gate; adopt by hand (edgediff export onnx, then export int8 with other settings) or train on")
             return False
         shutil.rmtree(out_root / name, ignore_errors=True)
         shutil.copytree(candidate, out_root / name)

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.torch, pytest.mark.onnx, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path):
+def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     runs, out = tmp_path / "runs", tmp_path / "out"
     # exactly what a GPU session runs (make gpu-priors: the package linked onto PYTHONPATH, no install)
     args = f"rf-chirp --runs {runs} --seconds 2 --bench-seconds 0.5 --dry-run"
@@ -50,6 +50,37 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path):
     assert not pc.adopt(restored[0], shipped, 64, ledger, log=print)  # not better than itself: kept as it was
     assert hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest() == digest
     assert len(json.loads(ledger.read_text())["rf-chirp"]["stages"]) == 1
+    check_int8_is_carried(restored[0], shipped, ledger, monkeypatch)
+
+
+def check_int8_is_carried(run, shipped, ledger, monkeypatch):
+    """A prior that ships an int8 model keeps one when a stage is adopted: quantized and gated with the
+    shipped one's settings; a stage whose int8 model fails that gate is not adopted."""
+    from edgediff.runtime.bundle import Bundle
+    from edgediff.tools import int8_gate
+
+    int8_gate.quantize_gated(shipped / "rf-chirp", calibration=16, frames=16, log=print)
+    measure = pc.measure_bundle
+
+    def shipped_worse(bundle, n, seed=0):  # the stage must win for adopt to get that far
+        report = measure(bundle, n, seed)
+        if bundle == shipped / "rf-chirp":
+            report["psd_lsd_db"] += 10.0
+        return report
+
+    monkeypatch.setattr(pc, "measure_bundle", shipped_worse)
+    lines = []
+    with monkeypatch.context() as strict:
+        strict.setitem(int8_gate.GATES, "lsd_db", -1.0)  # no int8 model can pass this gate
+        before = (shipped / "rf-chirp" / "manifest.json").read_bytes()
+        assert not pc.adopt(run, shipped, 64, ledger, log=lines.append)
+        assert "not adopted" in lines[-1] and (shipped / "rf-chirp" / "manifest.json").read_bytes() == before
+    assert pc.adopt(run, shipped, 64, ledger, log=lines.append)
+    bundle = Bundle.open(shipped / "rf-chirp")  # hashes verified
+    record = bundle.manifest["int8"]
+    assert "model.int8.onnx" in bundle.manifest["files"] and record["gate"]["passed"]
+    assert (record["calibration"]["inputs"], record["gate"]["frames"]) == (16, 16)
+    assert len(json.loads(ledger.read_text())["rf-chirp"]["stages"]) == 2
 
 
 def test_the_next_stage_continues_the_newest_local_run(tmp_path):

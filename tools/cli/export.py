@@ -54,41 +54,9 @@ def export_int8(bundle_dir, method, calibration, gate_frames, seed, force) -> No
     """Quantize BUNDLE_DIR to int8 (QDQ, ONNX Runtime's static quantization, calibrated over the schedule)
     and keep model.int8.onnx only if the receiver gate passes (EVM, LSD, mode shares, reconstruction
     against fp32); otherwise nothing is written. Run it with --precision int8."""
-    import tempfile
+    from edgediff.tools.int8_gate import quantize_gated
 
-    from edgediff.export import quantize as q
-    from edgediff.runtime.bundle import Bundle
-    from edgediff.runtime.errors import BundleError
-    from edgediff.tools.int8_gate import GATES, gate
-
-    from edgediff.runtime.atomic import reclaim, tmp_prefix
-
-    bundle = Bundle.open(bundle_dir)
-    q.check_quantizable(bundle, force)
-    target = Path(bundle.root) / q.INT8_FILE
-    reclaim(target)  # what a killed earlier run left beside it
-    with tempfile.TemporaryDirectory(prefix=tmp_prefix(target), dir=bundle.root) as tmp:
-        candidate = Path(tmp) / q.INT8_FILE
-        keep = q.quantize(bundle, candidate, method, calibration, seed)
-        click.echo(f"quantized ({method}, {calibration} calibration inputs over the schedule, {len(keep)} nodes kept "
-                   f"in float); gating against fp32")
-        report = gate(bundle, candidate, gate_frames, seed)
-        if "note" in report:
-            click.echo(f"  note: {report['note']}")
-        for name, c in report["checks"].items():
-            sides = f"fp32 {c['fp32']:.3g}, int8 {c['int8']:.3g}, " if isinstance(c.get("fp32"), float) else ""
-            click.echo(f"  {name}: {sides}difference {c['diff']:.3g} (allowed {GATES[name]})")
-        if not report["passed"]:
-            failed = ", ".join(f"{k} off by {c['diff']:.3g} (allowed {GATES[k]})" for k, c in report["checks"].items()
-                               if c["diff"] > GATES[k])
-            raise BundleError(f"int8 gate failed, nothing written: {failed}; try --method entropy or percentile, "
-                              "or keep the fp32 model")
-        m = q.add_int8(bundle, candidate, {"calibration": {"method": method, "inputs": calibration, "seed": seed,
-                                                          "timesteps": "stratified over [0, T)"},
-                                           "float_nodes": len(keep), "gate": report})
-    size = m["files"][q.INT8_FILE]["bytes"] / 1e6
-    click.echo(f"wrote {Path(bundle.root) / q.INT8_FILE} ({size:.1f} MB, reference error {m['int8']['reference_rel_l2']:.2e}, "
-               f"gate {report['seconds']:.0f} s on {report['frames']} frames)")
+    quantize_gated(bundle_dir, method, calibration, gate_frames, seed, force, log=click.echo)
 
 
 @export.command("trt")
