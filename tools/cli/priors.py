@@ -230,11 +230,12 @@ def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> dict:
     from edgediff.runtime.atomic import write_json
     from edgediff.tools import bench_train as bt
     from edgediff.tools import priors as p
+    from edgediff.tools import priors_continue as pc
     from edgediff.train.loop import resolve_device
 
     dev = resolve_device("cpu" if dry_run else device)
     cuda = dev.type == "cuda"
-    variants = [bt.parse_variant(v, cuda) for v in (("today:batch=8", "fast:batch=8") if dry_run else ("today", "fast", "fast-compile"))]
+    variants = [bt.parse_variant(v, cuda) for v in (("today:batch=8", "fast:batch=8") if dry_run else ("today", "fast", f"fast-compile:batch={pc.GPU_STAGE['batch']}"))]
     report = bt.bench(variants, p.run_config(p.PriorRecipe("rf-qpsk")), dev, seconds=seconds, warmup=4 if dry_run else 10,
                       n_resident=256 if dry_run else 20000, log=click.echo)
     write_json(json_out, report)
