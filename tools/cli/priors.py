@@ -305,3 +305,25 @@ def cost_plot_cmd(cost_path, runs, out, force) -> None:
         click.echo(f"{r['name']}: EVM {r['evm_median_db']:.1f} dB after {r['frames_seen'] / 1e6:.1f} M frames; "
                    f"{sc.table_line(r['name'], r).strip()}")
     click.echo(f"wrote {plot_curves.quality_vs_latency(rows, cost['limits'], cost['variants'][cost['baseline']]['latency_ms'], out)}")
+
+
+@priors.command("figures")
+@click.option("--prior", "names", multiple=True, help="Only the figures that read this shipped prior (repeat). [all]")
+@click.option("--list", "list_only", is_flag=True, help="Print the commands and their expected time; run nothing.")
+def figures_cmd(names, list_only) -> None:
+    """Measure again what the README reports from the shipped priors (after `priors adopt`): each
+    figure's own command, one after the other, writing into docs/; the prose is yours to update."""
+    from edgediff.tools import figures as fg
+
+    chosen = fg.select(list(names))
+    click.echo(f"{len(chosen)} figures, about {sum(f.minutes for f in chosen):.0f} min on 2 CPU cores")
+    if list_only:
+        for f in chosen:
+            click.echo(f"{f.name:>24}  {f.minutes:>4g} min  [{', '.join(f.priors)}] {f.section}: edgediff {' '.join(f.args)}")
+        return
+    done = fg.run(chosen, log=click.echo)
+    failed = [name for name, d in done.items() if d["exit"]]
+    click.echo(f"{len(done) - len(failed)} of {len(done)} figures measured in {sum(d['seconds'] for d in done.values()) / 60:.0f} min"
+               + (f"; failed: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise SystemExit(1)

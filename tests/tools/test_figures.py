@@ -1,0 +1,59 @@
+"""The README's prior-derived figures: every registered command parses as the CLI would take it, a
+prior selects what reads it, and the runner runs, copies and goes on past a failure."""
+
+import json
+
+import click
+import pytest
+
+from edgediff.runtime.bundle import shipped
+from edgediff.runtime.errors import InputError
+from edgediff.tools import figures as fg
+from edgediff.tools.cli import cli
+
+
+def parse(args):
+    """Parse ``args`` down to the leaf command, as `edgediff ARGS` would, without running it."""
+    ctx = click.Context(cli, info_name="edgediff")
+    command, rest = cli, list(args)
+    while isinstance(command, click.Group):
+        name, command, rest = command.resolve_command(ctx, rest)
+        ctx = command.make_context(name, rest, parent=ctx)
+    return ctx
+
+
+@pytest.mark.parametrize("figure", fg.FIGURES, ids=lambda f: f.name)
+def test_every_figure_is_a_valid_command_on_shipped_priors_writing_into_docs(figure, tmp_path):
+    ctx = parse(a.replace("{scratch}", str(tmp_path)) for a in figure.args)
+    assert ctx.command.callback is not None
+    assert set(figure.priors) <= set(shipped())
+    outputs = [a for a in figure.args if a.startswith("docs/")] + [dst for _, dst in figure.copies]
+    assert outputs and all(o.startswith(("docs/bench/", "docs/img/")) for o in outputs)
+
+
+def test_a_prior_selects_the_figures_that_read_it():
+    fast = [f.name for f in fg.select(["rf-qpsk-fast"])]
+    assert fast == ["evaluate-rf-qpsk-fast", "separate", "separate-smc"]
+    assert len(fg.select([])) == len(fg.FIGURES)
+    assert all("rf-mix" in f.priors for f in fg.select(["rf-mix"]))
+    with pytest.raises(InputError, match="no README figure reads a prior named 'rf-nope'"):
+        fg.select(["rf-nope"])
+
+
+def test_the_runner_writes_copies_and_goes_on_past_a_failure(tmp_path):
+    (tmp_path / "docs" / "bench").mkdir(parents=True)
+    (tmp_path / "docs" / "img").mkdir()
+    figures = [
+        fg.Figure("broken", ("rf-qpsk",), ("evaluate", "rf-nope", "--n", "16"), "nowhere", 0.1),
+        fg.Figure("tiny", ("rf-qpsk",), ("evaluate", "rf-qpsk", "--n", "16", "--steps", "4", "--json",
+                                         "docs/bench/tiny.json"), "nowhere", 0.1),
+        fg.Figure("picture", ("rf-qpsk",), ("plot", "schedule", "--out", "{scratch}/schedule.png"), "nowhere", 0.1,
+                  copies=(("schedule.png", "docs/img/schedule.png"),)),
+    ]
+    lines = []
+    done = fg.run(figures, root=tmp_path, log=lines.append)
+    assert [d["exit"] for d in done.values()] == [2, 0, 0]
+    assert any("rf-nope" in line for line in lines)  # the failure's own one-line error is logged
+    report = json.loads((tmp_path / "docs" / "bench" / "tiny.json").read_text())
+    assert report["generated"]["evm"]["median_db"] < 0
+    assert (tmp_path / "docs" / "img" / "schedule.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,105 @@
+"""What the README reports from the shipped priors, and the commands that measure it again.
+
+A new prior (``edgediff priors adopt``) makes every figure measured with the old one stale. Each
+:class:`Figure` here is one README measurement: the ``edgediff`` command that makes it (the README's
+own command, writing into ``docs/``), the shipped priors it reads and the README section that quotes
+it. ``edgediff priors figures --prior NAME`` runs, one after the other, exactly the figures that
+read NAME, so a session that adopts a prior re-measures what changed in one unattended command and
+then edits the prose. The int8 gate's figures are not here: ``adopt`` re-runs that gate and writes it
+into the bundle's manifest. Speed figures are not either: new weights do not change the network's
+cost.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgediff.runtime.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    priors: tuple[str, ...]  # the shipped priors it reads
+    args: tuple[str, ...]  # the edgediff command; paths relative to the repository root
+    section: str  # where the README quotes it
+    minutes: float  # about how long it takes on 2 CPU cores
+    copies: tuple[tuple[str, str], ...] = ()  # (written into a scratch folder, kept as) for --out folders
+
+
+def _evaluate(prior: str, n: int, *extra: str, suffix: str = "") -> Figure:
+    name = f"evaluate-{prior}{suffix}"
+    return Figure(name, (prior,), ("evaluate", prior, "--n", str(n), *extra, "--json", f"docs/bench/{name}.json",
+                                   "--force"), "Shipped priors" if not extra else "Few steps", 1.0 if n <= 1024 else 3.0)
+
+
+QPSK, CHIRP, FAST, MIX = "rf-qpsk", "rf-chirp", "rf-qpsk-fast", "rf-mix"
+FIGURES = (
+    _evaluate(QPSK, 512), _evaluate(CHIRP, 512), _evaluate(MIX, 512), _evaluate(FAST, 512),
+    _evaluate(QPSK, 2048, suffix="-2048"),  # issue 19's target is stated on 2048 frames
+    _evaluate(QPSK, 1024, "--sampler", "sde-dpmpp2m", "--steps", "20", suffix="-sde20"),
+    _evaluate(CHIRP, 4096, suffix="-4096"),
+    _evaluate(CHIRP, 4096, "--sampler", "sde-dpmpp2m", "--steps", "10", suffix="-sde10"),
+    Figure("constellation", (QPSK,), ("plot", "constellation", QPSK, "--out", "docs/img/constellation.png", "--force"),
+           "Shipped priors", 0.5),
+    Figure("reconstruct", (QPSK, CHIRP), ("bench-reconstruct", QPSK, CHIRP, "--frames", "16", "--json",
+                                          "docs/bench/reconstruct.json", "--force"), "Reconstruction", 6.0),
+    Figure("reconstruct-nfe", (QPSK, CHIRP), ("bench-reconstruct", QPSK, CHIRP, "--nfe-curve", "--frames", "16", "--json",
+                                              "docs/bench/reconstruct-nfe.json", "--plot", "docs/img/reconstruct-nfe.png",
+                                              "--force"), "Sequential Monte Carlo", 15.0),
+    Figure("separate", (QPSK, CHIRP, FAST), ("bench-separate", "--frames", "100", "--json", "docs/bench/separate.json",
+                                             "--plot", "docs/img/separate.png", "--force"), "Separation", 23.0),
+    Figure("separate-smc", (QPSK, CHIRP, FAST), ("bench-separate", "--frames", "10", "--steps", "40", "--sinr", "-12",
+                                                 "--sinr", "-6", "--sinr", "0", "--smc-particles", "8", "--json",
+                                                 "docs/bench/separate-smc.json", "--force"), "Separation", 1.5),
+    Figure("samplers", (QPSK, CHIRP, "gmm2d"), ("bench-samplers", QPSK, CHIRP, "gmm2d", "--n", "1024", "--json",
+                                                "docs/bench/samplers.json", "--plot", "docs/img/samplers.png", "--force"),
+           "Few steps", 8.0),
+    Figure("samplers-mix", (MIX,), ("bench-samplers", MIX, "--n", "512", "--no-timing", "--also", "ddim:100", "--also",
+                                    "ddim:200", "--also", "ddpm:1000", "--json", "docs/bench/samplers-mix.json", "--force"),
+           "Shipped priors (rf-mix's missing chirps)", 6.0),
+    Figure("showcase", (QPSK, CHIRP), ("showcase", "--out", "{scratch}", "--force"), "the top of the README (make demo)",
+           0.5, copies=(("reconstruction.png", "docs/img/demo-reconstruction.png"),
+                        ("separation.png", "docs/img/demo-separation.png"))),
+)
+
+
+def select(priors: list[str]) -> list[Figure]:
+    """The figures that read any of ``priors`` (all of them when none is named)."""
+    known = sorted({p for f in FIGURES for p in f.priors})
+    for p in priors:
+        if p not in known:
+            raise InputError(f"no README figure reads a prior named {p!r}: expected one of {', '.join(known)}")
+    return [f for f in FIGURES if not priors or set(f.priors) & set(priors)]
+
+
+def command(figure: Figure, scratch: Path) -> list[str]:
+    return [sys.executable, "-m", "edgediff", *(a.replace("{scratch}", str(scratch)) for a in figure.args)]
+
+
+def run(figures: list[Figure], root: Path = ROOT, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Run each figure's command from ``root`` in turn; a failing one is reported and the rest still run
+    (an hour of measurements is too dear to lose to one). Returns {name: {"exit", "seconds"}}."""
+    done: dict[str, Any] = {}
+    for i, f in enumerate(figures, 1):
+        log(f"[{i}/{len(figures)}] {f.name} ({f.section}; about {f.minutes:g} min): edgediff {' '.join(f.args)}")
+        start = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="edgediff-figure-") as tmp:
+            res = subprocess.run(command(f, Path(tmp)), cwd=root, capture_output=True, text=True)
+            if res.returncode == 0:
+                for src, dst in f.copies:
+                    shutil.copyfile(Path(tmp) / src, root / dst)
+        seconds = time.perf_counter() - start
+        done[f.name] = {"exit": res.returncode, "seconds": round(seconds, 1)}
+        tail = (res.stdout.strip().splitlines() or [""])[-1] if res.returncode == 0 else res.stderr.strip()[-500:]
+        log(f"    exit {res.returncode} after {seconds:.0f} s: {tail}")
+    return done
