@@ -86,9 +86,14 @@ def command(figure: Figure, scratch: Path) -> list[str]:
     return [sys.executable, "-m", "edgediff", *(a.replace("{scratch}", str(scratch)) for a in figure.args)]
 
 
-def run(figures: list[Figure], root: Path = ROOT, log: Callable[[str], Any] = print) -> dict[str, Any]:
+def run(figures: list[Figure], root: Path = ROOT, logs: Path | None = None,
+        log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run each figure's command from ``root`` in turn; a failing one is reported and the rest still run
-    (an hour of measurements is too dear to lose to one). Returns {name: {"exit", "seconds"}}."""
+    (an hour of measurements is too dear to lose to one). Each command's whole output (its tables,
+    for the prose) goes to ``logs/NAME.log`` (default ``root/out/figures``). Returns {name: {"exit",
+    "seconds"}}."""
+    logs = logs or root / "out" / "figures"
+    logs.mkdir(parents=True, exist_ok=True)
     done: dict[str, Any] = {}
     for i, f in enumerate(figures, 1):
         log(f"[{i}/{len(figures)}] {f.name} ({f.section}; about {f.minutes:g} min): edgediff {' '.join(f.args)}")
@@ -99,6 +104,7 @@ def run(figures: list[Figure], root: Path = ROOT, log: Callable[[str], Any] = pr
                 for src, dst in f.copies:
                     shutil.copyfile(Path(tmp) / src, root / dst)
         seconds = time.perf_counter() - start
+        (logs / f"{f.name}.log").write_text(f"$ edgediff {' '.join(f.args)}\n{res.stdout}{res.stderr}")
         done[f.name] = {"exit": res.returncode, "seconds": round(seconds, 1)}
         tail = (res.stdout.strip().splitlines() or [""])[-1] if res.returncode == 0 else res.stderr.strip()[-500:]
         log(f"    exit {res.returncode} after {seconds:.0f} s: {tail}")

@@ -57,3 +57,4 @@ def test_the_runner_writes_copies_and_goes_on_past_a_failure(tmp_path):
     report = json.loads((tmp_path / "docs" / "bench" / "tiny.json").read_text())
     assert report["generated"]["evm"]["median_db"] < 0
     assert (tmp_path / "docs" / "img" / "schedule.png").read_bytes()[:4] == b"\x89PNG"
+    assert "rf-nope" in (tmp_path / "out" / "figures" / "broken.log").read_text()  # whole outputs kept

@@ -321,7 +321,7 @@ def figures_cmd(names, list_only) -> None:
         for f in chosen:
             click.echo(f"{f.name:>24}  {f.minutes:>4g} min  [{', '.join(f.priors)}] {f.section}: edgediff {' '.join(f.args)}")
         return
-    done = fg.run(chosen, log=click.echo)
+    done = fg.run(chosen, log=click.echo)  # whole outputs in out/figures/NAME.log
     failed = [name for name, d in done.items() if d["exit"]]
     click.echo(f"{len(done) - len(failed)} of {len(done)} figures measured in {sum(d['seconds'] for d in done.values()) / 60:.0f} min"
                + (f"; failed: {', '.join(failed)}" if failed else ""))
