@@ -46,6 +46,9 @@ priors: $(STAMP)
 GPU_PYTHON ?= python3
 GPU_ARGS ?=
 GPU_SITE ?= /tmp/edgediff-site
+# where the stages start from and train into: runs/carry when `edgediff priors carry` made it (the
+# device copy carries it), else runs/gpu (empty there: the call starts from the shipped priors)
+GPU_RUNS ?= runs/gpu
 # It runs from outside the checkout: `python -m` puts the working folder first on sys.path, and
 # the checkout's own edgediff/ folder (no subpackages) would shadow the linked package.
 gpu-priors:
@@ -54,7 +57,7 @@ gpu-priors:
 	cp -rs $(CURDIR)/edgediff/. $(GPU_SITE)/edgediff/
 	for d in runtime train export tools priors; do ln -s $(CURDIR)/$$d $(GPU_SITE)/edgediff/$$d; done
 	cd $(GPU_SITE) && PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m edgediff priors continue \
-	  --out $(abspath $(OUT)) --runs $(CURDIR)/runs/gpu $(GPU_ARGS)
+	  --out $(abspath $(OUT)) --runs $(abspath $(GPU_RUNS)) $(GPU_ARGS)
 
 # qemu-user-static and debootstrap run the ARM64 (Jetson CPU) tests; installed when we may (root + apt),
 # otherwise those tests skip and say why.

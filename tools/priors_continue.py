@@ -92,6 +92,33 @@ def newest_weights(name: str, runs: Path, ledger: dict[str, Any]) -> tuple[int, 
     return done + 1, str(SHIPPED_DIR / name)
 
 
+#: What of a stage run travels to the next GPU call: its weights and the units they learnt.
+CARRIED = ("config.json", "weights.safetensors")
+
+
+def carry(runs: Path, out: Path, names: tuple[str, ...] = CONTINUED) -> list[Path]:
+    """Copy the newest stage run of each prior under ``runs`` (config and EMA weights only: checkpoints
+    and snapshots stay here) into ``out``, for a device call's ``carry`` (64 MiB in all): the next
+    ``priors continue --runs out`` starts each prior from there. Returns the copied runs."""
+    import shutil
+
+    copied = []
+    for name in names:
+        local = [r for r in runs.glob(f"{name}-s[0-9]*") if r.name[len(name) + 2:].isdigit()
+                 and all((r / f).is_file() for f in CARRIED)]
+        if not local:
+            continue
+        newest = max(local, key=lambda r: int(r.name[len(name) + 2:]))
+        target = out / newest.name
+        if target.exists():
+            raise InputError(f"{target} exists: carry into an empty folder")
+        target.mkdir(parents=True)
+        for f in CARRIED:
+            shutil.copyfile(newest / f, target / f)
+        copied.append(target)
+    return copied
+
+
 def plan(names: list[str], runs: Path, seconds: float, *, study: list[str], dry_run: bool = False,
          ledger: dict[str, Any] | None = None) -> list[Stage]:
     """The stages of one GPU call (and the study runs), their configs written nowhere yet."""

@@ -59,6 +59,10 @@ def check_int8_is_carried(run, shipped, ledger, monkeypatch):
     from edgediff.runtime.bundle import Bundle
     from edgediff.tools import int8_gate
 
+    # the dry-run stage trained for seconds, not steps: its weights (and so its int8 figures) depend on
+    # the machine's speed, so the gate's bounds are set here to pass, and below to fail, whatever they are
+    for key in int8_gate.GATES:
+        monkeypatch.setitem(int8_gate.GATES, key, 1e9)
     int8_gate.quantize_gated(shipped / "rf-chirp", calibration=16, frames=16, log=print)
     measure = pc.measure_bundle
 
@@ -143,3 +147,23 @@ def test_stages_compile_on_a_cuda_graph_and_drop_compile_when_the_benchmark_saw_
     assert "torch.compile failed" in why and "inductor raised" in why
     t = changed[0].config.train
     assert (t.compile, t.frames, t.graphs) == (False, "generated", None)  # the fast step stays
+
+
+def test_carry_takes_the_newest_stage_of_each_prior_and_only_its_weights_and_config(tmp_path):
+    runs = tmp_path / "runs"
+    for run, files in {"rf-qpsk-s5": CARRY_FILES, "rf-qpsk-s6": CARRY_FILES + ("checkpoints/step.pt",),
+                       "rf-qpsk-s7": ("config.json",), "rf-chirp-s2": CARRY_FILES, "qpsk-w40": CARRY_FILES}.items():
+        for f in files:
+            (runs / run / f).parent.mkdir(parents=True, exist_ok=True)
+            (runs / run / f).write_text(run)
+    out = tmp_path / "carry"
+    copied = pc.carry(runs, out)
+    assert sorted(p.name for p in copied) == ["rf-chirp-s2", "rf-qpsk-s6"]  # s7 has no weights; study runs stay
+    assert sorted(p.name for p in (out / "rf-qpsk-s6").iterdir()) == ["config.json", "weights.safetensors"]
+    number, init = pc.newest_weights("rf-qpsk", out, {})
+    assert (number, init) == (7, str(out / "rf-qpsk-s6" / "weights.safetensors"))
+    with pytest.raises(InputError, match="carry into an empty folder"):
+        pc.carry(runs, out)
+
+
+CARRY_FILES = ("config.json", "weights.safetensors")

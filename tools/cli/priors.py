@@ -242,6 +242,23 @@ def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> dict:
     return report
 
 
+@priors.command("carry")
+@click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/gpu"), show_default=True,
+              help="Where the stage runs are.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/carry"), show_default=True,
+              help="A new folder for the device call to carry.")
+def carry_cmd(runs, out) -> None:
+    """Before a GPU call: the newest stage run of each prior (config and weights only) into OUT, which
+    the device call carries and continues with `make gpu-priors GPU_RUNS=OUT`."""
+    from edgediff.tools import priors_continue as pc
+
+    copied = pc.carry(runs, out)
+    size = sum(f.stat().st_size for run in copied for f in run.iterdir()) / 2**20
+    for run in copied:
+        click.echo(f"carry {run}")
+    click.echo(f"{len(copied)} runs, {size:.1f} MiB in {out}" if copied else f"no stage runs under {runs}: the call starts from the shipped priors")
+
+
 @priors.command("unpack")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/gpu"), show_default=True)
