@@ -101,8 +101,6 @@ def _user_checks(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     return checks
 
 
-
-
 def quantize_gated(bundle_dir: Path, method: str = "percentile", calibration: int = 512, frames: int | None = None,
                    seed: int = 0, force: bool = False, log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
     """Quantize ``bundle_dir`` and keep model.int8.onnx only if :func:`gate` passes (``edgediff export

@@ -80,15 +80,27 @@ def read_ledger(path: Path = LEDGER) -> dict[str, Any]:
     return data
 
 
+def stage_number(name: str, run: Path) -> int | None:
+    """K for a stage run ``NAME-sK`` of prior ``name``, else None."""
+    tail = run.name[len(name) + 2:]
+    return int(tail) if run.name.startswith(f"{name}-s") and tail.isdigit() else None
+
+
+def newest_stage(name: str, runs: Path, files: tuple[str, ...] = ("weights.safetensors",)) -> Path | None:
+    """The stage run of ``name`` under ``runs`` with the highest K that holds all of ``files``."""
+    local = [r for r in runs.glob(f"{name}-s[0-9]*") if stage_number(name, r) is not None
+             and all((r / f).is_file() for f in files)]
+    return max(local, key=lambda r: stage_number(name, r) or 0, default=None)
+
+
 def newest_weights(name: str, runs: Path, ledger: dict[str, Any]) -> tuple[int, str]:
     """(next stage number, where its weights start): the newest local stage run, else the shipped bundle."""
     from edgediff.runtime.bundle import SHIPPED_DIR
 
     done = len(ledger.get(name, {}).get("stages", []))
-    local = sorted(runs.glob(f"{name}-s[0-9]*"), key=lambda p: int(p.name.rsplit("-s", 1)[1]))
-    for run in reversed(local):
-        if (run / "weights.safetensors").is_file():
-            return max(done, int(run.name.rsplit("-s", 1)[1])) + 1, str(run / "weights.safetensors")
+    run = newest_stage(name, runs)
+    if run is not None:
+        return max(done, stage_number(name, run) or 0) + 1, str(run / "weights.safetensors")
     return done + 1, str(SHIPPED_DIR / name)
 
 
@@ -104,11 +116,9 @@ def carry(runs: Path, out: Path, names: tuple[str, ...] = CONTINUED) -> list[Pat
 
     copied = []
     for name in names:
-        local = [r for r in runs.glob(f"{name}-s[0-9]*") if r.name[len(name) + 2:].isdigit()
-                 and all((r / f).is_file() for f in CARRIED)]
-        if not local:
+        newest = newest_stage(name, runs, CARRIED)
+        if newest is None:
             continue
-        newest = max(local, key=lambda r: int(r.name[len(name) + 2:]))
         target = out / newest.name
         if target.exists():
             raise InputError(f"{target} exists: carry into an empty folder")
@@ -348,7 +358,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
     from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle
 
     name = run.name.rsplit("-s", 1)[0]
-    if name not in CONTINUED or not run.name[len(name) + 2:].isdigit():
+    if name not in CONTINUED or stage_number(name, run) is None:
         raise InputError(f"{run}: not a stage run (expected NAME-sK with NAME one of {', '.join(CONTINUED)})")
     with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.is_dir() else None) as tmp:
         candidate = Path(tmp) / name
