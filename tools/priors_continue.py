@@ -302,6 +302,29 @@ def stage_frames(run: Path) -> tuple[int, float]:
     return config.train.steps * config.train.batch, float(summary.get("seconds", 0.0))
 
 
+def unrecorded_parents(run: Path, name: str, recorded: set[str], log: Callable[[str], Any] = print) -> list[Path]:
+    """The stage runs whose weights ``run`` continued (through ``init_from``, oldest first) that the
+    ledger does not hold: a stage trained on from a stage that was never adopted (rf-qpsk-s6 from the
+    H200's s5) saw those frames too. A parent is looked for where ``init_from`` names it, then beside
+    ``run`` (stages come back from the device under another folder); one not found ends the chain."""
+    from edgediff.train.config import RunConfig
+
+    chain: list[Path] = []
+    current = run
+    while len(chain) < 100:
+        init = RunConfig.load(current).train.init_from
+        parent = Path(init).parent if init else None
+        if parent is None or stage_number(name, parent) is None or parent.name in recorded | {r.name for r in chain}:
+            break
+        found = next((d for d in (parent, run.parent / parent.name) if (d / "config.json").is_file()), None)
+        if found is None:
+            log(f"{name}: {run.name} continued {parent}, which is not here: its frames are not counted")
+            break
+        chain.append(found)
+        current = found
+    return chain[::-1]
+
+
 def score(dataset: str, report: dict[str, Any]) -> float:
     """One number per prior, lower is better: blind EVM median (QPSK), LSD (chirp), the chirp-share
     error plus the QPSK frames' EVM in tens of dB (mix)."""
@@ -376,9 +399,14 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             return False
         shutil.rmtree(out_root / name, ignore_errors=True)
         shutil.copytree(candidate, out_root / name)
-    frames, seconds = stage_frames(run)
     ledger = read_ledger(ledger_path)
     entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
+    for parent in unrecorded_parents(run, name, {s.get("run") for s in entry["stages"]}, log):
+        frames, seconds = stage_frames(parent)
+        entry["frames_seen"] = int(entry["frames_seen"]) + frames
+        entry["stages"].append({"run": parent.name, "frames": frames, "seconds": round(seconds, 1),
+                                "frames_seen_after": entry["frames_seen"], "adopted_with": run.name})
+    frames, seconds = stage_frames(run)
     entry["frames_seen"] = int(entry["frames_seen"]) + frames
     entry["stages"].append({"run": run.name, "frames": frames, "seconds": round(seconds, 1), "score": round(s_new, 3),
                             "frames_seen_after": entry["frames_seen"], "measured_on": n})

@@ -97,6 +97,26 @@ def test_the_next_stage_continues_the_newest_local_run(tmp_path):
     assert number == 2 and init.endswith("priors/rf-chirp")
 
 
+def test_the_ledger_counts_the_unadopted_stages_an_adopted_one_continued(tmp_path, mlp_run):
+    """s6 trained on from s5, which was never adopted; s5 from the shipped bundle: adopting s6 counts s5."""
+    base = json.loads((mlp_run / "config.json").read_text())
+    back, elsewhere = tmp_path / "back", tmp_path / "device-runs"
+    for stage, steps, init in ((4, 7, str(tmp_path / "shipped" / "rf-qpsk")), (5, 3, str(back / "rf-qpsk-s4" / "weights.safetensors")),
+                               (6, 5, str(elsewhere / "rf-qpsk-s5" / "weights.safetensors"))):
+        (back / f"rf-qpsk-s{stage}").mkdir(parents=True)
+        config = {**base, "train": {**base["train"], "steps": steps, "batch": 10, "init_from": init}}
+        (back / f"rf-qpsk-s{stage}" / "config.json").write_text(json.dumps(config))
+    parents = pc.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", set(), log=print)
+    assert parents == [back / "rf-qpsk-s4", back / "rf-qpsk-s5"]  # s5 found beside s6, not where the device had it
+    assert pc.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", {"rf-qpsk-s4"}, log=print) == [back / "rf-qpsk-s5"]
+    lines = []
+    (back / "rf-qpsk-s5" / "config.json").unlink()
+    (back / "rf-qpsk-s5").rmdir()
+    assert pc.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", set(), log=lines.append) == []
+    assert "not counted" in lines[0]
+    assert [pc.stage_frames(p)[0] for p in parents[:1]] == [70]
+
+
 def test_bad_names_and_archives_are_refused(tmp_path):
     with pytest.raises(InputError, match="not continued"):
         pc.plan(["gmm2d"], tmp_path, 10, study=[])
