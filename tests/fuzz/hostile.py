@@ -10,6 +10,7 @@ the suite's time budget; ``derandomize`` makes hypothesis draw the same cases ev
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -106,6 +107,26 @@ def paths_of(value, prefix=()):
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from paths_of(v, prefix + (i,))
+
+
+def edit_json(path: Path, kind: str, rng, value) -> None:
+    """One JSON mutation of the file at ``path``, at a key path drawn with ``rng``: ``json-delete``
+    removes it, ``type-swap`` wraps its value in a list (or a list in a dict), anything else sets
+    ``value`` there."""
+    doc = json.loads(path.read_text())
+    where = [p for p in paths_of(doc) if p]
+    where = where[rng.integers(len(where))]
+    parent = doc
+    for key in where[:-1]:
+        parent = parent[key]
+    if kind == "json-delete":
+        del parent[where[-1]]
+    elif kind == "type-swap":
+        old = parent[where[-1]]
+        parent[where[-1]] = [old] if not isinstance(old, list) else {"x": old}
+    else:
+        parent[where[-1]] = value
+    path.write_text(json.dumps(doc))
 
 
 def fresh(case: Path) -> Path:

@@ -14,7 +14,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 pytest.importorskip("onnxruntime")
-from hostile import FUZZ, JSON_VALUES, assert_convention, fresh, paths_of, run, tree  # noqa: E402
+from hostile import FUZZ, JSON_VALUES, assert_convention, edit_json, fresh, run, tree  # noqa: E402
 
 pytestmark = pytest.mark.onnx
 
@@ -57,20 +57,7 @@ def mutate(bundle: Path, kind: str, seed: int, value) -> None:
         (bundle / "model.onnx").write_bytes(bytes(data))
         rehash(bundle)
     else:
-        m = json.loads((bundle / "manifest.json").read_text())
-        paths = [p for p in paths_of(m) if p]
-        path = paths[rng.integers(len(paths))]
-        parent = m
-        for key in path[:-1]:
-            parent = parent[key]
-        if kind == "json-delete":
-            del parent[path[-1]]
-        elif kind == "type-swap":
-            old = parent[path[-1]]
-            parent[path[-1]] = [old] if not isinstance(old, list) else {"x": old}
-        else:
-            parent[path[-1]] = value
-        (bundle / "manifest.json").write_text(json.dumps(m))
+        edit_json(bundle / "manifest.json", kind, rng, value)
         if rng.random() < 0.7:
             rehash(bundle)
 

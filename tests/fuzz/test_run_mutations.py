@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("onnxruntime")
-from hostile import FUZZ, JSON_VALUES, assert_convention, fresh, paths_of, run_cli_in, tree  # noqa: E402
+from hostile import FUZZ, JSON_VALUES, assert_convention, edit_json, fresh, run_cli_in, tree  # noqa: E402
 
 pytestmark = pytest.mark.onnx
 
@@ -42,20 +41,7 @@ def mutate_run(run: Path, target: str, kind: str, seed: int, value) -> None:
     elif kind == "deep":
         path.write_text("[" * 200_000 + "]" * 200_000)
     else:
-        d = json.loads(path.read_text())
-        paths = [p for p in paths_of(d) if p]
-        where = paths[rng.integers(len(paths))]
-        parent = d
-        for key in where[:-1]:
-            parent = parent[key]
-        if kind == "json-delete":
-            del parent[where[-1]]
-        elif kind == "type-swap":
-            old = parent[where[-1]]
-            parent[where[-1]] = [old] if not isinstance(old, list) else {"x": old}
-        else:
-            parent[where[-1]] = value
-        path.write_text(json.dumps(d))
+        edit_json(path, kind, rng, value)
 
 
 @RUN_FUZZ

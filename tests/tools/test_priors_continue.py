@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
 from edgediff.runtime.errors import InputError  # noqa: E402
+from edgediff.tools import priors_adopt as pa  # noqa: E402
 from edgediff.tools import priors_continue as pc  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.onnx, pytest.mark.slow]
@@ -43,11 +44,11 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
         ["config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log"])
     shipped, ledger = tmp_path / "shipped", tmp_path / "ledger.json"
     shipped.mkdir()
-    assert pc.adopt(restored[0], shipped, 64, ledger, log=print)  # nothing ships there yet: adopted
+    assert pa.adopt(restored[0], shipped, 64, ledger, log=print)  # nothing ships there yet: adopted
     entry = json.loads(ledger.read_text())["rf-chirp"]
     assert entry["stages"][0]["run"] == "rf-chirp-s2" and entry["frames_seen"] == entry["stages"][0]["frames"] > 0
     digest = hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest()
-    assert not pc.adopt(restored[0], shipped, 64, ledger, log=print)  # not better than itself: kept as it was
+    assert not pa.adopt(restored[0], shipped, 64, ledger, log=print)  # not better than itself: kept as it was
     assert hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest() == digest
     assert len(json.loads(ledger.read_text())["rf-chirp"]["stages"]) == 1
     check_int8_is_carried(restored[0], shipped, ledger, monkeypatch)
@@ -64,7 +65,7 @@ def check_int8_is_carried(run, shipped, ledger, monkeypatch):
     for key in int8_gate.GATES:
         monkeypatch.setitem(int8_gate.GATES, key, 1e9)
     int8_gate.quantize_gated(shipped / "rf-chirp", calibration=16, frames=16, log=print)
-    measure = pc.measure_bundle
+    measure = pa.measure_bundle
 
     def shipped_worse(bundle, n, seed=0):  # the stage must win for adopt to get that far
         report = measure(bundle, n, seed)
@@ -72,14 +73,14 @@ def check_int8_is_carried(run, shipped, ledger, monkeypatch):
             report["psd_lsd_db"] += 10.0
         return report
 
-    monkeypatch.setattr(pc, "measure_bundle", shipped_worse)
+    monkeypatch.setattr(pa, "measure_bundle", shipped_worse)
     lines = []
     with monkeypatch.context() as strict:
         strict.setitem(int8_gate.GATES, "lsd_db", -1.0)  # no int8 model can pass this gate
         before = (shipped / "rf-chirp" / "manifest.json").read_bytes()
-        assert not pc.adopt(run, shipped, 64, ledger, log=lines.append)
+        assert not pa.adopt(run, shipped, 64, ledger, log=lines.append)
         assert "not adopted" in lines[-1] and (shipped / "rf-chirp" / "manifest.json").read_bytes() == before
-    assert pc.adopt(run, shipped, 64, ledger, log=lines.append)
+    assert pa.adopt(run, shipped, 64, ledger, log=lines.append)
     bundle = Bundle.open(shipped / "rf-chirp")  # hashes verified
     record = bundle.manifest["int8"]
     assert "model.int8.onnx" in bundle.manifest["files"] and record["gate"]["passed"]
@@ -106,15 +107,15 @@ def test_the_ledger_counts_the_unadopted_stages_an_adopted_one_continued(tmp_pat
         (back / f"rf-qpsk-s{stage}").mkdir(parents=True)
         config = {**base, "train": {**base["train"], "steps": steps, "batch": 10, "init_from": init}}
         (back / f"rf-qpsk-s{stage}" / "config.json").write_text(json.dumps(config))
-    parents = pc.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", set(), log=print)
+    parents = pa.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", set(), log=print)
     assert parents == [back / "rf-qpsk-s4", back / "rf-qpsk-s5"]  # s5 found beside s6, not where the device had it
-    assert pc.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", {"rf-qpsk-s4"}, log=print) == [back / "rf-qpsk-s5"]
+    assert pa.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", {"rf-qpsk-s4"}, log=print) == [back / "rf-qpsk-s5"]
     lines = []
     (back / "rf-qpsk-s5" / "config.json").unlink()
     (back / "rf-qpsk-s5").rmdir()
-    assert pc.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", set(), log=lines.append) == []
+    assert pa.unrecorded_parents(back / "rf-qpsk-s6", "rf-qpsk", set(), log=lines.append) == []
     assert "not counted" in lines[0]
-    assert [pc.stage_frames(p)[0] for p in parents[:1]] == [70]
+    assert [pa.stage_frames(p)[0] for p in parents[:1]] == [70]
 
 
 def test_bad_names_and_archives_are_refused(tmp_path):

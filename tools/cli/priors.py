@@ -279,10 +279,10 @@ def unpack_cmd(parts, runs) -> None:
 def adopt_cmd(runs, out, n) -> None:
     """Export each stage RUN, measure it against the shipped prior (sample default) and replace that
     prior when the stage is better; adopted stages go into priors/ledger.json."""
-    from edgediff.tools import priors_continue as pc
+    from edgediff.tools.priors_adopt import adopt
 
     for run in runs:
-        pc.adopt(run, out, n, log=click.echo)
+        adopt(run, out, n, log=click.echo)
 
 
 @priors.command("cost")

@@ -1,0 +1,141 @@
+"""Back from the GPU: measure a stage run against the shipped prior, adopt it when it is better.
+
+``edgediff priors adopt`` exports a stage run (``NAME-sK``), measures it with the ``sample`` default
+against the bundle in ``priors/``, replaces that bundle only when the stage is better (carrying a
+gated int8 model where one ships) and records the stage, with the unadopted stages it continued, in
+``priors/ledger.json``. The GPU call that trains the stages is :mod:`edgediff.tools.priors_continue`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from edgediff.runtime.atomic import write_json
+from edgediff.runtime.errors import InputError
+from edgediff.tools.priors_continue import CONTINUED, LEDGER, read_ledger, stage_number
+
+
+def stage_frames(run: Path) -> tuple[int, float]:
+    """(frames seen, seconds) of a finished stage run, from its config and summary."""
+    from edgediff.train.config import RunConfig
+
+    config = RunConfig.load(run)
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    return config.train.steps * config.train.batch, float(summary.get("seconds", 0.0))
+
+
+def unrecorded_parents(run: Path, name: str, recorded: set[str], log: Callable[[str], Any] = print) -> list[Path]:
+    """The stage runs whose weights ``run`` continued (through ``init_from``, oldest first) that the
+    ledger does not hold: a stage trained on from a stage that was never adopted (rf-qpsk-s6 from the
+    H200's s5) saw those frames too. A parent is looked for where ``init_from`` names it, then beside
+    ``run`` (stages come back from the device under another folder); one not found ends the chain."""
+    from edgediff.train.config import RunConfig
+
+    chain: list[Path] = []
+    current = run
+    while len(chain) < 100:
+        init = RunConfig.load(current).train.init_from
+        parent = Path(init).parent if init else None
+        if parent is None or stage_number(name, parent) is None or parent.name in recorded | {r.name for r in chain}:
+            break
+        found = next((d for d in (parent, run.parent / parent.name) if (d / "config.json").is_file()), None)
+        if found is None:
+            log(f"{name}: {run.name} continued {parent}, which is not here: its frames are not counted")
+            break
+        chain.append(found)
+        current = found
+    return chain[::-1]
+
+
+def score(dataset: str, report: dict[str, Any]) -> float:
+    """One number per prior, lower is better: blind EVM median (QPSK), LSD (chirp), the chirp-share
+    error plus the QPSK frames' EVM in tens of dB (mix)."""
+    gen = report["generated"]
+    if dataset == "rf-chirp":
+        return float(report["psd_lsd_db"])
+    evm = gen.get("evm", {}).get("median_db", 0.0)
+    if dataset == "rf-mix":
+        return abs(gen.get("chirp_share", 0.0) - report["held_out"].get("chirp_share", 0.5)) * 100 + evm / 10
+    return float(evm)
+
+
+def measure_bundle(bundle: Path, n: int, seed: int = 0) -> dict[str, Any]:
+    """The `edgediff evaluate` figures of a bundle (sample default, ONNX Runtime)."""
+    from edgediff.runtime import load
+    from edgediff.runtime.generate import SampleRequest, generate
+    from edgediff.tools.evaluate import evaluate_frames, reference
+
+    d = load(bundle, backend="ort")
+    data = d.bundle.manifest.get("data") or {}
+    ref = reference(data.get("dataset"), n, d.sample_shape[-1], int(data.get("seed", 0)))
+    return evaluate_frames(generate(d, SampleRequest(n=n, seed=seed)).x, ref, str(data.get("dataset")))
+
+
+def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bool:
+    """Give ``candidate`` an int8 model when the ``shipped`` bundle has one, quantized and gated with
+    the shipped one's settings (calibration, seed, gate frames): adopting new weights must not drop
+    what ships. False when that gate fails; True when it passes or there is nothing to carry."""
+    from edgediff.runtime.errors import BundleError
+    from edgediff.tools.int8_gate import quantize_gated
+
+    path = shipped / "manifest.json"
+    record = (json.loads(path.read_text()).get("int8") if path.is_file() else None) or {}
+    if not record:
+        return True
+    cal = record.get("calibration") or {}
+    frames = (record.get("gate") or {}).get("frames")
+    try:
+        quantize_gated(candidate, str(cal.get("method", "percentile")), int(cal.get("inputs", 512)),
+                       int(frames) if frames else None, int(cal.get("seed", 0)), log=log)
+    except BundleError as exc:
+        log(str(exc))
+        return False
+    return True
+
+
+def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Callable[[str], Any] = print) -> bool:
+    """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there
+    (with an int8 model, quantized and gated as the shipped one was, when that one had one);
+    every adopted stage is appended to the ledger with its figures."""
+    import shutil
+    import tempfile
+
+    from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle
+
+    name = run.name.rsplit("-s", 1)[0]
+    if name not in CONTINUED or stage_number(name, run) is None:
+        raise InputError(f"{run}: not a stage run (expected NAME-sK with NAME one of {', '.join(CONTINUED)})")
+    with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.is_dir() else None) as tmp:
+        candidate = Path(tmp) / name
+        export_bundle(run, candidate, OnnxExportOptions())
+        new = measure_bundle(candidate, n)
+        old = measure_bundle(out_root / name, n) if (out_root / name / "manifest.json").is_file() else None
+        dataset = new["dataset"]
+        s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
+        log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
+        if s_new >= s_old:
+            return False
+        if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):
+            log(f"{name}: not adopted: the shipped prior has a gated int8 model and the stage's int8 model failed "
+                "that gate; adopt by hand (edgediff export onnx, then export int8 with other settings) or train on")
+            return False
+        shutil.rmtree(out_root / name, ignore_errors=True)
+        shutil.copytree(candidate, out_root / name)
+    ledger = read_ledger(ledger_path)
+    entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
+    parents = unrecorded_parents(run, name, {s.get("run") for s in entry["stages"]}, log)
+    for stage in [*parents, run]:
+        frames, seconds = stage_frames(stage)
+        entry["frames_seen"] = int(entry["frames_seen"]) + frames
+        record = {"run": stage.name, "frames": frames, "seconds": round(seconds, 1)}
+        if stage == run:
+            record |= {"score": round(s_new, 3), "frames_seen_after": entry["frames_seen"], "measured_on": n}
+        else:
+            record |= {"frames_seen_after": entry["frames_seen"], "adopted_with": run.name}
+        entry["stages"].append(record)
+    write_json(ledger_path, ledger)
+    log(f"{name}: adopted {run.name} into {out_root / name}; {entry['frames_seen'] / 1e6:.2f} M frames seen in all")
+    return True
