@@ -6,7 +6,9 @@
   held-out frames' RMS (the 1-D W1 is the mean absolute difference of the quantile functions);
 - chirp linearity: the RMS deviation of a frame's instantaneous frequency (cycles per sample) from
   its least-squares line, over the samples where the pulse is on (envelope above half its peak);
-- EVM summary: median, 90th percentile and the share of frames below -15 dB.
+- EVM summary: median, 90th percentile and the share of frames below -15 dB;
+- EVM split: where a receiver's error vectors lie: in phase or in amplitude, and how much of the
+  phase error is a slow wander over the frame (a carrier whose frequency drifts) rather than jitter.
 """
 
 from __future__ import annotations
@@ -79,3 +81,29 @@ def evm_summary(evm_db: np.ndarray) -> dict[str, Any]:
     evm_db = np.asarray(evm_db, dtype=np.float64)
     return {"median_db": float(np.median(evm_db)), "p90_db": float(np.percentile(evm_db, 90)),
             "share_below_15db": float(np.mean(evm_db < EVM_GOOD_DB)), "frames": int(evm_db.size)}
+
+
+def evm_split(symbols: np.ndarray, decisions: np.ndarray) -> dict[str, float]:
+    """Where the error vectors of (N, K) received symbols lie against their (N, K) decisions, dB re
+    the symbol power, medians over frames: ``phase_db`` the mean squared angle of symbol/decision,
+    ``amplitude_db`` the mean squared |symbol/decision| - 1 (the two add up to about the EVM), and
+    ``detrended_db`` the EVM left once a quadratic fit of each frame's phase error is taken out: a
+    large drop from the EVM to it says the frames' carrier wanders (a frequency that drifts, which a
+    receiver fitting one frequency cannot follow) rather than each symbol being off on its own."""
+    r, d = np.asarray(symbols, dtype=np.complex128), np.asarray(decisions, dtype=np.complex128)
+    if r.shape != d.shape or r.ndim != 2 or r.shape[1] < 4 or np.any(d == 0):
+        raise InputError(f"symbols {r.shape} and decisions {d.shape}: expected one shape (N, K), K >= 4, "
+                         "decisions on a constellation (non-zero)")
+    ratio = r / d
+    phase, amplitude = np.angle(ratio), np.abs(ratio) - 1
+    k = np.arange(r.shape[1], dtype=np.float64)
+    trend = np.polynomial.polynomial.polyval(k, np.polynomial.polynomial.polyfit(k, phase.T, 2)).reshape(phase.shape)
+    flat = r * np.exp(-1j * trend)
+    flat = flat / np.maximum(np.sqrt(np.mean(np.abs(flat) ** 2, axis=1, keepdims=True)), 1e-30)
+    power = np.mean(np.abs(d) ** 2, axis=1)
+
+    def median_db(err: np.ndarray) -> float:
+        return float(10 * np.log10(max(float(np.median(err)), 1e-30)))
+
+    return {"phase_db": median_db(np.mean(phase**2, axis=1)), "amplitude_db": median_db(np.mean(amplitude**2, axis=1)),
+            "detrended_db": median_db(np.mean(np.abs(flat - d) ** 2, axis=1) / power)}

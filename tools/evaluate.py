@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from edgediff.runtime.errors import InputError
-from edgediff.runtime.fidelity import chirp_linearity, envelope_w1, evm_summary, log_spectral_distance_db
+from edgediff.runtime.fidelity import chirp_linearity, envelope_w1, evm_split, evm_summary, log_spectral_distance_db
 from edgediff.runtime.receivers import PskFormat, blind_receive
 from edgediff.train import rf
 from edgediff.train.datasets import BUILTINS, DataConfig, held_out
@@ -52,7 +52,8 @@ def _frame_report(frames: np.ndarray, dataset: str, evm: bool) -> dict[str, Any]
         if dataset == "rf-chirp":
             report["chirp_linearity_median"] = float(np.nanmedian(lin)) if np.isfinite(lin).any() else None
     if evm and dataset in PSK_DATASETS and len(psk):
-        report["evm"] = evm_summary(blind_receive(psk, psk_format(dataset)).evm_db)
+        received = blind_receive(psk, psk_format(dataset))
+        report["evm"] = evm_summary(received.evm_db) | {"split": evm_split(received.symbols, received.decisions)}
     return report
 
 
@@ -85,6 +86,9 @@ def describe(report: dict[str, Any]) -> list[str]:
             e = part["evm"]
             lines.append(f"  {who:9s} blind EVM median {e['median_db']:.1f} dB, p90 {e['p90_db']:.1f} dB, "
                          f"{100 * e['share_below_15db']:.0f}% of {e['frames']} frames below -15 dB")
+            if "split" in e:
+                lines.append(f"  {'':9s} error in phase {e['split']['phase_db']:.1f} dB, in amplitude {e['split']['amplitude_db']:.1f} dB; "
+                             f"{e['split']['detrended_db']:.1f} dB once each frame's phase wander (quadratic) is taken out")
         if part.get("chirp_linearity_median") is not None:
             lines.append(f"  {who:9s} chirp IF-linearity error median {part['chirp_linearity_median']:.4f} cycles/sample"
                          + (f", chirp share {100 * part['chirp_share']:.0f}%" if report["dataset"] == "rf-mix" else ""))

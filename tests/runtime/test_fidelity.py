@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from edgediff.runtime.fidelity import chirp_linearity, envelope_w1, evm_summary, log_spectral_distance_db, wasserstein_1d
+from edgediff.runtime.errors import InputError
+from edgediff.runtime.fidelity import (chirp_linearity, envelope_w1, evm_split, evm_summary, log_spectral_distance_db,
+                                       wasserstein_1d)
 from edgediff.train import rf
 
 
@@ -30,3 +32,18 @@ def test_chirp_linearity_separates_chirps_from_qpsk():
 def test_evm_summary():
     s = evm_summary(np.array([-30.0, -20.0, -10.0, -16.0]))
     assert s["median_db"] == -18.0 and s["share_below_15db"] == 0.75 and s["frames"] == 4
+
+
+def test_evm_split_tells_phase_wander_from_amplitude_noise():
+    rng = np.random.default_rng(3)
+    d = (rng.choice([1, -1], (40, 23)) + 1j * rng.choice([1, -1], (40, 23))) / np.sqrt(2)
+    k = np.arange(23)
+    drift = 0.002 * (k - 11.0) ** 2  # a carrier whose frequency drifts: all of the error is slow phase
+    wander = evm_split(d * np.exp(1j * drift), d)
+    assert abs(wander["phase_db"] - 10 * np.log10(np.mean(drift**2))) < 1e-6
+    assert wander["amplitude_db"] < -100 and wander["detrended_db"] < -100
+    noisy = evm_split(d * (1 + 0.03 * rng.standard_normal(d.shape)), d)  # amplitude alone, -30.5 dB
+    assert abs(noisy["amplitude_db"] + 30.5) < 1.0 and noisy["phase_db"] < -100
+    assert abs(noisy["detrended_db"] - noisy["amplitude_db"]) < 0.5  # nothing slow to take out
+    with pytest.raises(InputError, match="expected one shape"):
+        evm_split(d[:, :3], d[:, :3])

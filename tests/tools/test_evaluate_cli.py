@@ -29,9 +29,28 @@ def test_evaluate_reports_evm_for_qpsk(tmp_path):
     assert "blind EVM median" in res.stdout and np.isfinite(report["psd_lsd_db"])
 
 
+def test_the_denoise_curve_and_the_error_split(tmp_path):
+    out = tmp_path / "r.json"
+    res = edgediff("evaluate", "rf-qpsk", "--n", "32", "--steps", "4", "--denoise-curve", "--json", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    rows = report["denoise_curve"]
+    assert [r["t"] for r in rows] == [10, 50, 100, 200, 300, 400, 500, 600]
+    noisy = [r["input_evm_db"] for r in rows]
+    assert noisy == sorted(noisy) and noisy[0] < -30 and noisy[-1] > -10  # more noise, worse input
+    # the shipped prior restores held-out frames near the data's EVM up to about 10 dB SNR
+    assert all(r["denoised_evm_db"] < -28 and r["denoised_evm_db"] < r["input_evm_db"] for r in rows if 100 <= r["t"] <= 200)
+    held = report["held_out"]["evm"]["split"]
+    assert abs(10 * np.log10(10 ** (held["phase_db"] / 10) + 10 ** (held["amplitude_db"] / 10))
+               - report["held_out"]["evm"]["median_db"]) < 3  # the parts add up to about the EVM
+    assert "one-shot denoising" in res.stdout and "phase wander" in res.stdout
+
+
 def test_evaluate_bad_inputs_are_one_line(tmp_path):
     res = edgediff("evaluate", "rf-chirp", "--n", "16", "--evm")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a PSK dataset" in res.stderr
+    res = edgediff("evaluate", "rf-chirp", "--n", "16", "--denoise-curve")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--denoise-curve" in res.stderr
     from edgediff.runtime.bundle import SHIPPED_DIR
 
     user = tmp_path / "user"

@@ -52,10 +52,13 @@ def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, s
 @click.option("--eta", type=non_negative(10.0), help="DDIM: [1; a distilled bundle: its own]")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON.")
+@click.option("--denoise-curve", is_flag=True,
+              help="Also denoise the held-out frames in one call at each of 8 noise levels and judge them by the "
+                   "blind receiver (PSK): tells the network's denoising from the sampling path's errors.")
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, force, quiet, **engine) -> None:
+def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, denoise_curve, force, quiet, **engine) -> None:
     """Sample N frames from BUNDLE and compare them with N held-out frames: mean-PSD log-spectral
     distance, envelope Wasserstein-1, blind EVM (PSK) and chirp IF linearity (chirps); radar maps:
     targets per map, sidelobe level, noise floor and clutter share under a CA-CFAR detector."""
@@ -72,6 +75,9 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, for
     if evm and dataset not in PSK_DATASETS:
         raise InputError(f"--evm: dataset {dataset!r} is not a PSK dataset (EVM needs one of "
                          f"{', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT)")
+    if denoise_curve and dataset not in PSK_DATASETS:
+        raise InputError(f"--denoise-curve: dataset {dataset!r} is not a PSK dataset (the curve is judged by the blind "
+                         f"receiver: one of {', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT)")
     request, _ = for_bundle(SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed), denoiser.distilled)
     request.check(denoiser.schedule.T, denoiser.max_batch)
     total = -(-n // min(denoiser.max_batch, n)) * request.nfe(denoiser.schedule.T)
@@ -88,6 +94,12 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, for
     report["bundle"] = str(denoiser.bundle.root)
     for line in lines(report):
         click.echo(line)
+    if denoise_curve:
+        from edgediff.tools.denoise_curve import denoise_curve as curve, describe_curve
+
+        report["denoise_curve"] = curve(denoiser, ref, dataset, seed=seed)
+        for line in describe_curve(report["denoise_curve"]):
+            click.echo(line)
     if json_out is not None:
         write_json(json_out, report)
         click.echo(f"wrote {json_out}")
