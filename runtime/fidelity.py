@@ -89,7 +89,9 @@ def evm_split(symbols: np.ndarray, decisions: np.ndarray) -> dict[str, float]:
     ``amplitude_db`` the mean squared |symbol/decision| - 1 (the two add up to about the EVM), and
     ``detrended_db`` the EVM left once a quadratic fit of each frame's phase error is taken out: a
     large drop from the EVM to it says the frames' carrier wanders (a frequency that drifts, which a
-    receiver fitting one frequency cannot follow) rather than each symbol being off on its own."""
+    receiver fitting one frequency cannot follow) rather than each symbol being off on its own;
+    ``phase_correlation`` {lag: r}, the correlation of the phase errors (each frame's mean taken out)
+    of symbols 1, 2 and 4 apart: near 0 for symbols off on their own, near 1 for a slow wander."""
     r, d = np.asarray(symbols, dtype=np.complex128), np.asarray(decisions, dtype=np.complex128)
     if r.shape != d.shape or r.ndim != 2 or r.shape[1] < 4 or np.any(d == 0):
         raise InputError(f"symbols {r.shape} and decisions {d.shape}: expected one shape (N, K), K >= 4, "
@@ -105,5 +107,10 @@ def evm_split(symbols: np.ndarray, decisions: np.ndarray) -> dict[str, float]:
     def median_db(err: np.ndarray) -> float:
         return float(10 * np.log10(max(float(np.median(err)), 1e-30)))
 
+    centred = phase - phase.mean(axis=1, keepdims=True)
+    spread = max(float(np.mean(centred**2)), 1e-30)
+    correlation = {str(lag): float(np.mean(centred[:, lag:] * centred[:, :-lag]) / spread)
+                   for lag in (1, 2, 4) if lag < r.shape[1]}
     return {"phase_db": median_db(np.mean(phase**2, axis=1)), "amplitude_db": median_db(np.mean(amplitude**2, axis=1)),
-            "detrended_db": median_db(np.mean(np.abs(flat - d) ** 2, axis=1) / power)}
+            "detrended_db": median_db(np.mean(np.abs(flat - d) ** 2, axis=1) / power),
+            "phase_correlation": correlation}

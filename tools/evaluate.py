@@ -88,7 +88,9 @@ def describe(report: dict[str, Any]) -> list[str]:
                          f"{100 * e['share_below_15db']:.0f}% of {e['frames']} frames below -15 dB")
             if "split" in e:
                 lines.append(f"  {'':9s} error in phase {e['split']['phase_db']:.1f} dB, in amplitude {e['split']['amplitude_db']:.1f} dB; "
-                             f"{e['split']['detrended_db']:.1f} dB once each frame's phase wander (quadratic) is taken out")
+                             f"{e['split']['detrended_db']:.1f} dB once each frame's phase wander (quadratic) is taken out; "
+                             "phase errors correlated " + " / ".join(f"{v:.2f}" for v in e['split']['phase_correlation'].values())
+                             + " at " + " / ".join(e['split']['phase_correlation']) + " symbols apart")
         if part.get("chirp_linearity_median") is not None:
             lines.append(f"  {who:9s} chirp IF-linearity error median {part['chirp_linearity_median']:.4f} cycles/sample"
                          + (f", chirp share {100 * part['chirp_share']:.0f}%" if report["dataset"] == "rf-mix" else ""))

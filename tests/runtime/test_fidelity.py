@@ -42,6 +42,9 @@ def test_evm_split_tells_phase_wander_from_amplitude_noise():
     wander = evm_split(d * np.exp(1j * drift), d)
     assert abs(wander["phase_db"] - 10 * np.log10(np.mean(drift**2))) < 1e-6
     assert wander["amplitude_db"] < -100 and wander["detrended_db"] < -100
+    assert wander["phase_correlation"]["1"] > 0.8  # a slow wander: neighbours share their error
+    jitter = evm_split(d * np.exp(1j * 0.05 * rng.standard_normal(d.shape)), d)  # each symbol off on its own
+    assert abs(jitter["phase_correlation"]["1"]) < 0.15 and jitter["detrended_db"] > jitter["phase_db"] - 1
     noisy = evm_split(d * (1 + 0.03 * rng.standard_normal(d.shape)), d)  # amplitude alone, -30.5 dB
     assert abs(noisy["amplitude_db"] + 30.5) < 1.0 and noisy["phase_db"] < -100
     assert abs(noisy["detrended_db"] - noisy["amplitude_db"]) < 0.5  # nothing slow to take out
