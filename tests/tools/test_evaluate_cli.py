@@ -40,10 +40,12 @@ def test_the_denoise_curve_and_the_error_split(tmp_path):
     assert noisy == sorted(noisy) and noisy[0] < -30 and noisy[-1] > -10  # more noise, worse input
     # the shipped prior restores held-out frames near the data's EVM up to about 10 dB SNR
     assert all(r["denoised_evm_db"] < -28 and r["denoised_evm_db"] < r["input_evm_db"] for r in rows if 100 <= r["t"] <= 200)
+    by_t = {r["t"]: r["resampled_evm_db"] for r in rows}  # sampled down from each level
+    assert by_t[10] < -30 and by_t[100] < -28 and by_t[600] > by_t[100] + 3  # the higher the start, the more lost
     held = report["held_out"]["evm"]["split"]
     assert abs(10 * np.log10(10 ** (held["phase_db"] / 10) + 10 ** (held["amplitude_db"] / 10))
                - report["held_out"]["evm"]["median_db"]) < 3  # the parts add up to about the EVM
-    assert "one-shot denoising" in res.stdout and "phase wander" in res.stdout
+    assert "resampled EVM" in res.stdout and "phase wander" in res.stdout
 
 
 def test_evaluate_bad_inputs_are_one_line(tmp_path):
