@@ -36,10 +36,11 @@ class Figure:
     copies: tuple[tuple[str, str], ...] = ()  # (written into a scratch folder, kept as) for --out folders
 
 
-def _evaluate(prior: str, n: int, *extra: str, suffix: str = "") -> Figure:
+def _evaluate(prior: str, n: int, *extra: str, suffix: str = "", section: str = "") -> Figure:
     name = f"evaluate-{prior}{suffix}"
     return Figure(name, (prior,), ("evaluate", prior, "--n", str(n), *extra, "--json", f"docs/bench/{name}.json",
-                                   "--force"), "Shipped priors" if not extra else "Few steps", 1.0 if n <= 1024 else 3.0)
+                                   "--force"), section or ("Shipped priors" if not extra else "Few steps"),
+                  1.0 if n <= 1024 else 3.0)
 
 
 QPSK, CHIRP, FAST, MIX = "rf-qpsk", "rf-chirp", "rf-qpsk-fast", "rf-mix"
@@ -49,6 +50,8 @@ FIGURES = (
     _evaluate(QPSK, 1024, "--sampler", "sde-dpmpp2m", "--steps", "20", suffix="-sde20"),
     _evaluate(CHIRP, 4096, suffix="-4096"),
     _evaluate(CHIRP, 4096, "--sampler", "sde-dpmpp2m", "--steps", "10", suffix="-sde10"),
+    _evaluate(QPSK, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (Where the error lies)"),
+    _evaluate(FAST, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (Where the error lies)"),
     Figure("constellation", (QPSK,), ("plot", "constellation", QPSK, "--out", "docs/img/constellation.png", "--force"),
            "Shipped priors", 0.5),
     Figure("reconstruct", (QPSK, CHIRP), ("bench-reconstruct", QPSK, CHIRP, "--frames", "16", "--json",
