@@ -98,7 +98,10 @@ def newest_weights(name: str, runs: Path, ledger: dict[str, Any]) -> tuple[int, 
     """(next stage number, where its weights start): the newest local stage run, else the shipped bundle."""
     from edgediff.runtime.bundle import SHIPPED_DIR
 
-    done = len(ledger.get(name, {}).get("stages", []))
+    stages = ledger.get(name, {}).get("stages", [])
+    # past every stage recorded, by count and by name: a stage adopted from elsewhere (rf-chirp-s3 after
+    # an unadopted s2) must not have its name taken again
+    done = max([len(stages)] + [stage_number(name, Path(str(s.get("run", "")))) or 0 for s in stages])
     run = newest_stage(name, runs)
     if run is not None:
         return max(done, stage_number(name, run) or 0) + 1, str(run / "weights.safetensors")

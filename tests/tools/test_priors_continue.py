@@ -25,12 +25,13 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     runs, out = tmp_path / "runs", tmp_path / "out"
     # exactly what a GPU session runs (make gpu-priors: the package linked onto PYTHONPATH, no install)
     args = f"rf-chirp --runs {runs} --seconds 2 --bench-seconds 0.5 --dry-run"
+    stage = f"rf-chirp-s{pc.newest_weights('rf-chirp', runs, pc.read_ledger())[0]}"  # past the shipped ledger's
     cmd = ["make", "-s", "-C", str(ROOT), "gpu-priors", f"GPU_PYTHON={sys.executable}", f"OUT={out}",
            f"GPU_SITE={tmp_path / 'site'}", f"GPU_ARGS={args}"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"rf-chirp: stage {runs / 'rf-chirp-s2'} from " in res.stdout  # the ledger holds one rf-chirp stage
-    config = json.loads((runs / "rf-chirp-s2" / "config.json").read_text())
+    assert f"rf-chirp: stage {runs / stage} from " in res.stdout
+    config = json.loads((runs / stage / "config.json").read_text())
     assert config["train"]["frames"] == "generated" and config["train"]["init_from"].endswith("priors/rf-chirp")
     bench = json.loads((out / "bench-train.json").read_text())
     assert [r["variant"]["name"] for r in bench["rows"]] == ["today", "fast"] and all("error" not in r for r in bench["rows"])
@@ -39,14 +40,14 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     # here: the parts become runs again, and the stage is measured against what ships
     back = tmp_path / "back"
     restored = pc.unpack(parts, back)
-    assert restored == [back / "rf-chirp-s2"]
+    assert restored == [back / stage]
     assert sorted(p.name for p in restored[0].iterdir()) == sorted(
         ["config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log"])
     shipped, ledger = tmp_path / "shipped", tmp_path / "ledger.json"
     shipped.mkdir()
     assert pa.adopt(restored[0], shipped, 64, ledger, log=print)  # nothing ships there yet: adopted
     entry = json.loads(ledger.read_text())["rf-chirp"]
-    assert entry["stages"][0]["run"] == "rf-chirp-s2" and entry["frames_seen"] == entry["stages"][0]["frames"] > 0
+    assert entry["stages"][0]["run"] == stage and entry["frames_seen"] == entry["stages"][0]["frames"] > 0
     digest = hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest()
     assert not pa.adopt(restored[0], shipped, 64, ledger, log=print)  # not better than itself: kept as it was
     assert hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest() == digest
@@ -96,6 +97,9 @@ def test_the_next_stage_continues_the_newest_local_run(tmp_path):
     assert number == 6 and init == str(tmp_path / "rf-qpsk-s5" / "weights.safetensors")
     number, init = pc.newest_weights("rf-chirp", tmp_path, {"rf-chirp": {"stages": [{}]}})
     assert number == 2 and init.endswith("priors/rf-chirp")
+    # an adopted stage whose number skips one (s2 was never adopted): the next is past it, not a second s3
+    number, _ = pc.newest_weights("rf-chirp", tmp_path, {"rf-chirp": {"stages": [{"run": "rf-chirp"}, {"run": "rf-chirp-s3"}]}})
+    assert number == 4
 
 
 def test_the_ledger_counts_the_unadopted_stages_an_adopted_one_continued(tmp_path, mlp_run):
