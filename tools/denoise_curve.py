@@ -20,7 +20,7 @@ from edgediff.runtime.fidelity import chirp_linearity, evm_summary
 from edgediff.runtime.receivers import blind_receive
 from edgediff.runtime.sampling import timesteps
 from edgediff.runtime.steps import ddim_step, tweedie_x0
-from edgediff.tools.evaluate import CHIRP_DATASETS, CHIRP_SPLIT, PSK_DATASETS, psk_format
+from edgediff.tools.evaluate import CHIRP_DATASETS, PSK_DATASETS, chirps_by_linearity, psk_format
 from edgediff.train import rf
 
 #: timesteps of a T = 1000 schedule, from nearly clean to about 0 dB SNR on the cosine schedule
@@ -30,8 +30,8 @@ LEVELS = (10, 50, 100, 200, 300, 400, 500, 600)
 def denoise_curve(denoiser: Any, frames: np.ndarray, dataset: str, levels: tuple[int, ...] = LEVELS,
                   seed: int = 0) -> list[dict[str, float]]:
     """One row per level: t, SNR of x_t (dB), the blind EVM median (dB) of the noisy input, of the
-    one-call denoised frames (and their share below -15 dB) and of the resampled frames. ``frames`` (N, 2, L) in user units; of a dataset that
-    mixes in chirps (rf-mix) only the PSK frames are used."""
+    one-call denoised frames (and their share below -15 dB) and of the resampled frames. ``frames``
+    (N, 2, L) in user units; of a dataset that mixes in chirps (rf-mix) only the PSK frames are used."""
     if dataset not in PSK_DATASETS:
         raise InputError(f"--denoise-curve: dataset {dataset!r} is not a PSK dataset: the curve is judged by the "
                          f"blind receiver (one of {', '.join(PSK_DATASETS)})")
@@ -39,7 +39,7 @@ def denoise_curve(denoiser: Any, frames: np.ndarray, dataset: str, levels: tuple
     levels = tuple(t for t in levels if t < schedule.T)
     frames = np.asarray(frames, dtype=np.float64)
     if dataset in CHIRP_DATASETS:
-        frames = frames[~(np.nan_to_num(chirp_linearity(rf.from_iq(frames).astype(np.complex128)), nan=np.inf) < CHIRP_SPLIT)]
+        frames = frames[~chirps_by_linearity(chirp_linearity(rf.from_iq(frames).astype(np.complex128)))]
     x0 = norm.to_network(frames)
     rng = np.random.default_rng(seed)
     fmt = psk_format(dataset)

@@ -39,12 +39,17 @@ def reference(dataset: str | None, n: int, length: int, seed: int = 0) -> np.nda
     return held_out(DataConfig(dataset=dataset, length=length, seed=seed), n)
 
 
+def chirps_by_linearity(linearity: np.ndarray) -> np.ndarray:
+    """(N,) True for the frames whose IF-linearity error (``chirp_linearity``) says chirp."""
+    return np.nan_to_num(linearity, nan=np.inf) < CHIRP_SPLIT
+
+
 def _frame_report(frames: np.ndarray, dataset: str, evm: bool) -> dict[str, Any]:
     report: dict[str, Any] = {}
     psk, chirps = frames, frames[:0]
     if dataset in CHIRP_DATASETS:
         lin = chirp_linearity(frames)
-        is_chirp = np.nan_to_num(lin, nan=np.inf) < CHIRP_SPLIT
+        is_chirp = chirps_by_linearity(lin)
         chirps = frames[is_chirp]
         psk = frames[~is_chirp] if dataset == "rf-mix" else frames[:0]
         report["chirp_share"] = float(np.mean(is_chirp))
@@ -87,10 +92,11 @@ def describe(report: dict[str, Any]) -> list[str]:
             lines.append(f"  {who:9s} blind EVM median {e['median_db']:.1f} dB, p90 {e['p90_db']:.1f} dB, "
                          f"{100 * e['share_below_15db']:.0f}% of {e['frames']} frames below -15 dB")
             if "split" in e:
-                lines.append(f"  {'':9s} error in phase {e['split']['phase_db']:.1f} dB, in amplitude {e['split']['amplitude_db']:.1f} dB; "
-                             f"{e['split']['detrended_db']:.1f} dB once each frame's phase wander (quadratic) is taken out; "
-                             "phase errors correlated " + " / ".join(f"{v:.2f}" for v in e['split']['phase_correlation'].values())
-                             + " at " + " / ".join(e['split']['phase_correlation']) + " symbols apart")
+                split, corr = e["split"], e["split"]["phase_correlation"]
+                lines.append(f"  {'':9s} error in phase {split['phase_db']:.1f} dB, in amplitude {split['amplitude_db']:.1f} dB; "
+                             f"{split['detrended_db']:.1f} dB once each frame's phase wander (quadratic) is taken out; "
+                             f"phase errors correlated {' / '.join(f'{v:.2f}' for v in corr.values())} "
+                             f"at {' / '.join(corr)} symbols apart")
         if part.get("chirp_linearity_median") is not None:
             lines.append(f"  {who:9s} chirp IF-linearity error median {part['chirp_linearity_median']:.4f} cycles/sample"
                          + (f", chirp share {100 * part['chirp_share']:.0f}%" if report["dataset"] == "rf-mix" else ""))

@@ -121,11 +121,11 @@ def receiver_panel(ax: Any, z: np.ndarray, dataset: str | None, name: str) -> No
     from edgediff.runtime.errors import InputError
     from edgediff.runtime.fidelity import chirp_linearity
     from edgediff.runtime.receivers import blind_receive
-    from edgediff.tools.evaluate import CHIRP_SPLIT, PSK_DATASETS, psk_format
+    from edgediff.tools.evaluate import PSK_DATASETS, chirps_by_linearity, psk_format
 
     chirp = np.zeros(len(z), bool)
     if dataset in ("rf-chirp", "rf-mix"):
-        chirp = np.nan_to_num(chirp_linearity(z), nan=np.inf) < CHIRP_SPLIT
+        chirp = chirps_by_linearity(chirp_linearity(z))
     psk = z[~chirp] if dataset == "rf-mix" else z
     if dataset in PSK_DATASETS and len(psk):
         try:

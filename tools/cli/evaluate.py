@@ -53,8 +53,9 @@ def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, s
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON.")
 @click.option("--denoise-curve", is_flag=True,
-              help="Also denoise the held-out frames in one call at each of 8 noise levels and judge them by the "
-                   "blind receiver (PSK): tells the network's denoising from the sampling path's errors.")
+              help="Also noise the held-out frames to 8 levels, denoise each in one call and sample each down "
+                   "from its level, judged by the blind receiver (PSK): tells the network's denoising from the "
+                   "sampling path's errors.")
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
