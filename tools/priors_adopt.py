@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from edgediff.runtime.atomic import write_json
 from edgediff.runtime.errors import InputError
-from edgediff.tools.priors_continue import CONTINUED, LEDGER, read_ledger, stage_number
+from edgediff.tools.priors_continue import CONTINUED, GROWN, LEDGER, read_ledger, stage_number
 
 
 def stage_frames(run: Path) -> tuple[int, float]:
@@ -27,23 +27,26 @@ def stage_frames(run: Path) -> tuple[int, float]:
     return config.train.steps * config.train.batch, float(summary.get("seconds", 0.0))
 
 
-def unrecorded_parents(run: Path, name: str, recorded: set[str], log: Callable[[str], Any] = print) -> list[Path]:
+def unrecorded_parents(run: Path, name: str | tuple[str, ...], recorded: set[str],
+                       log: Callable[[str], Any] = print) -> list[Path]:
     """The stage runs whose weights ``run`` continued (through ``init_from``, oldest first) that the
     ledger does not hold: a stage trained on from a stage that was never adopted (rf-qpsk-s6 from the
     H200's s5) saw those frames too. A parent is looked for where ``init_from`` names it, then beside
     ``run`` (stages come back from the device under another folder); one not found ends the chain."""
     from edgediff.train.config import RunConfig
 
+    names = (name,) if isinstance(name, str) else name  # the prior's stages, and a grown variant's
     chain: list[Path] = []
     current = run
     while len(chain) < 100:
         init = RunConfig.load(current).train.init_from
         parent = Path(init).parent if init else None
-        if parent is None or stage_number(name, parent) is None or parent.name in recorded | {r.name for r in chain}:
+        seen = recorded | {r.name for r in chain}
+        if parent is None or all(stage_number(n, parent) is None for n in names) or parent.name in seen:
             break
         found = next((d for d in (parent, run.parent / parent.name) if (d / "config.json").is_file()), None)
         if found is None:
-            log(f"{name}: {run.name} continued {parent}, which is not here: its frames are not counted")
+            log(f"{names[0]}: {run.name} continued {parent}, which is not here: its frames are not counted")
             break
         chain.append(found)
         current = found
@@ -96,21 +99,25 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
     return True
 
 
-def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Callable[[str], Any] = print) -> bool:
+def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Callable[[str], Any] = print,
+          tolerance: tuple[float, float] | None = None) -> bool:
     """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there
     (with an int8 model, quantized and gated as the shipped one was, when that one had one);
-    every adopted stage is appended to the ledger with its figures."""
+    every adopted stage is appended to the ledger with its figures. ``tolerance`` (atol, rtol) loosens
+    the export's parity gate (default: the export's own), recorded in the bundle's manifest."""
     import shutil
     import tempfile
 
     from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle
 
-    name = run.name.rsplit("-s", 1)[0]
-    if name not in CONTINUED or stage_number(name, run) is None:
-        raise InputError(f"{run}: not a stage run (expected NAME-sK with NAME one of {', '.join(CONTINUED)})")
+    variant = run.name.rsplit("-s", 1)[0]
+    name = GROWN[variant][0] if variant in GROWN else variant  # a grown stage replaces its prior
+    if name not in CONTINUED or stage_number(variant, run) is None:
+        raise InputError(f"{run}: not a stage run (expected NAME-sK with NAME one of {', '.join([*CONTINUED, *GROWN])})")
     with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.is_dir() else None) as tmp:
         candidate = Path(tmp) / name
-        export_bundle(run, candidate, OnnxExportOptions())
+        export_bundle(run, candidate, OnnxExportOptions() if tolerance is None
+                      else OnnxExportOptions(atol=tolerance[0], rtol=tolerance[1]))
         new = measure_bundle(candidate, n)
         old = measure_bundle(out_root / name, n) if (out_root / name / "manifest.json").is_file() else None
         dataset = new["dataset"]
@@ -126,7 +133,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         shutil.copytree(candidate, out_root / name)
     ledger = read_ledger(ledger_path)
     entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
-    parents = unrecorded_parents(run, name, {s.get("run") for s in entry["stages"]}, log)
+    parents = unrecorded_parents(run, (name, variant), {s.get("run") for s in entry["stages"]}, log)
     for stage in [*parents, run]:
         frames, seconds = stage_frames(stage)
         entry["frames_seen"] = int(entry["frames_seen"]) + frames

@@ -54,8 +54,19 @@ GPU_STAGE = {"batch": 1024, "lr": 3e-4 * math.sqrt(2), "warmup": 50, "ema": 0.99
              "checkpoint_every": 2000, "log_every": 100, "n_frames": 20000}
 #: Study variants (``--study``), trained from scratch beside the stages: name -> U-Net changes.
 STUDY = {"qpsk-w32": {"base_width": 32}, "qpsk-w40": {"base_width": 40}, "qpsk-w48": {"base_width": 48},
-         "qpsk-w64": {"base_width": 64}, "qpsk-w32-deep": {"blocks_per_level": 2}}
+         "qpsk-w64": {"base_width": 64}, "qpsk-w32-deep": {"blocks_per_level": 2},
+         "qpsk-w32-attn2": {"attn_levels": (2,)}}
 STUDY_LR = 2e-3 * math.sqrt(2)  # the recipes' rate at 512, scaled to the stage's batch
+#: Grown variants (``--study``): a prior's newest weights grown by attention after every residual block
+#: of more U-Net levels (``attn_levels``, train/unet.py; the new attention starts as the identity),
+#: trained beside the prior's own stage from the same weights, at the same rate and budget: that
+#: lever's A/B. The QPSK priors' error is phase wander made at t = 400-600 (README, "Where the error
+#: lies"), where a frame's common phase must be carried across its symbols: level 2 (64 cells) is one
+#: cell a symbol for rf-qpsk-fast, two for rf-qpsk; the middle already attends over 32. Level 2 costs
+#: 1.08x the FLOPs (levels 1 and 2: 1.28x, and 1.8x the CPU training time). Their stage runs are
+#: ``NAME-sK`` like the prior's and adopt alike.
+GROWN = {"rf-qpsk-attn": ("rf-qpsk", {"attn_levels": (2,)}),
+         "rf-qpsk-fast-attn": ("rf-qpsk-fast", {"attn_levels": (2,)})}
 #: Each part brought back stays under the device tool's 16 MiB per file.
 PART_BYTES = 15 * 1024 * 1024
 DRY = {"batch": 8, "snapshot_every": 5, "checkpoint_every": 10, "log_every": 5, "warmup": 2, "n_frames": 256}
@@ -112,14 +123,14 @@ def newest_weights(name: str, runs: Path, ledger: dict[str, Any]) -> tuple[int, 
 CARRIED = ("config.json", "weights.safetensors")
 
 
-def carry(runs: Path, out: Path, names: tuple[str, ...] = CONTINUED) -> list[Path]:
+def carry(runs: Path, out: Path, names: tuple[str, ...] | None = None) -> list[Path]:
     """Copy the newest stage run of each prior under ``runs`` (config and EMA weights only: checkpoints
     and snapshots stay here) into ``out``, for a device call's ``carry`` (64 MiB in all): the next
     ``priors continue --runs out`` starts each prior from there. Returns the copied runs."""
     import shutil
 
     copied = []
-    for name in names:
+    for name in (*CONTINUED, *GROWN) if names is None else names:
         newest = newest_stage(name, runs, CARRIED)
         if newest is None:
             continue
@@ -144,15 +155,46 @@ def plan(names: list[str], runs: Path, seconds: float, *, study: list[str], dry_
         if name not in CONTINUED:
             raise InputError(f"prior {name!r} is not continued on the GPU: expected one of {', '.join(CONTINUED)}")
         number, init = newest_weights(name, runs, ledger)
-        r = replace(priors.recipe(priors.SHIPPED[name]), init=None)
-        stages.append(Stage(name, runs / f"{name}-s{number}", _config(r, seconds, GPU_STAGE["lr"], init, dry_run), init))
+        stages.append(_stage(name, runs / f"{name}-s{number}", name, init, seconds, dry_run, {}))
     for variant in study:
+        if variant in GROWN:
+            prior, changes = GROWN[variant]
+            number, init = newest_weights(prior, runs, ledger)
+            own = newest_stage(variant, runs)  # a grown run here already: train it on instead
+            if own is not None:
+                number, init = max(number, (stage_number(variant, own) or 0) + 1), str(own / "weights.safetensors")
+            stages.append(_stage(variant, runs / f"{variant}-s{number}", prior, init, seconds, dry_run, changes))
+            continue
         if variant not in STUDY:
-            raise InputError(f"study variant {variant!r} is unknown: expected one of {', '.join(STUDY)}")
+            raise InputError(f"study variant {variant!r} is unknown: expected one of {', '.join([*STUDY, *GROWN])}")
         config = _config(priors.PriorRecipe("rf-qpsk"), seconds, STUDY_LR, None, dry_run)
         config = replace(config, model=replace(config.model, **STUDY[variant]))
         stages.append(Stage(variant, runs / variant, config, None))
     return stages
+
+
+def _stage(name: str, run: Path, prior: str, init: str, seconds: float, dry_run: bool,
+           changes: dict[str, Any]) -> Stage:
+    """A stage of ``prior`` that trains the network its weights are (a grown one stays grown), changed by ``changes``."""
+    from edgediff.tools import priors
+
+    r = replace(priors.recipe(priors.SHIPPED[prior]), init=None)
+    config = _config(r, seconds, GPU_STAGE["lr"], init, dry_run)
+    config = replace(config, model=replace(network_of(init) or config.model, **changes))
+    return Stage(name, run, config, init)
+
+
+def network_of(init: str) -> Any:
+    """The U-Net config of a stage's starting weights: a run's (its config.json) or a bundle's manifest;
+    None for weights without either (the recipe's network is assumed)."""
+    from edgediff.runtime.bundle import Bundle
+    from edgediff.train.bundle_weights import is_bundle
+    from edgediff.train.config import RunConfig
+    from edgediff.train.models import config_from_dict
+
+    if is_bundle(init):
+        return config_from_dict(Bundle.open(init).manifest["model"]["config"])
+    return RunConfig.load(Path(init).parent).model if (Path(init).parent / "config.json").is_file() else None
 
 
 def _config(r: Any, seconds: float, lr: float, init: str | None, dry_run: bool) -> Any:

@@ -30,7 +30,7 @@ from edgediff.train import checkpoint, datasets, distributed
 from edgediff.train.bundle_weights import is_bundle, weights_from_bundle
 from edgediff.train.config import RunConfig, current_versions
 from edgediff.train.distributed import DistContext
-from edgediff.train.models import build_model, config_to_dict, count_parameters, fit_to_data
+from edgediff.train.models import build_model, config_from_dict, config_to_dict, count_parameters, fit_to_data
 from edgediff.train.reference import schedule_tensors
 from edgediff.train.rf_torch import FrameGenerator
 from edgediff.train.step import ResidentFrames, TrainStep, make_optimizer, resolve as resolve_step
@@ -219,7 +219,11 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 def _load_init(model: nn.Module, path: str, config: RunConfig) -> RunConfig:
     """Load the starting weights: a safetensors file (a run's, whose normalisation is kept), or a
     bundle (its model.onnx, proved on its reference; its normalisation is kept): a later stage sees
-    the units its weights learnt, whatever its own data set would give."""
+    the units its weights learnt, whatever its own data set would give. A U-Net with ``attn_levels``
+    may start from the same network without them: it is grown (the new attention starts as the
+    identity, so the grown network computes what the weights computed)."""
+    if _grows(path, config):
+        return _grow(model, path, config)
     if is_bundle(path):
         _check_bundle_fits(path, config)
         weights = weights_from_bundle(path, model)
@@ -240,15 +244,39 @@ def _load_init(model: nn.Module, path: str, config: RunConfig) -> RunConfig:
     return config
 
 
+def _grows(path: str, config: RunConfig) -> bool:
+    """Whether ``path`` holds this U-Net without its level attention (to be grown), not the U-Net itself."""
+    if not getattr(config.model, "attn_levels", ()):
+        return False
+    if is_bundle(path):
+        return not Bundle.open(path).manifest["model"]["config"].get("attn_levels")
+    return not any(name.startswith("level_attn.") for name in checkpoint.load_weights(Path(path)))
+
+
+def _grow(model: nn.Module, path: str, config: RunConfig) -> RunConfig:
+    base_config = replace(config, model=replace(config.model, attn_levels=()))
+    base = build_model(base_config.model)
+    base_config = _load_init(base, path, base_config)
+    missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(name.startswith("level_attn.") for name in missing), (missing, unexpected)
+    log.info("init_from %s: grown by attention at levels %s (%d new parameters, starting as the identity)",
+             path, list(config.model.attn_levels), sum(model.state_dict()[name].numel() for name in missing))
+    return replace(config, normalisation=base_config.normalisation)
+
+
 def _check_bundle_fits(path: str, config: RunConfig) -> None:
     """A bundle to train on must share the run's network, schedule and target: say which option differs."""
     manifest = Bundle.open(path).manifest
-    theirs = {"model": manifest["model"]["config"], "schedule": manifest["schedule"]["fingerprint"],
+    # through the config class: fields newer than the bundle read as their defaults
+    theirs = {"model": config_to_dict(config_from_dict(manifest["model"]["config"])),
+              "schedule": manifest["schedule"]["fingerprint"],
               "prediction": manifest["model"].get("trained_prediction", "eps")}
     ours = {"model": config_to_dict(config.model), "schedule": config.schedule.fingerprint(),
             "prediction": config.train.prediction}
-    hints = {"model": f"--model/--width as the bundle's ({theirs['model'].get('kind')}, width "
-                      f"{theirs['model'].get('base_width', theirs['model'].get('width'))})",
+    levels = theirs["model"].get("attn_levels")
+    hints = {"model": f"--model/--width{'/--attn-levels' if levels else ''} as the bundle's ({theirs['model'].get('kind')}, "
+                      f"width {theirs['model'].get('base_width', theirs['model'].get('width'))}"
+                      f"{', attention at levels ' + ','.join(map(str, levels)) if levels else ''})",
              "schedule": f"--schedule {manifest['schedule'].get('kind')} --T {manifest['schedule'].get('T')}",
              "prediction": f"--prediction {theirs['prediction']}"}
     for key in ("model", "schedule", "prediction"):

@@ -36,6 +36,7 @@ class UNet1DConfig:
     emb_dim: int = 128
     dropout: float = 0.0
     stem_kernel: int = 3  # first convolution's length in samples (odd): a long one sees whole symbols
+    attn_levels: tuple[int, ...] = ()  # levels (0 = full length) with attention after each residual block
     kind: str = "unet1d"
 
     @property

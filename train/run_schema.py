@@ -66,6 +66,8 @@ UNET = {
     "emb_dim": _expect(lambda v: is_int(2, 4096)(v) and v % 2 == 0, "an even integer in 2..4096"),
     "dropout": _expect(is_number(0.0, 1.0, hi_open=True), "a number in [0, 1)"),
     "stem_kernel": _expect(lambda v: is_int(1, 255)(v) and v % 2 == 1, "an odd integer in 1..255"),
+    "attn_levels": _expect(lambda v: isinstance(v, list) and len(v) <= 8 and len(set(v)) == len(v)
+                           and all(is_int(0, 7)(level) for level in v), "a list of distinct levels in 0..7"),
     "kind": _expect(one_of("unet1d"), "unet1d"),
 }
 UNET2D = {**{k: v for k, v in UNET.items() if k not in ("length", "stem_kernel", "kind")},
@@ -186,6 +188,11 @@ def _unet_shapes(m: dict[str, Any], where: str) -> None:
             raise _fail(where, "model.norm_groups", groups, f"a divisor of every level's width (base_width {width} x {mults})")
     if m.get("attention", True) and (width * mults[-1]) % heads:
         raise _fail(where, "model.heads", heads, f"a divisor of the last level's width {width * mults[-1]}")
+    for level in m.get("attn_levels", []):
+        if level >= len(mults):
+            raise _fail(where, "model.attn_levels", m["attn_levels"], f"levels in 0..{len(mults) - 1}")
+        if (width * mults[level]) % heads:
+            raise _fail(where, "model.heads", heads, f"a divisor of level {level}'s width {width * mults[level]}")
 
 
 def validate_summary(d: dict[str, Any], where: str) -> None:

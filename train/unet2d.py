@@ -33,6 +33,7 @@ class UNet2DConfig:
     norm_groups: int = 8
     emb_dim: int = 128
     dropout: float = 0.0
+    attn_levels: tuple[int, ...] = ()  # levels (0 = full size) with attention after each residual block
     kind: str = "unet2d"
 
     @property

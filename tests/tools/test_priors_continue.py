@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,32 @@ def test_carry_takes_the_newest_stage_of_each_prior_and_only_its_weights_and_con
 
 
 CARRY_FILES = ("config.json", "weights.safetensors")
+
+
+def test_a_grown_variant_trains_beside_its_prior_from_the_same_weights_and_adopts_as_it(tmp_path):
+    runs = tmp_path / "runs"
+    stages = pc.plan(["rf-qpsk-fast"], runs, 2, study=["rf-qpsk-fast-attn"], dry_run=True)
+    plain, grown = stages
+    assert grown.run.name == plain.run.name.replace("rf-qpsk-fast", "rf-qpsk-fast-attn") and grown.init == plain.init
+    assert plain.config.model.attn_levels == () and grown.config.model.attn_levels == (2,)
+    assert plain.config.train == grown.config.train and plain.config.model == replace(grown.config.model, attn_levels=())
+    pc.prepare(stages)
+    assert pc.launch([grown], "cpu", log=print) == {"rf-qpsk-fast-attn": 0}
+    from safetensors.torch import load_file
+
+    assert any(k.startswith("level_attn.up") for k in load_file(str(grown.run / "weights.safetensors")))
+    assert json.loads((grown.run / "summary.json").read_text())["final_loss"] < 0.3  # grown from the prior, not from 1
+    # the next call trains the grown run on, as itself; carry takes it along
+    again = pc.plan([], runs, 2, study=["rf-qpsk-fast-attn"], dry_run=True)[0]
+    assert again.init == str(grown.run / "weights.safetensors") and again.config.model.attn_levels == (2,)
+    assert again.run.name.endswith(f"-s{pc.stage_number('rf-qpsk-fast-attn', grown.run) + 1}")
+    assert [p.name for p in pc.carry(runs, tmp_path / "carry")] == [grown.run.name]
+    shipped, ledger = tmp_path / "shipped", tmp_path / "ledger.json"
+    shipped.mkdir()
+    # the parity gate's 1e-5 is fp32's noise floor at batch 64 (the plain prior's worst element: 9.5e-6,
+    # the grown one's 1.1e-5), so the grown stage is adopted with the gate loosened, as `--atol` does
+    assert pa.adopt(grown.run, shipped, 32, ledger, log=print, tolerance=(3e-5, 1e-5))  # replaces its prior
+    assert json.loads((shipped / "rf-qpsk-fast" / "manifest.json").read_text())["parity"]["tolerance"]["atol"] == 3e-5
+    manifest = json.loads((shipped / "rf-qpsk-fast" / "manifest.json").read_text())
+    assert manifest["model"]["config"]["attn_levels"] == [2]
+    assert json.loads(ledger.read_text())["rf-qpsk-fast"]["stages"][-1]["run"] == grown.run.name

@@ -121,6 +121,9 @@ def test_two_process_ddp_keeps_ranks_identical_and_learns(tmp_path):
         (["--dataset", "gmm2d", "--batch", "0"], "Invalid value for '--batch'"),
         (["--dataset", "gmm2d", "--seed", "-1"], "Invalid value for '--seed'"),
         (["--dataset", "gmm2d", "--width", "0"], "Invalid value for '--width'"),
+        (["--dataset", "gmm2d", "--attn-levels", "1"], "--attn-levels is for the U-Nets"),
+        (["--dataset", "rf-qpsk", "--n", "16", "--attn-levels", "1,4"], "levels are 0..3"),
+        (["--dataset", "rf-qpsk", "--n", "16", "--attn-levels", "1,1"], "repeats an element"),
     ],
 )
 def test_cli_errors_are_one_line_exit_2_and_write_nothing(tmp_path, args, match):

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
+from edgediff.tools.cli.types import Finite
 
 
 @cli.group()
@@ -178,7 +179,9 @@ DRY_SECONDS = 5.0
               help="Training time budget of every stage (side by side; a stage stops at 1.2x at the latest).")
 @click.option("--bench-seconds", type=click.FloatRange(min=0.0, max=600.0), default=8.0, show_default=True,
               help="Timed seconds per throughput variant first (0: no benchmark).")
-@click.option("--study", "study", multiple=True, help="Also train a study variant from scratch (repeat): qpsk-w32, -w40, -w48, -w64, -w32-deep.")
+@click.option("--study", "study", multiple=True,
+              help="Also train a study variant (repeat): from scratch qpsk-w32, -w40, -w48, -w64, -w32-deep, -w32-attn2; "
+                   "grown from a prior's newest weights, beside its stage: rf-qpsk-attn, rf-qpsk-fast-attn.")
 @click.option("--curve-n", type=click.IntRange(16, 100_000), default=512, show_default=True, help="Frames per curve point.")
 @click.option("--device", default="cuda", show_default=True)
 @click.option("--dry-run", is_flag=True, help="The same plan at a toy size on the CPU: seconds per stage, tiny batches.")
@@ -276,13 +279,16 @@ def unpack_cmd(parts, runs) -> None:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("priors"), show_default=True, help="The shipped priors.")
 @click.option("--n", type=click.IntRange(64, 100_000), default=512, show_default=True, help="Frames each side is measured on.")
-def adopt_cmd(runs, out, n) -> None:
+@click.option("--atol", type=Finite(1e-7, 1e-2), default=1e-5, show_default=True,
+              help="The export's parity gate, absolute (loosen only if you accept that error: it is recorded).")
+@click.option("--rtol", type=Finite(0.0, 1e-2), default=1e-5, show_default=True, help="The parity gate, relative.")
+def adopt_cmd(runs, out, n, atol, rtol) -> None:
     """Export each stage RUN, measure it against the shipped prior (sample default) and replace that
     prior when the stage is better; adopted stages go into priors/ledger.json."""
     from edgediff.tools.priors_adopt import adopt
 
     for run in runs:
-        adopt(run, out, n, log=click.echo)
+        adopt(run, out, n, log=click.echo, tolerance=(atol, rtol))
 
 
 @priors.command("cost")

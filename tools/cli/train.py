@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
-from edgediff.tools.cli.types import SEED, Finite, count, positive
+from edgediff.tools.cli.types import SEED, CommaList, Finite, count, positive
 from edgediff.train.datasets import BUILTINS
 
 #: Per-dataset defaults, used where an option is not given on the command line.
@@ -37,6 +37,10 @@ CUDA_SIGNAL_BATCH = 512
 @click.option("--model", type=click.Choice(["unet1d", "unet2d", "mlp"]),
               help="Network (default: unet1d for signals, unet2d for radar maps, mlp for points).")
 @click.option("--width", type=count(1, 4096), help="U-Net base width or MLP width. [32 / 256]")
+@click.option("--attn-levels", type=CommaList(count(0, 7), unique=True),
+              help="U-Net levels (0 = full length) with attention after every residual block, e.g. 1,2; the "
+                   "lowest level's middle attention is always there. With --init-from a run without them, the "
+                   "network is grown (the new attention starts as the identity). [none]")
 @click.option("--schedule", type=click.Choice(["linear", "cosine"]), help="Noise schedule. [cosine signals / linear points]")
 @click.option("--prediction", type=click.Choice(["eps", "v"]), help="Training target (exported as eps). [v / eps]")
 @click.option("--loss-weight", type=click.Choice(["none", "min-snr"]), help="Per-timestep weights. [min-snr / none]")
@@ -62,8 +66,8 @@ CUDA_SIGNAL_BATCH = 512
 @click.option("--fused/--no-fused", default=None, help="Fused AdamW kernels. [on for CUDA]")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (minutes of compilation first).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule, prediction, loss_weight, augment, T,
-          steps, batch, lr, ema, normalise, seed, checkpoint_every, out, resume, device, init_from, max_seconds, frames,
+def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, attn_levels, schedule, prediction, loss_weight,
+          augment, T, steps, batch, lr, ema, normalise, seed, checkpoint_every, out, resume, device, init_from, max_seconds, frames,
           graphs, amp, fused, compile_, quiet) -> None:
     """Fit the epsilon network with the DDPM loss; writes config.json, weights.safetensors (EMA),
     checkpoints/ and loss.csv into --out. Runs under `torchrun --nproc_per_node=N` too.
@@ -78,12 +82,14 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, schedule
     ctx = DistContext.from_env(os.environ)
     if dataset and data_path:
         raise InputError("--dataset and --data were both given: choose a built-in dataset or your file")
-    if resume and any(v is not None for v in (init_from, max_seconds, graphs, amp, fused)) or resume and compile_:
-        raise InputError("--resume continues the run as configured: drop --init-from, --max-seconds and the step options")
+    step_options = (init_from, max_seconds, graphs, amp, fused, attn_levels)
+    if resume and (any(v is not None for v in step_options) or compile_):
+        raise InputError("--resume continues the run as configured: drop --init-from, --max-seconds, --attn-levels "
+                         "and the step options")
     config = None if resume else build_config(
         dataset or (None if data_path else "rf-qpsk"), data_path, sigmf_frame, hop, n_frames, model, width,
         schedule, T, steps, batch, lr, ema, normalise, seed, checkpoint_every, prediction, loss_weight, augment,
-        cuda=_cuda_requested(device))
+        cuda=_cuda_requested(device), attn_levels=attn_levels)
     if config is not None:
         config = with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fused, compile_)
     summary = fit(config, out, resume=resume, device=device, ctx=ctx, progress=not quiet)
@@ -123,8 +129,10 @@ def with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fuse
 
 
 def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedule, T, steps, batch, lr, ema,
-                 normalise, seed, checkpoint_every, prediction=None, loss_weight=None, augment=None, cuda=False):
+                 normalise, seed, checkpoint_every, prediction=None, loss_weight=None, augment=None, cuda=False,
+                 attn_levels=None):
     """Turn options into the typed run config (the only place where options become dataclasses)."""
+    from edgediff.runtime.errors import InputError
     from edgediff.runtime.schedule import NoiseSchedule
     from edgediff.train.config import RunConfig, TrainConfig
     from edgediff.train.datasets import DataConfig
@@ -141,10 +149,14 @@ def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedul
         return d[key] if value is None else value
 
     model = pick(model, "model")
+    levels = tuple(attn_levels or ())
     if model == "unet1d":
-        model_config = UNet1DConfig(base_width=32 if width is None else width)
+        model_config = UNet1DConfig(base_width=32 if width is None else width, attn_levels=levels)
     elif model == "unet2d":
-        model_config = UNet2DConfig(base_width=32 if width is None else width)
+        model_config = UNet2DConfig(base_width=32 if width is None else width, attn_levels=levels)
+    elif levels:
+        raise InputError("--attn-levels is for the U-Nets, and this run trains the MLP: drop it, "
+                         "or choose --model unet1d")
     else:
         model_config = MLPConfig(width=256 if width is None else width)
     return RunConfig(
