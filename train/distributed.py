@@ -43,8 +43,14 @@ def setup(ctx: DistContext, device: torch.device) -> None:
         dist.init_process_group(backend=backend, rank=ctx.rank, world_size=ctx.world_size)
 
 
-def teardown(ctx: DistContext) -> None:
+def teardown(ctx: DistContext, finished: bool = True) -> None:
+    """Leave the process group. After a run that finished on every rank, the ranks first meet at a
+    barrier: a rank that destroyed its group while another still wrote its summary once took gloo's
+    threads down under it (one rank aborted: "terminate called without an active exception"). After
+    an error there is no barrier: the other ranks may never reach it."""
     if ctx.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

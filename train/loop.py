@@ -95,9 +95,12 @@ def fit(
         raise InputError("a new run needs a config")
     distributed.setup(ctx, dev)
     try:
-        return _fit(config, out, resume, dev, ctx, progress)
-    finally:
-        distributed.teardown(ctx)
+        summary = _fit(config, out, resume, dev, ctx, progress)
+    except BaseException:
+        distributed.teardown(ctx, finished=False)
+        raise
+    distributed.teardown(ctx)
+    return summary
 
 
 def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: DistContext, progress: bool) -> dict[str, Any]:
