@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from edgediff.runtime.atomic import atomic_directory, atomic_path
@@ -36,10 +36,23 @@ def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str,
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file; a missing or corrupt file is a clear error naming it."""
+    return _read_safetensors(path, load_file)
+
+
+def weight_names(path: Path) -> list[str]:
+    """The tensor names of a safetensors file, from its header alone (same errors as :func:`load_weights`)."""
+    def names(file: str) -> list[str]:
+        with safe_open(file, framework="pt") as f:
+            return list(f.keys())
+
+    return _read_safetensors(path, names)
+
+
+def _read_safetensors(path: Path, read: Any) -> Any:
     if not path.is_file():
         raise BundleError(f"{path}: missing; the run has no weights (train it, or pass the right run directory)")
     try:
-        return load_file(str(path))
+        return read(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise BundleError(f"{path}: corrupt safetensors file ({exc}); re-train or restore it") from None
 

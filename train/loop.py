@@ -253,7 +253,7 @@ def _grows(path: str, config: RunConfig) -> bool:
         return False
     if is_bundle(path):
         return not Bundle.open(path).manifest["model"]["config"].get("attn_levels")
-    return not any(name.startswith("level_attn.") for name in checkpoint.load_weights(Path(path)))
+    return not any(name.startswith("level_attn.") for name in checkpoint.weight_names(Path(path)))
 
 
 def _grow(model: nn.Module, path: str, config: RunConfig) -> RunConfig:
@@ -276,10 +276,11 @@ def _check_bundle_fits(path: str, config: RunConfig) -> None:
               "prediction": manifest["model"].get("trained_prediction", "eps")}
     ours = {"model": config_to_dict(config.model), "schedule": config.schedule.fingerprint(),
             "prediction": config.train.prediction}
-    levels = theirs["model"].get("attn_levels")
-    hints = {"model": f"--model/--width{'/--attn-levels' if levels else ''} as the bundle's ({theirs['model'].get('kind')}, "
-                      f"width {theirs['model'].get('base_width', theirs['model'].get('width'))}"
-                      f"{', attention at levels ' + ','.join(map(str, levels)) if levels else ''})",
+    network, levels = theirs["model"], theirs["model"].get("attn_levels")
+    described = f"{network.get('kind')}, width {network.get('base_width', network.get('width'))}"
+    if levels:
+        described += f", attention at levels {','.join(map(str, levels))}"
+    hints = {"model": f"--model/--width{'/--attn-levels' if levels else ''} as the bundle's ({described})",
              "schedule": f"--schedule {manifest['schedule'].get('kind')} --T {manifest['schedule'].get('T')}",
              "prediction": f"--prediction {theirs['prediction']}"}
     for key in ("model", "schedule", "prediction"):
