@@ -33,7 +33,9 @@ class OnnxExportOptions:
     opset: int = onnx_export.DEFAULT_OPSET
     batch: int | None = None  # fixed batch; None = dynamic in [1, max_batch]
     max_batch: int = 64
-    atol: float = 1e-5
+    # fp32's own noise reaches 1.7e-5 on a trained prior at batch 64, t = 0 (SNR 122 dB): a gate at
+    # 1e-5 failed correct exports by chance; an export fault is orders of magnitude above 1e-4
+    atol: float = 1e-4
     rtol: float = 1e-5
     fp16: bool = False
     force: bool = False

@@ -103,8 +103,8 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
           tolerance: tuple[float, float] | None = None) -> bool:
     """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there
     (with an int8 model, quantized and gated as the shipped one was, when that one had one);
-    every adopted stage is appended to the ledger with its figures. ``tolerance`` (atol, rtol) loosens
-    the export's parity gate (default: the export's own), recorded in the bundle's manifest."""
+    every adopted stage is appended to the ledger with its figures. ``tolerance`` (atol, rtol; None
+    for either: the export's) sets the export's parity gate, recorded in the bundle's manifest."""
     import shutil
     import tempfile
 
@@ -116,8 +116,10 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         raise InputError(f"{run}: not a stage run (expected NAME-sK with NAME one of {', '.join([*CONTINUED, *GROWN])})")
     with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.is_dir() else None) as tmp:
         candidate = Path(tmp) / name
-        export_bundle(run, candidate, OnnxExportOptions() if tolerance is None
-                      else OnnxExportOptions(atol=tolerance[0], rtol=tolerance[1]))
+        atol, rtol = tolerance or (None, None)
+        default = OnnxExportOptions()
+        export_bundle(run, candidate, OnnxExportOptions(atol=default.atol if atol is None else atol,
+                                                        rtol=default.rtol if rtol is None else rtol))
         new = measure_bundle(candidate, n)
         old = measure_bundle(out_root / name, n) if (out_root / name / "manifest.json").is_file() else None
         dataset = new["dataset"]

@@ -279,16 +279,15 @@ def unpack_cmd(parts, runs) -> None:
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("priors"), show_default=True, help="The shipped priors.")
 @click.option("--n", type=click.IntRange(64, 100_000), default=512, show_default=True, help="Frames each side is measured on.")
-@click.option("--atol", type=Finite(1e-7, 1e-2), default=1e-5, show_default=True,
-              help="The export's parity gate, absolute (loosen only if you accept that error: it is recorded).")
-@click.option("--rtol", type=Finite(0.0, 1e-2), default=1e-5, show_default=True, help="The parity gate, relative.")
+@click.option("--atol", type=Finite(1e-7, 1e-2), help="The export's parity gate, absolute (recorded). [the export's: 1e-4]")
+@click.option("--rtol", type=Finite(0.0, 1e-2), help="The parity gate, relative (recorded). [the export's: 1e-5]")
 def adopt_cmd(runs, out, n, atol, rtol) -> None:
     """Export each stage RUN, measure it against the shipped prior (sample default) and replace that
     prior when the stage is better; adopted stages go into priors/ledger.json."""
     from edgediff.tools.priors_adopt import adopt
 
     for run in runs:
-        adopt(run, out, n, log=click.echo, tolerance=(atol, rtol))
+        adopt(run, out, n, log=click.echo, tolerance=None if atol is None and rtol is None else (atol, rtol))
 
 
 @priors.command("cost")
