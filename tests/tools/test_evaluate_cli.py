@@ -48,6 +48,21 @@ def test_the_denoise_curve_and_the_error_split(tmp_path):
     assert "resampled EVM" in res.stdout and "phase wander" in res.stdout
 
 
+def test_the_chirp_flow_of_the_mixed_prior(tmp_path):
+    out = tmp_path / "r.json"
+    res = edgediff("evaluate", "rf-mix", "--n", "48", "--steps", "4", "--denoise-curve", "--json", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    rows = {r["t"]: r for r in report["chirp_flow"]}
+    assert list(rows) == [500, 700, 800, 850, 900, 950, 999]
+    held = report["held_out"]["chirp_share"]
+    assert 0.3 < held < 0.7  # half chirps, half QPSK
+    # from 0 dB SNR the shipped prior keeps the frames' kind; from pure noise it makes too few chirps
+    assert rows[500]["chirps_kept"] > 0.9 and rows[500]["others_to_chirps"] < 0.1 and abs(rows[500]["chirp_share"] - held) < 0.1
+    assert rows[999]["chirp_share"] < held - 0.15
+    assert all(0 <= r["chirp_share"] <= 1 for r in rows.values()) and "QPSK -> chirp" in res.stdout
+
+
 def test_evaluate_bad_inputs_are_one_line(tmp_path):
     res = edgediff("evaluate", "rf-chirp", "--n", "16", "--evm")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a PSK dataset" in res.stderr

@@ -55,7 +55,7 @@ def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, s
 @click.option("--denoise-curve", is_flag=True,
               help="Also noise the held-out frames to 8 levels, denoise each in one call and sample each down "
                    "from its level, judged by the blind receiver (PSK): tells the network's denoising from the "
-                   "sampling path's errors.")
+                   "sampling path's errors; on rf-mix also the chirp share sampled down from 7 levels up to pure noise.")
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
@@ -101,6 +101,12 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, den
         report["denoise_curve"] = curve(denoiser, ref, dataset, seed=seed)
         for line in describe_curve(report["denoise_curve"]):
             click.echo(line)
+        if dataset == "rf-mix":
+            from edgediff.tools.chirp_flow import chirp_flow, describe_flow
+
+            report["chirp_flow"] = chirp_flow(denoiser, ref, seed=seed)
+            for line in describe_flow(report["chirp_flow"], report["held_out"]["chirp_share"]):
+                click.echo(line)
     if json_out is not None:
         write_json(json_out, report)
         click.echo(f"wrote {json_out}")
