@@ -13,18 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from edgediff.runtime.fidelity import chirp_linearity
+from edgediff.runtime.steps import q_sample
 from edgediff.tools.denoise_curve import resample
-from edgediff.tools.evaluate import chirps_by_linearity
-from edgediff.train import rf
+from edgediff.tools.evaluate import is_chirp
 
 #: timesteps of a T = 1000 schedule, from about 0 dB SNR to pure noise on the cosine schedule
 FLOW_LEVELS = (500, 700, 800, 850, 900, 950, 999)
-
-
-def is_chirp(frames: np.ndarray) -> np.ndarray:
-    """(N,) True for the I/Q frames (N, 2, L, user units) that the IF-linearity classifier calls chirps."""
-    return chirps_by_linearity(chirp_linearity(rf.from_iq(np.asarray(frames, np.float64)).astype(np.complex128)))
 
 
 def chirp_flow(denoiser: Any, frames: np.ndarray, levels: tuple[int, ...] = FLOW_LEVELS,
@@ -39,7 +33,7 @@ def chirp_flow(denoiser: Any, frames: np.ndarray, levels: tuple[int, ...] = FLOW
     rows = []
     for t in (t for t in levels if t < schedule.T):
         abar = float(schedule.alphas_bar[t])
-        x_t = np.sqrt(abar) * x0 + np.sqrt(1 - abar) * rng.standard_normal(x0.shape)
+        x_t = q_sample(schedule, x0, np.full(len(x0), t), rng.standard_normal(x0.shape))
         now = is_chirp(norm.to_user(resample(denoiser, x_t, t, rng)))
         rows.append({"t": t, "snr_db": float(10 * np.log10(abar / (1 - abar))), "chirp_share": float(now.mean()),
                      "chirps_kept": float(now[was].mean()) if was.any() else float("nan"),

@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 
 from edgediff.runtime.errors import InputError
-from edgediff.runtime.fidelity import chirp_linearity, evm_summary
+from edgediff.runtime.fidelity import evm_summary
 from edgediff.runtime.receivers import blind_receive
 from edgediff.runtime.sampling import timesteps
 from edgediff.runtime.steps import ddim_step, tweedie_x0
-from edgediff.tools.evaluate import CHIRP_DATASETS, PSK_DATASETS, chirps_by_linearity, psk_format
+from edgediff.tools.evaluate import CHIRP_DATASETS, PSK_DATASETS, is_chirp, psk_format
 from edgediff.train import rf
 
 #: timesteps of a T = 1000 schedule, from nearly clean to about 0 dB SNR on the cosine schedule
@@ -39,7 +39,7 @@ def denoise_curve(denoiser: Any, frames: np.ndarray, dataset: str, levels: tuple
     levels = tuple(t for t in levels if t < schedule.T)
     frames = np.asarray(frames, dtype=np.float64)
     if dataset in CHIRP_DATASETS:
-        frames = frames[~chirps_by_linearity(chirp_linearity(rf.from_iq(frames).astype(np.complex128)))]
+        frames = frames[~is_chirp(frames)]
     x0 = norm.to_network(frames)
     rng = np.random.default_rng(seed)
     fmt = psk_format(dataset)

@@ -44,6 +44,11 @@ def chirps_by_linearity(linearity: np.ndarray) -> np.ndarray:
     return np.nan_to_num(linearity, nan=np.inf) < CHIRP_SPLIT
 
 
+def is_chirp(frames: np.ndarray) -> np.ndarray:
+    """(N,) True for the I/Q frames (N, 2, L) that the IF-linearity classifier calls chirps."""
+    return chirps_by_linearity(chirp_linearity(rf.from_iq(np.asarray(frames, np.float64)).astype(np.complex128)))
+
+
 def _frame_report(frames: np.ndarray, dataset: str, evm: bool) -> dict[str, Any]:
     report: dict[str, Any] = {}
     psk, chirps = frames, frames[:0]

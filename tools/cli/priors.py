@@ -287,7 +287,7 @@ def adopt_cmd(runs, out, n, atol, rtol) -> None:
     from edgediff.tools.priors_adopt import adopt
 
     for run in runs:
-        adopt(run, out, n, log=click.echo, tolerance=None if atol is None and rtol is None else (atol, rtol))
+        adopt(run, out, n, log=click.echo, tolerance=(atol, rtol))
 
 
 @priors.command("cost")
