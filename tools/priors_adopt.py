@@ -27,6 +27,19 @@ def stage_frames(run: Path) -> tuple[int, float]:
     return config.train.steps * config.train.batch, float(summary.get("seconds", 0.0))
 
 
+def stage_device(run: Path) -> str:
+    """Where and how a finished stage run trained, in the ledger's words, from its config and summary:
+    "cpu (47 min: 12000 steps, batch 128, lr 0.00025, from rf-qpsk-s7)"."""
+    from edgediff.train.config import RunConfig
+
+    t = RunConfig.load(run).train
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    start = f", from {Path(t.init_from).parent.name if t.init_from.endswith('.safetensors') else Path(t.init_from).name}" \
+        if t.init_from else ""
+    return (f"{summary.get('device', 'unknown device')} ({float(summary.get('seconds', 0.0)) / 60:.0f} min: "
+            f"{t.steps} steps, batch {t.batch}, lr {t.lr:g}{start})")
+
+
 def unrecorded_parents(run: Path, name: str | tuple[str, ...], recorded: set[str],
                        log: Callable[[str], Any] = print) -> list[Path]:
     """The stage runs whose weights ``run`` continued (through ``init_from``, oldest first) that the
@@ -100,11 +113,12 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
 
 
 def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Callable[[str], Any] = print,
-          tolerance: tuple[float, float] | None = None) -> bool:
+          tolerance: tuple[float, float] | None = None, device: str | None = None) -> bool:
     """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there
     (with an int8 model, quantized and gated as the shipped one was, when that one had one);
     every adopted stage is appended to the ledger with its figures. ``tolerance`` (atol, rtol; None
-    for either: the export's) sets the export's parity gate, recorded in the bundle's manifest."""
+    for either: the export's) sets the export's parity gate, recorded in the bundle's manifest.
+    ``device`` says where ``run`` trained, in the ledger (default: :func:`stage_device`'s words)."""
     import shutil
     import tempfile
 
@@ -139,7 +153,8 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
     for stage in [*parents, run]:
         frames, seconds = stage_frames(stage)
         entry["frames_seen"] = int(entry["frames_seen"]) + frames
-        record = {"run": stage.name, "frames": frames, "seconds": round(seconds, 1)}
+        record = {"run": stage.name, "frames": frames, "seconds": round(seconds, 1),
+                  "device": device if device and stage == run else stage_device(stage)}
         if stage == run:
             record |= {"score": round(s_new, 3), "frames_seen_after": entry["frames_seen"], "measured_on": n}
         else:

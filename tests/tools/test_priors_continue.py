@@ -49,6 +49,8 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     assert pa.adopt(restored[0], shipped, 64, ledger, log=print)  # nothing ships there yet: adopted
     entry = json.loads(ledger.read_text())["rf-chirp"]
     assert entry["stages"][0]["run"] == stage and entry["frames_seen"] == entry["stages"][0]["frames"] > 0
+    # where it trained, in the ledger's words, from the run's own summary and config
+    assert entry["stages"][0]["device"].startswith("cpu (") and ", batch " in entry["stages"][0]["device"]
     digest = hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest()
     assert not pa.adopt(restored[0], shipped, 64, ledger, log=print)  # not better than itself: kept as it was
     assert hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest() == digest

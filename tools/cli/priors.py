@@ -281,13 +281,15 @@ def unpack_cmd(parts, runs) -> None:
 @click.option("--n", type=click.IntRange(64, 100_000), default=512, show_default=True, help="Frames each side is measured on.")
 @click.option("--atol", type=Finite(1e-7, 1e-2), help="The export's parity gate, absolute (recorded). [the export's: 1e-4]")
 @click.option("--rtol", type=Finite(0.0, 1e-2), help="The parity gate, relative (recorded). [the export's: 1e-5]")
-def adopt_cmd(runs, out, n, atol, rtol) -> None:
+@click.option("--device", "device", help="Where the stage trained, in the ledger's words (\"H200, 270 s beside 4 runs\"). "
+              "[from its summary: device, minutes, steps, batch, lr, start]")
+def adopt_cmd(runs, out, n, atol, rtol, device) -> None:
     """Export each stage RUN, measure it against the shipped prior (sample default) and replace that
     prior when the stage is better; adopted stages go into priors/ledger.json."""
     from edgediff.tools.priors_adopt import adopt
 
     for run in runs:
-        adopt(run, out, n, log=click.echo, tolerance=(atol, rtol))
+        adopt(run, out, n, log=click.echo, tolerance=(atol, rtol), device=device)
 
 
 @priors.command("cost")
