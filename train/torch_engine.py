@@ -44,9 +44,12 @@ class TorchEngine:
     def from_bundle(cls, bundle: Bundle, *, device: str = "cpu", run_dir: str | Path | None = None) -> TorchEngine:
         source: dict[str, Any] = bundle.manifest.get("source_run", {})
         run = Path(run_dir or source.get("path", ""))
+        if run_dir is not None and (run / "manifest.json").is_file():
+            return cls(model_from_bundle(Bundle.open(run), bundle), device)
         weights = run / "weights.safetensors"
         if not weights.is_file():
-            raise BundleError(f"{weights}: the exporting run is not here; the torch backend needs it (pass run_dir)")
+            raise BundleError(f"{weights}: the exporting run is not here; the torch backend needs it "
+                              f"(pass run_dir, or the bundle itself to read its weights back from model.onnx)")
         if sha256_file(weights) != source.get("weights_sha256"):
             raise BundleError(f"{weights}: changed since this bundle was exported; re-export to compare them")
         check_device(device)
@@ -71,6 +74,21 @@ class TorchEngine:
             return grad.cpu().numpy()
 
         return eps.detach().cpu().numpy(), vjp
+
+
+def model_from_bundle(source: Bundle, bundle: Bundle) -> torch.nn.Module:
+    """The epsilon network of ``source``'s model.onnx, rebuilt in torch (weights read back and proved on
+    its reference.npz: ``train.bundle_weights``), for a ``bundle`` whose exporting run is not here."""
+    from edgediff.train.bundle_weights import weights_from_bundle
+    from edgediff.train.models import build_model, config_from_dict
+    from edgediff.train.objective import EpsilonView
+
+    if source.schedule.fingerprint() != bundle.schedule.fingerprint():
+        raise BundleError(f"{source.root}: schedule differs from {bundle.root}'s; pass that bundle's own directory")
+    model = build_model(config_from_dict(source.manifest["model"]["config"]))
+    model.load_state_dict(weights_from_bundle(source.root, model))
+    prediction = source.manifest["model"].get("trained_prediction", "eps")
+    return (EpsilonView(model, source.schedule, prediction) if prediction != "eps" else model).eval()
 
 
 class RunDenoiser(TorchEngine):

@@ -61,6 +61,20 @@ def test_torch_backend_matches_ort_and_refuses_changed_weights(tmp_path, unet_bu
         load(unet_bundle, backend="torch", run_dir=run)
 
 
+def test_torch_backend_reads_a_bundles_own_weights_where_its_run_is_gone(unet_bundle):
+    """Shipped priors travel without their runs: the bundle itself, as run_dir, gives the torch model
+    its weights back from model.onnx (proved on reference.npz), for exact DPS's gradients."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from_run, from_onnx = load(unet_bundle, backend="torch"), load(unet_bundle, backend="torch", run_dir=unet_bundle)
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((4, 2, 32)).astype(np.float32), rng.integers(0, 100, 4)
+    np.testing.assert_allclose(from_onnx(x, t), from_run(x, t), atol=1e-5, rtol=1e-5)
+    v = rng.standard_normal(x.shape).astype(np.float32)
+    (_, vjp_run), (_, vjp_onnx) = from_run.engine.forward_with_vjp(x, t), from_onnx.engine.forward_with_vjp(x, t)
+    np.testing.assert_allclose(vjp_onnx(v), vjp_run(v), atol=1e-4, rtol=1e-4)
+
+
 def test_unknown_backend(unet_bundle):
     with pytest.raises(InputError, match="backend 'tflite' is unknown"):
         load(unet_bundle, backend="tflite")
