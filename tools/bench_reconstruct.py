@@ -82,10 +82,9 @@ class Setup:
         if exact_dps:
             # the exporting run's weights where it is here, else the bundle's own, read back from model.onnx
             source = Path(self.denoiser.bundle.manifest.get("source_run", {}).get("path", ""))
-            self.torch_weights = "the exporting run" if (source / "weights.safetensors").is_file() else "model.onnx"
+            self.torch_from_onnx = not (source / "weights.safetensors").is_file()
             try:
-                self.torch = load(bundle, backend="torch",
-                                  run_dir=None if self.torch_weights == "the exporting run" else self.denoiser.bundle.root)
+                self.torch = load(bundle, backend="torch", run_dir=self.denoiser.bundle.root if self.torch_from_onnx else None)
             except Exception as exc:  # no torch, or weights that fail their proof: the exact variant is skipped, and said so
                 self.torch_reason = str(exc)
 
@@ -184,7 +183,7 @@ def run_benchmark(bundles: list[Path], cases: list[str], frames: int, steps: int
         report["datasets"][setup.name] = {case: run_case(setup, case, steps) for case in cases}
         if setup.torch is None and exact_dps:
             report["datasets"][setup.name]["note"] = f"exact DPS skipped: {getattr(setup, 'torch_reason', '')}"
-        elif exact_dps and setup.torch_weights == "model.onnx":
+        elif exact_dps and setup.torch_from_onnx:
             report["datasets"][setup.name]["note"] = ("exact DPS: the exporting run is not here; its torch model "
                                                       "holds the weights read back from model.onnx")
     return report

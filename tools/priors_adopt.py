@@ -18,13 +18,16 @@ from edgediff.runtime.errors import InputError
 from edgediff.tools.priors_continue import CONTINUED, GROWN, LEDGER, read_ledger, stage_number
 
 
+def _summary(run: Path) -> dict[str, Any]:
+    return json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+
+
 def stage_frames(run: Path) -> tuple[int, float]:
     """(frames seen, seconds) of a finished stage run, from its config and summary."""
     from edgediff.train.config import RunConfig
 
     config = RunConfig.load(run)
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
-    return config.train.steps * config.train.batch, float(summary.get("seconds", 0.0))
+    return config.train.steps * config.train.batch, float(_summary(run).get("seconds", 0.0))
 
 
 def stage_device(run: Path) -> str:
@@ -32,8 +35,7 @@ def stage_device(run: Path) -> str:
     "cpu (47 min: 12000 steps, batch 128, lr 0.00025, from rf-qpsk-s7)"."""
     from edgediff.train.config import RunConfig
 
-    t = RunConfig.load(run).train
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    t, summary = RunConfig.load(run).train, _summary(run)
     start = f", from {Path(t.init_from).parent.name if t.init_from.endswith('.safetensors') else Path(t.init_from).name}" \
         if t.init_from else ""
     return (f"{summary.get('device', 'unknown device')} ({float(summary.get('seconds', 0.0)) / 60:.0f} min: "
