@@ -47,3 +47,12 @@ def test_doctor_explains_each_bundle(tmp_path, mlp_bundle):
     assert "no  TensorRT: no plan in the bundle" in out
     assert "no  TensorRT model.sm87.trt10.3.0.fp16.plan: TensorRT is not installed" in out
     assert f"bundle {broken}: unusable: " in out and "reference.npz: sha256" in out
+
+
+def test_doctor_takes_a_shipped_prior_by_its_short_name():
+    res = doctor("rf-qpsk")
+    assert res.returncode == 0, res.stderr
+    assert "bundle " in res.stdout and "priors/rf-qpsk (" in res.stdout and "ok  onnxruntime CPU" in res.stdout
+    res = doctor("no-such-prior")
+    assert res.returncode == 0, res.stderr
+    assert "no bundle: no-such-prior: no such bundle directory and no shipped prior of that name" in res.stdout

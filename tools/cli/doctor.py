@@ -13,7 +13,8 @@ from edgediff.tools.cli import cli
 @click.argument("bundles", required=False, type=click.Path(path_type=Path))
 def doctor(bundles) -> None:
     """Print Python, numpy, ONNX Runtime and its providers, TensorRT, CUDA, the GPU and whether this is
-    a Jetson; with BUNDLES (a bundle or a folder of bundles), what each can run on here and why not.
+    a Jetson; with BUNDLES (a bundle, a folder of bundles or a shipped prior's name), what each can run on
+    here and why not.
     Always exits 0: a machine without a GPU is a valid answer."""
     from edgediff.tools.doctor import bundle_support, environment, find_bundles
 
@@ -33,6 +34,14 @@ def doctor(bundles) -> None:
     else:
         click.echo(f"cuda        {env.get('cuda_reason')}")
     if bundles is None:
+        return
+    from edgediff.runtime.bundle import resolve
+    from edgediff.runtime.errors import EdgediffError
+
+    try:  # a shipped prior's short name (`edgediff doctor rf-qpsk`), as every other command takes it
+        bundles = resolve(bundles)
+    except EdgediffError as exc:
+        click.echo(f"no bundle: {exc}")
         return
     found = find_bundles(bundles)
     if not found:
