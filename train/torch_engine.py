@@ -44,8 +44,9 @@ class TorchEngine:
     def from_bundle(cls, bundle: Bundle, *, device: str = "cpu", run_dir: str | Path | None = None) -> TorchEngine:
         source: dict[str, Any] = bundle.manifest.get("source_run", {})
         run = Path(run_dir or source.get("path", ""))
-        if run_dir is not None and (run / "manifest.json").is_file():
-            return cls(model_from_bundle(Bundle.open(run), bundle), device)
+        if run_dir is not None and (run / "manifest.json").is_file():  # a bundle: its own weights, or another's
+            source_bundle = bundle if run.resolve() == bundle.root.resolve() else Bundle.open(run)
+            return cls(model_from_bundle(source_bundle, bundle), device)
         weights = run / "weights.safetensors"
         if not weights.is_file():
             raise BundleError(f"{weights}: the exporting run is not here; the torch backend needs it "
