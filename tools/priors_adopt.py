@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from edgediff.runtime.atomic import write_json
+from edgediff.runtime.atomic import atomic_directory, write_json
 from edgediff.runtime.errors import InputError
 from edgediff.tools.priors_continue import CONTINUED, GROWN, LEDGER, read_ledger, stage_number
 
@@ -147,8 +147,9 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             log(f"{name}: not adopted: the shipped prior has a gated int8 model and the stage's int8 model failed "
                 "that gate; adopt by hand (edgediff export onnx, then export int8 with other settings) or train on")
             return False
-        shutil.rmtree(out_root / name, ignore_errors=True)
-        shutil.copytree(candidate, out_root / name)
+        out_root.mkdir(parents=True, exist_ok=True)
+        with atomic_directory(out_root / name, replace=True) as staged:  # the shipped one goes only once this is whole
+            shutil.copytree(candidate, staged, dirs_exist_ok=True)
     ledger = read_ledger(ledger_path)
     entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
     parents = unrecorded_parents(run, (name, variant), {s.get("run") for s in entry["stages"]}, log)

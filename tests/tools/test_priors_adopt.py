@@ -1,0 +1,68 @@
+"""Adopting a stage replaces what ships: a fault while the new bundle is copied in must leave the
+shipped prior and the ledger as they were (the export and the measuring are stood in for: the fault
+is in the copy, and the real chain is run by tests/tools/test_priors_continue.py)."""
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgediff.export import bundle_onnx
+from edgediff.tools import priors_adopt as pa
+
+
+def _bundle(root: Path, tag: str) -> None:
+    root.mkdir(parents=True)
+    for name in ("manifest.json", "model.onnx", "reference.npz"):
+        (root / name).write_text(f"{tag} {name}")
+
+
+@pytest.fixture
+def stage(tmp_path, monkeypatch):
+    shipped, ledger, run = tmp_path / "priors", tmp_path / "ledger.json", tmp_path / "runs" / "rf-chirp-s3"
+    _bundle(shipped / "rf-chirp", "shipped")
+    run.mkdir(parents=True)
+    ledger.write_text(json.dumps({"rf-chirp": {"frames_seen": 7, "stages": []}}))
+    monkeypatch.setattr(bundle_onnx, "export_bundle", lambda run, out, options: _bundle(out, "stage"))
+    figures = {"stage": 1.2, "shipped": 1.4}  # LSD, lower is better: the stage wins
+    monkeypatch.setattr(pa, "measure_bundle", lambda bundle, n, seed=0: {
+        "dataset": "rf-chirp", "generated": {},
+        "psd_lsd_db": figures[(bundle / "model.onnx").read_text().split()[0]]})
+    monkeypatch.setattr(pa, "_carry_int8", lambda shipped, candidate, log: True)
+    monkeypatch.setattr(pa, "stage_frames", lambda run: (1000, 2.0))
+    monkeypatch.setattr(pa, "unrecorded_parents", lambda *args: [])
+    return run, shipped, ledger
+
+
+def test_a_disk_full_mid_copy_keeps_the_shipped_prior_and_the_ledger(stage, monkeypatch):
+    run, shipped, ledger = stage
+    before = {p.name: p.read_bytes() for p in (shipped / "rf-chirp").iterdir()}
+    ledger_before = ledger.read_bytes()
+    copied: list[str] = []
+    real_copytree = shutil.copytree
+
+    def copy_then_fill_the_disk(src, dst, *args, **kwargs):
+        def copy(a, b):
+            if copied:
+                raise OSError(errno.ENOSPC, "No space left on device", b)
+            copied.append(shutil.copy2(a, b))
+        return real_copytree(src, dst, *args, copy_function=copy, **kwargs)
+
+    monkeypatch.setattr(shutil, "copytree", copy_then_fill_the_disk)
+    with pytest.raises(OSError):
+        pa.adopt(run, shipped, 8, ledger, log=print)
+    assert copied  # it failed part-way, one file already copied
+    assert {p.name: p.read_bytes() for p in (shipped / "rf-chirp").iterdir()} == before
+    assert sorted(p.name for p in shipped.iterdir()) == ["rf-chirp"]  # no half-copied bundle beside it
+    assert ledger.read_bytes() == ledger_before
+
+
+def test_without_a_fault_the_stage_replaces_the_shipped_prior(stage):
+    run, shipped, ledger = stage
+    assert pa.adopt(run, shipped, 8, ledger, log=print, device="cpu (test)")
+    assert (shipped / "rf-chirp" / "model.onnx").read_text() == "stage model.onnx"
+    assert sorted(p.name for p in shipped.iterdir()) == ["rf-chirp"]
+    entry = json.loads(ledger.read_text())["rf-chirp"]
+    assert entry["frames_seen"] == 1007 and entry["stages"][0]["run"] == "rf-chirp-s3"
