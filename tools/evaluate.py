@@ -51,11 +51,10 @@ def is_chirp(frames: np.ndarray) -> np.ndarray:
 
 def _frame_report(frames: np.ndarray, dataset: str, evm: bool) -> dict[str, Any]:
     report: dict[str, Any] = {}
-    psk, chirps = frames, frames[:0]
+    psk = frames
     if dataset in CHIRP_DATASETS:
         lin = chirp_linearity(frames)
         is_chirp = chirps_by_linearity(lin)
-        chirps = frames[is_chirp]
         psk = frames[~is_chirp] if dataset == "rf-mix" else frames[:0]
         report["chirp_share"] = float(np.mean(is_chirp))
         report["chirp_linearity_median"] = float(np.median(lin[is_chirp])) if is_chirp.any() else None
