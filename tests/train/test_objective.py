@@ -54,7 +54,7 @@ def test_v_run_loads_as_an_eps_network(tmp_path):
         torch.testing.assert_close(model(x, t), abar.sqrt() * v + (1 - abar).sqrt() * x)
 
 
-def test_init_from_starts_at_the_given_weights_and_time_budget_fixes_the_steps(tmp_path):
+def test_init_from_starts_at_the_given_weights_and_time_budget_fixes_the_steps(tmp_path, monkeypatch):
     base = RunConfig(model=TINY, schedule=NoiseSchedule.linear(T=100), data=DataConfig(dataset="rf-qpsk", n=256, length=32),
                      train=TrainConfig(steps=20, batch=8, warmup=5, checkpoint_every=20, log_every=5))
     fit(base, tmp_path / "a", device="cpu", progress=False)
@@ -62,11 +62,19 @@ def test_init_from_starts_at_the_given_weights_and_time_budget_fixes_the_steps(t
 
     from safetensors.torch import load_file
 
+    import types
+
+    from edgediff.train import loop
+
+    # the loop's clock ticks 20 ms each time it is read, whatever the machine's speed: a busy machine
+    # cannot turn the 3 s budget into fewer steps than the plan needs (a race with the real clock)
+    ticks = iter(range(10**9))
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=lambda: 0.02 * next(ticks)))
     stage = replace(base, train=replace(base.train, steps=10_000, warmup=60, lr=1e-9, max_seconds=3.0,
                                         init_from=str(tmp_path / "a" / "weights.safetensors")))
     summary = fit(stage, tmp_path / "b", device="cpu", progress=False)
     planned = RunConfig.load(tmp_path / "b").train.steps
-    assert 60 < planned < 10_000 and summary["steps"] == planned
+    assert 60 < planned < 10_000 and summary["steps"] == planned, (planned, summary["steps"])
     a, b = load_file(str(tmp_path / "a" / "weights.safetensors")), load_file(str(tmp_path / "b" / "weights.safetensors"))
     # at a vanishing learning rate the stage keeps the weights it started from
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
