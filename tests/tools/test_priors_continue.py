@@ -20,6 +20,7 @@ from edgediff.tools import priors_continue as pc  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.onnx, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
+FRAMES = 16  # frames each adopt samples from both bundles: its score, not its quality, is under test
 
 
 def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
@@ -46,13 +47,13 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
         ["config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log"])
     shipped, ledger = tmp_path / "shipped", tmp_path / "ledger.json"
     shipped.mkdir()
-    assert pa.adopt(restored[0], shipped, 64, ledger, log=print)  # nothing ships there yet: adopted
+    assert pa.adopt(restored[0], shipped, FRAMES, ledger, log=print)  # nothing ships there yet: adopted
     entry = json.loads(ledger.read_text())["rf-chirp"]
     assert entry["stages"][0]["run"] == stage and entry["frames_seen"] == entry["stages"][0]["frames"] > 0
     # where it trained, in the ledger's words, from the run's own summary and config
     assert entry["stages"][0]["device"].startswith("cpu (") and ", batch " in entry["stages"][0]["device"]
     digest = hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest()
-    assert not pa.adopt(restored[0], shipped, 64, ledger, log=print)  # not better than itself: kept as it was
+    assert not pa.adopt(restored[0], shipped, FRAMES, ledger, log=print)  # not better than itself: kept as it was
     assert hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest() == digest
     assert len(json.loads(ledger.read_text())["rf-chirp"]["stages"]) == 1
     check_int8_is_carried(restored[0], shipped, ledger, monkeypatch)
@@ -82,9 +83,9 @@ def check_int8_is_carried(run, shipped, ledger, monkeypatch):
     with monkeypatch.context() as strict:
         strict.setitem(int8_gate.GATES, "lsd_db", -1.0)  # no int8 model can pass this gate
         before = (shipped / "rf-chirp" / "manifest.json").read_bytes()
-        assert not pa.adopt(run, shipped, 64, ledger, log=lines.append)
+        assert not pa.adopt(run, shipped, FRAMES, ledger, log=lines.append)
         assert "not adopted" in lines[-1] and (shipped / "rf-chirp" / "manifest.json").read_bytes() == before
-    assert pa.adopt(run, shipped, 64, ledger, log=lines.append)
+    assert pa.adopt(run, shipped, FRAMES, ledger, log=lines.append)
     bundle = Bundle.open(shipped / "rf-chirp")  # hashes verified
     record = bundle.manifest["int8"]
     assert "model.int8.onnx" in bundle.manifest["files"] and record["gate"]["passed"]
