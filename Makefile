@@ -85,8 +85,11 @@ gr-env:
 	    $(GR_VENV)/bin/python -m pip install -q "onnxruntime>=1.18" && touch $(GR_STAMP); } \
 	  || { rm -rf $(GR_VENV); echo "note: could not build $(GR_VENV); the GNU Radio tests will skip"; }; fi
 
+# The suite on every core (at most 4 workers), one torch thread each: two workers on 2 cores finish
+# in about 0.6 of one worker's time; torch's own threads on top of them would only oversubscribe.
+TEST_WORKERS ?= auto
 test: $(STAMP) edge-tools gr-env
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf $(VENV) $(GR_VENV) runs bundles out
