@@ -92,6 +92,11 @@ def measure_bundle(bundle: Path, n: int, seed: int = 0) -> dict[str, Any]:
     return evaluate_frames(generate(d, SampleRequest(n=n, seed=seed)).x, ref, str(data.get("dataset")))
 
 
+def _ships_int8(shipped: Path) -> bool:
+    path = shipped / "manifest.json"
+    return path.is_file() and bool(json.loads(path.read_text()).get("int8"))
+
+
 def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bool:
     """Give ``candidate`` an int8 model when the ``shipped`` bundle has one, quantized and gated with
     the shipped one's settings (calibration, seed, gate frames): adopting new weights must not drop
@@ -115,12 +120,13 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
 
 
 def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Callable[[str], Any] = print,
-          tolerance: tuple[float, float] | None = None, device: str | None = None) -> bool:
+          tolerance: tuple[float, float] | None = None, device: str | None = None, dry_run: bool = False) -> bool:
     """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there
     (with an int8 model, quantized and gated as the shipped one was, when that one had one);
     every adopted stage is appended to the ledger with its figures. ``tolerance`` (atol, rtol; None
     for either: the export's) sets the export's parity gate, recorded in the bundle's manifest.
-    ``device`` says where ``run`` trained, in the ledger (default: :func:`stage_device`'s words)."""
+    ``device`` says where ``run`` trained, in the ledger (default: :func:`stage_device`'s words).
+    ``dry_run`` measures and says which way it would go, and changes nothing (no int8 model, no ledger)."""
     import shutil
     import tempfile
 
@@ -141,6 +147,10 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         dataset = new["dataset"]
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
+        if dry_run:
+            log(f"{name}: dry run: {'would go on to adopt' if s_new < s_old else 'would keep the shipped prior'}"
+                f"{' (after the int8 gate)' if s_new < s_old and _ships_int8(out_root / name) else ''}; nothing changed")
+            return s_new < s_old
         if s_new >= s_old:
             return False
         if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):

@@ -15,8 +15,9 @@ from edgediff.tools import priors_adopt as pa
 
 def _bundle(root: Path, tag: str) -> None:
     root.mkdir(parents=True)
-    for name in ("manifest.json", "model.onnx", "reference.npz"):
+    for name in ("model.onnx", "reference.npz"):
         (root / name).write_text(f"{tag} {name}")
+    (root / "manifest.json").write_text(json.dumps({"tag": tag}))
 
 
 @pytest.fixture
@@ -66,3 +67,18 @@ def test_without_a_fault_the_stage_replaces_the_shipped_prior(stage):
     assert sorted(p.name for p in shipped.iterdir()) == ["rf-chirp"]
     entry = json.loads(ledger.read_text())["rf-chirp"]
     assert entry["frames_seen"] == 1007 and entry["stages"][0]["run"] == "rf-chirp-s3"
+
+
+@pytest.mark.parametrize("stage_lsd, would", [(1.2, True), (1.6, False)])
+def test_a_dry_run_says_which_way_it_would_go_and_changes_nothing(stage, monkeypatch, stage_lsd, would):
+    run, shipped, ledger = stage
+    figures = {"stage": stage_lsd, "shipped": 1.4}
+    monkeypatch.setattr(pa, "measure_bundle", lambda bundle, n, seed=0: {
+        "dataset": "rf-chirp", "generated": {}, "psd_lsd_db": figures[(bundle / "model.onnx").read_text().split()[0]]})
+    monkeypatch.setattr(pa, "_carry_int8", lambda *args: pytest.fail("a dry run quantized"))
+    before = {p.name: p.read_bytes() for p in (shipped / "rf-chirp").iterdir()}
+    ledger_before, lines = ledger.read_bytes(), []
+    assert pa.adopt(run, shipped, 8, ledger, log=lines.append, dry_run=True) is would
+    assert ("would go on to adopt" if would else "would keep the shipped prior") in lines[-1]
+    assert {p.name: p.read_bytes() for p in (shipped / "rf-chirp").iterdir()} == before
+    assert sorted(p.name for p in shipped.iterdir()) == ["rf-chirp"] and ledger.read_bytes() == ledger_before

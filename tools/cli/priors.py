@@ -283,13 +283,14 @@ def unpack_cmd(parts, runs) -> None:
 @click.option("--rtol", type=Finite(0.0, 1e-2), help="The parity gate, relative (recorded). [the export's: 1e-5]")
 @click.option("--device", "device", help="Where the stage trained, in the ledger's words (\"H200, 270 s beside 4 runs\"). "
               "[from its summary: device, minutes, steps, batch, lr, start]")
-def adopt_cmd(runs, out, n, atol, rtol, device) -> None:
+@click.option("--dry-run", is_flag=True, help="Measure both and say which way it would go; change nothing.")
+def adopt_cmd(runs, out, n, atol, rtol, device, dry_run) -> None:
     """Export each stage RUN, measure it against the shipped prior (sample default) and replace that
     prior when the stage is better; adopted stages go into priors/ledger.json."""
     from edgediff.tools.priors_adopt import adopt
 
     for run in runs:
-        adopt(run, out, n, log=click.echo, tolerance=(atol, rtol), device=device)
+        adopt(run, out, n, log=click.echo, tolerance=(atol, rtol), device=device, dry_run=dry_run)
 
 
 @priors.command("cost")
