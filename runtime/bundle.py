@@ -50,6 +50,15 @@ def resolve(name_or_path: str | Path) -> Path:
                       f"(shipped: {names}); create a bundle with `edgediff export onnx RUN --out DIR`")
 
 
+def label(root: str | Path) -> str:
+    """How a report names a bundle: a shipped prior by its name (the same in every checkout), any other
+    bundle by its path as given."""
+    path = Path(root)
+    if path.name and (SHIPPED_DIR / path.name / MANIFEST).is_file() and path.resolve() == (SHIPPED_DIR / path.name).resolve():
+        return path.name
+    return str(root)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgediff.runtime.bundle import SHIPPED_DIR, Bundle, resolve, shipped
+from edgediff.runtime.bundle import SHIPPED_DIR, Bundle, label, resolve, shipped
 from edgediff.runtime.errors import BundleError
 
 NAMES = ("rf-qpsk", "rf-chirp", "rf-mix", "rf-qpsk-fast", "gmm2d", "radar-rd")
@@ -39,6 +39,15 @@ def test_short_names_resolve_and_paths_win(tmp_path, monkeypatch):
     assert resolve("rf-qpsk") == Path("rf-qpsk")
     with pytest.raises(BundleError, match="no shipped prior of that name"):
         Bundle.open("rf-nope")
+
+
+def test_reports_name_a_shipped_prior_by_its_name_and_other_bundles_by_their_path(tmp_path, monkeypatch):
+    assert label(SHIPPED_DIR / "rf-qpsk") == "rf-qpsk" == label(resolve("rf-qpsk"))
+    monkeypatch.chdir(SHIPPED_DIR.parent)
+    assert label(Path("priors") / "rf-qpsk") == "rf-qpsk"  # relative, from the checkout's root
+    (tmp_path / "rf-qpsk").mkdir()  # a copy elsewhere under the same name is not the shipped one
+    (tmp_path / "rf-qpsk" / "manifest.json").write_text("{}")
+    assert label(tmp_path / "rf-qpsk") == str(tmp_path / "rf-qpsk")
 
 
 def test_altered_prior_is_refused(tmp_path):

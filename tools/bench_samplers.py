@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgediff.runtime.bundle import label
 from edgediff.runtime.generate import SampleRequest, generate
 
 #: (sampler, NFE) rows measured for every bundle.
@@ -70,7 +71,7 @@ def quality(denoiser: Any, n: int, grid: tuple[tuple[str, int], ...] = GRID, tim
             row["s_per_sample_b16"] = seconds_per_sample(denoiser, method, steps, min(16, denoiser.max_batch))
         rows.append(row)
     _against_ddim50(rows)
-    report = {"bundle": str(denoiser.bundle.root), "dataset": dataset, "n": n, "rows": rows, "held_out": held_out}
+    report = {"bundle": label(denoiser.bundle.root), "dataset": dataset, "n": n, "rows": rows, "held_out": held_out}
     if getattr(denoiser, "distilled", None):
         report["distilled"] = {"nfe": int(denoiser.distilled["nfe"])}
     return report

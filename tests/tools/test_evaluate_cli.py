@@ -27,6 +27,7 @@ def test_evaluate_reports_evm_for_qpsk(tmp_path):
     assert held["median_db"] < -30 and held["share_below_15db"] > 0.9  # the data itself
     assert gen["median_db"] < -10  # a prior that knows the symbols (white noise gives about -5 dB)
     assert "blind EVM median" in res.stdout and np.isfinite(report["psd_lsd_db"])
+    assert report["bundle"] == "rf-qpsk"  # a shipped prior by its name, not this checkout's path
 
 
 def test_the_denoise_curve_and_the_error_split(tmp_path):

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from edgediff.runtime.bundle import label as bundle_label
 from edgediff.tools.cli import cli
 from edgediff.tools.cli.outputs import check_outputs
 from edgediff.tools.cli.types import CommaList, count, positive, within
@@ -49,7 +50,7 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
             denoisers[f"ort-{p}"] = load(bundle, backend="ort", precision=p, threads=threads)
     for n, d in denoisers.items():
         within("--batch", batch_list, d.min_batch, d.max_batch, f"the batch range of the {n} engine")
-    report: dict[str, Any] = {"machine": b.machine(), "bundle": str(bundle), "backends": {}, "ratios": {}}
+    report: dict[str, Any] = {"machine": b.machine(), "bundle": bundle_label(denoisers[names[0]].bundle.root), "backends": {}, "ratios": {}}
     for name, d in denoisers.items():
         entry: dict[str, Any] = {"provider": d.provider, "nfe": {}, "end_to_end": {}}
         for size in batch_list:

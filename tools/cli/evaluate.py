@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from edgediff.runtime.bundle import label
 from edgediff.tools.cli import cli
 from edgediff.tools.cli.outputs import check_outputs
 from edgediff.tools.cli.types import SEED, count, non_negative
@@ -92,7 +93,7 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, den
         report, lines = evaluate_frames(run.x, ref, dataset, evm=evm is not False), describe
     report["sampler"] = {"method": request.method, "steps": run.nfe, "eta": request.eta, "seed": seed,
                          "backend": denoiser.backend}
-    report["bundle"] = str(denoiser.bundle.root)
+    report["bundle"] = label(denoiser.bundle.root)
     for line in lines(report):
         click.echo(line)
     if denoise_curve:
