@@ -54,9 +54,7 @@ def label(root: str | Path) -> str:
     """How a report names a bundle: a shipped prior by its name (the same in every checkout), any other
     bundle by its path as given."""
     path = Path(root)
-    if path.name and (SHIPPED_DIR / path.name / MANIFEST).is_file() and path.resolve() == (SHIPPED_DIR / path.name).resolve():
-        return path.name
-    return str(root)
+    return path.name if path.resolve().parent == SHIPPED_DIR and (path / MANIFEST).is_file() else str(root)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -92,9 +92,10 @@ def measure_bundle(bundle: Path, n: int, seed: int = 0) -> dict[str, Any]:
     return evaluate_frames(generate(d, SampleRequest(n=n, seed=seed)).x, ref, str(data.get("dataset")))
 
 
-def _ships_int8(shipped: Path) -> bool:
+def _int8_record(shipped: Path) -> dict[str, Any]:
+    """The shipped bundle's int8 record (how its int8 model was quantized and gated); {} when none."""
     path = shipped / "manifest.json"
-    return path.is_file() and bool(json.loads(path.read_text()).get("int8"))
+    return (json.loads(path.read_text()).get("int8") if path.is_file() else None) or {}
 
 
 def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bool:
@@ -104,8 +105,7 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
     from edgediff.runtime.errors import BundleError
     from edgediff.tools.int8_gate import quantize_gated
 
-    path = shipped / "manifest.json"
-    record = (json.loads(path.read_text()).get("int8") if path.is_file() else None) or {}
+    record = _int8_record(shipped)
     if not record:
         return True
     cal = record.get("calibration") or {}
@@ -148,9 +148,10 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
         if dry_run:
-            log(f"{name}: dry run: {'would go on to adopt' if s_new < s_old else 'would keep the shipped prior'}"
-                f"{' (after the int8 gate)' if s_new < s_old and _ships_int8(out_root / name) else ''}; nothing changed")
-            return s_new < s_old
+            better = s_new < s_old
+            gate = " (after the int8 gate)" if better and _int8_record(out_root / name) else ""
+            log(f"{name}: dry run: {'would go on to adopt' if better else 'would keep the shipped prior'}{gate}; nothing changed")
+            return better
         if s_new >= s_old:
             return False
         if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):
