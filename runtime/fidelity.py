@@ -6,6 +6,8 @@
   held-out frames' RMS (the 1-D W1 is the mean absolute difference of the quantile functions);
 - chirp linearity: the RMS deviation of a frame's instantaneous frequency (cycles per sample) from
   its least-squares line, over the samples where the pulse is on (envelope above half its peak);
+- pulse duty: the share of a frame's samples where the pulse is on (envelope above half the pulse's
+  level, the 95th percentile of the frame's envelope: robust to a few noise spikes);
 - EVM summary: median, 90th percentile and the share of frames below -15 dB;
 - EVM split: where a receiver's error vectors lie: in phase or in amplitude, and how much of the
   phase error is a slow wander over the frame (a carrier whose frequency drifts) rather than jitter.
@@ -75,6 +77,14 @@ def chirp_linearity(frames: np.ndarray) -> np.ndarray:
         coef = np.polyfit(k, inst, 1)
         out[i] = float(np.sqrt(np.mean((inst - np.polyval(coef, k)) ** 2)))
     return out
+
+
+def pulse_duty(frames: np.ndarray) -> np.ndarray:
+    """(N,) share of each frame's samples whose envelope exceeds half the pulse's level (the frame's
+    95th percentile of |x|); an all-zero frame has duty 0."""
+    env = np.abs(_complex(frames, "frames"))  # (N, L)
+    level = np.percentile(env, 95, axis=1, keepdims=True)
+    return np.mean((env > 0.5 * level) & (level > 0), axis=1)
 
 
 def evm_summary(evm_db: np.ndarray) -> dict[str, Any]:

@@ -53,6 +53,7 @@ FIGURES = (
     _evaluate(QPSK, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (Where the error lies)"),
     _evaluate(FAST, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (Where the error lies)"),
     _evaluate(MIX, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (rf-mix's missing chirps)"),
+    _evaluate(CHIRP, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (rf-chirp's short pulses)"),
     Figure("constellation", (QPSK,), ("plot", "constellation", QPSK, "--out", "docs/img/constellation.png", "--force"),
            "Shipped priors", 0.5),
     Figure("reconstruct", (QPSK, CHIRP), ("bench-reconstruct", QPSK, CHIRP, "--frames", "16", "--json",

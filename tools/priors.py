@@ -246,5 +246,7 @@ def summary_line(name: str, rows: list[dict[str, Any]]) -> str:
     extra = f", EVM median {evm['median_db']:.1f} dB, {100 * evm['share_below_15db']:.0f}% < -15 dB" if evm else ""
     if gen.get("chirp_linearity_median") is not None:
         extra += f", chirp IF error {gen['chirp_linearity_median']:.4f}"
+    if gen.get("pulse_duty_median") is not None:
+        extra += f", pulses on {100 * gen['pulse_duty_median']:.0f}% (data {100 * last['held_out']['pulse_duty_median']:.0f}%)"
     return (f"{name}: step {last['step']} ({last['sample_steps']} sampling steps): LSD {last['psd_lsd_db']:.2f} dB, "
             f"W1 {last['envelope_w1']:.3f}{extra}")

@@ -5,7 +5,7 @@ import pytest
 
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.fidelity import (chirp_linearity, envelope_w1, evm_split, evm_summary, log_spectral_distance_db,
-                                       wasserstein_1d)
+                                       pulse_duty, wasserstein_1d)
 from edgediff.train import rf
 
 
@@ -27,6 +27,16 @@ def test_chirp_linearity_separates_chirps_from_qpsk():
     rng = np.random.default_rng(2)
     assert np.nanmax(chirp_linearity(rf.chirp_frames(200, 256, rng))) < 0.02
     assert np.min(chirp_linearity(rf.qpsk_frames(200, 256, rng))) > 0.03
+
+
+def test_pulse_duty_is_the_generators_pulse_length():
+    frames = rf.chirp_frames(200, 256, np.random.default_rng(4))
+    duration = np.round(np.random.default_rng(4).uniform(*rf.CHIRP["duration"], 200) * 256)  # its first draw
+    assert np.max(np.abs(pulse_duty(frames) * 256 - duration)) <= 2
+    halved = frames.copy()
+    halved[:, 128:] *= 0.01  # the pulse cut off half way
+    assert np.all(pulse_duty(halved) < pulse_duty(frames) + 1e-12) and np.mean(pulse_duty(halved)) < 0.6
+    assert pulse_duty(np.zeros((2, 64), np.complex128)).tolist() == [0.0, 0.0]
 
 
 def test_evm_summary():

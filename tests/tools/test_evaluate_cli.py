@@ -64,11 +64,26 @@ def test_the_chirp_flow_of_the_mixed_prior(tmp_path):
     assert all(0 <= r["chirp_share"] <= 1 for r in rows.values()) and "QPSK -> chirp" in res.stdout
 
 
+def test_the_pulses_of_the_chirp_prior_and_the_floor(tmp_path):
+    out = tmp_path / "r.json"
+    res = edgediff("evaluate", "rf-chirp", "--n", "32", "--steps", "4", "--denoise-curve", "--json", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    held = report["held_out"]["pulse_duty_median"]
+    assert 0.6 < held < 0.9  # pulses of 50 to 100 % of the frame
+    assert 0 < report["generated"]["pulse_duty_median"] <= 1 and "pulse on for" in res.stdout
+    floor = report["floor"]  # 32 more held-out frames against the 32: the data's own distances
+    assert floor["frames"] == 32 and floor["envelope_w1"] < 0.05 and np.isfinite(floor["psd_lsd_db"])
+    rows = {r["t"]: r for r in report["duty_flow"]}
+    assert list(rows) == [500, 700, 800, 850, 900, 950, 999]
+    # from 0 dB SNR the shipped prior keeps each pulse's length; from pure noise its pulses come out short
+    assert abs(rows[500]["duty_change_mean"]) < 0.03 and abs(rows[500]["pulse_duty_median"] - held) < 0.05
+    assert rows[999]["duty_change_mean"] < -0.05 and "mean change per frame" in res.stdout
+
+
 def test_evaluate_bad_inputs_are_one_line(tmp_path):
     res = edgediff("evaluate", "rf-chirp", "--n", "16", "--evm")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a PSK dataset" in res.stderr
-    res = edgediff("evaluate", "rf-chirp", "--n", "16", "--denoise-curve")
-    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--denoise-curve" in res.stderr
     from edgediff.runtime.bundle import SHIPPED_DIR
 
     user = tmp_path / "user"
@@ -81,6 +96,9 @@ def test_evaluate_bad_inputs_are_one_line(tmp_path):
     np.save(tmp_path / "bad.npy", np.zeros((4, 3, 256), np.float32))
     res = edgediff("evaluate", user, "--n", "16", "--data", tmp_path / "bad.npy")
     assert res.returncode == 2 and "expected finite frames" in res.stderr
+    np.save(tmp_path / "good.npy", np.ones((16, 2, 256), np.float32))
+    res = edgediff("evaluate", user, "--n", "16", "--data", tmp_path / "good.npy", "--denoise-curve")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--denoise-curve" in res.stderr
 
 
 def test_constellation_plot(tmp_path):

@@ -32,12 +32,24 @@ def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, s
     if dataset == "radar-rd":
         from edgediff.train.datasets import DataConfig, held_out
 
-        seed = (denoiser.bundle.manifest.get("data") or {}).get("seed", 0)
-        return held_out(DataConfig(dataset=dataset, length=denoiser.sample_shape[1], seed=seed), n), dataset
+        return held_out(DataConfig(dataset=dataset, length=denoiser.sample_shape[1], seed=_data_seed(denoiser)), n), dataset
     if len(denoiser.sample_shape) != 2 or denoiser.sample_shape[0] != 2:
         raise InputError(f"{denoiser.bundle.root}: samples of shape {denoiser.sample_shape} are not I/Q frames: "
                          "evaluate judges RF bundles (gmm2d is judged by `edgediff bench`)")
-    return reference(dataset, n, denoiser.sample_shape[1], (denoiser.bundle.manifest.get("data") or {}).get("seed", 0)), dataset
+    return reference(dataset, n, denoiser.sample_shape[1], _data_seed(denoiser)), dataset
+
+
+def second_reference(denoiser, data: Path | None, dataset: str, n: int) -> np.ndarray | None:
+    """N more held-out frames of a built-in I/Q dataset (the distances' floor); none for ``--data``."""
+    from edgediff.tools.evaluate import reference
+
+    if data is not None or len(denoiser.sample_shape) != 2:
+        return None
+    return reference(dataset, n, denoiser.sample_shape[1], _data_seed(denoiser) + 1)
+
+
+def _data_seed(denoiser) -> int:
+    return int((denoiser.bundle.manifest.get("data") or {}).get("seed", 0))
 
 
 @cli.command()
@@ -56,7 +68,8 @@ def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, s
 @click.option("--denoise-curve", is_flag=True,
               help="Also noise the held-out frames to 8 levels, denoise each in one call and sample each down "
                    "from its level, judged by the blind receiver (PSK): tells the network's denoising from the "
-                   "sampling path's errors; on rf-mix also the chirp share sampled down from 7 levels up to pure noise.")
+                   "sampling path's errors; on rf-mix also the chirp share sampled down from 7 levels up to pure noise; on "
+                   "rf-chirp only the pulses' duty sampled down from those 7 levels.")
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
@@ -77,9 +90,10 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, den
     if evm and dataset not in PSK_DATASETS:
         raise InputError(f"--evm: dataset {dataset!r} is not a PSK dataset (EVM needs one of "
                          f"{', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT)")
-    if denoise_curve and dataset not in PSK_DATASETS:
-        raise InputError(f"--denoise-curve: dataset {dataset!r} is not a PSK dataset (the curve is judged by the blind "
-                         f"receiver: one of {', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT)")
+    if denoise_curve and dataset not in (*PSK_DATASETS, "rf-chirp"):
+        raise InputError(f"--denoise-curve: dataset {dataset!r} is neither a PSK dataset (judged by the blind receiver: "
+                         f"one of {', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT) nor rf-chirp "
+                         "(judged by its pulses)")
     request, _ = for_bundle(SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed), denoiser.distilled)
     request.check(denoiser.schedule.T, denoiser.max_batch)
     total = -(-n // min(denoiser.max_batch, n)) * request.nfe(denoiser.schedule.T)
@@ -90,13 +104,20 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, den
 
         report, lines = evaluate_maps(run.x, ref), describe_maps
     else:
-        report, lines = evaluate_frames(run.x, ref, dataset, evm=evm is not False), describe
+        report = evaluate_frames(run.x, ref, dataset, evm=evm is not False, second=second_reference(denoiser, data, dataset, n))
+        lines = describe
     report["sampler"] = {"method": request.method, "steps": run.nfe, "eta": request.eta, "seed": seed,
                          "backend": denoiser.backend}
     report["bundle"] = label(denoiser.bundle.root)
     for line in lines(report):
         click.echo(line)
-    if denoise_curve:
+    if denoise_curve and dataset == "rf-chirp":
+        from edgediff.tools.chirp_flow import describe_duty_flow, duty_flow
+
+        report["duty_flow"] = duty_flow(denoiser, ref, seed=seed)
+        for line in describe_duty_flow(report["duty_flow"], report["held_out"]["pulse_duty_median"]):
+            click.echo(line)
+    elif denoise_curve:
         from edgediff.tools.denoise_curve import denoise_curve as curve, describe_curve
 
         report["denoise_curve"] = curve(denoiser, ref, dataset, seed=seed)
