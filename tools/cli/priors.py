@@ -181,7 +181,7 @@ DRY_SECONDS = 5.0
               help="Timed seconds per throughput variant first (0: no benchmark).")
 @click.option("--study", "study", multiple=True,
               help="Also train a study variant (repeat): from scratch qpsk-w32, -w40, -w48, -w64, -w32-deep, -w32-attn2; "
-                   "grown from a prior's newest weights, beside its stage: rf-qpsk-attn, rf-qpsk-fast-attn.")
+                   "grown from a prior's newest weights, beside its stage: rf-qpsk-attn, rf-qpsk-fast-attn, rf-chirp-attn.")
 @click.option("--curve-n", type=click.IntRange(16, 100_000), default=512, show_default=True, help="Frames per curve point.")
 @click.option("--device", default="cuda", show_default=True)
 @click.option("--dry-run", is_flag=True, help="The same plan at a toy size on the CPU: seconds per stage, tiny batches.")
