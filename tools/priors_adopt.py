@@ -80,6 +80,18 @@ def score(dataset: str, report: dict[str, Any]) -> float:
     return float(evm)
 
 
+def aside(new: dict[str, Any], old: dict[str, Any]) -> str | None:
+    """What the score does not weigh but a human judging the stage should see: for chirp priors the
+    pulses' duty and the envelope W1 of the stage and the shipped prior (the LSD sits near its floor)."""
+    duty = [r["generated"].get("pulse_duty_median") for r in (new, old)]
+    if None in duty:
+        return None
+    data = new.get("held_out", {}).get("pulse_duty_median")
+    return (f"pulses on for {100 * duty[0]:.0f}% of the frame against the shipped {100 * duty[1]:.0f}%"
+            + (f" (data {100 * data:.0f}%)" if data is not None else "")
+            + f", envelope W1 {new['envelope_w1']:.3f} against {old['envelope_w1']:.3f}")
+
+
 def measure_bundle(bundle: Path, n: int, seed: int = 0) -> dict[str, Any]:
     """The `edgediff evaluate` figures of a bundle (sample default, ONNX Runtime)."""
     from edgediff.runtime import load
@@ -147,6 +159,8 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         dataset = new["dataset"]
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
+        if old and aside(new, old):
+            log(f"{name}: beside the score: {aside(new, old)}")
         if dry_run:
             better = s_new < s_old
             gate = " (after the int8 gate)" if better and _int8_record(out_root / name) else ""

@@ -82,3 +82,11 @@ def test_a_dry_run_says_which_way_it_would_go_and_changes_nothing(stage, monkeyp
     assert ("would go on to adopt" if would else "would keep the shipped prior") in lines[-1]
     assert {p.name: p.read_bytes() for p in (shipped / "rf-chirp").iterdir()} == before
     assert sorted(p.name for p in shipped.iterdir()) == ["rf-chirp"] and ledger.read_bytes() == ledger_before
+
+
+def test_chirp_stages_show_their_pulses_beside_the_score():
+    stage = {"generated": {"pulse_duty_median": 0.7}, "held_out": {"pulse_duty_median": 0.75}, "envelope_w1": 0.05}
+    shipped = {"generated": {"pulse_duty_median": 0.58}, "held_out": {"pulse_duty_median": 0.75}, "envelope_w1": 0.17}
+    assert pa.aside(stage, shipped) == ("pulses on for 70% of the frame against the shipped 58% (data 75%), "
+                                        "envelope W1 0.050 against 0.170")
+    assert pa.aside({"generated": {"evm": {}}}, {"generated": {"evm": {}}}) is None  # QPSK priors: the EVM says it
