@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Mapping
 
 import torch
@@ -51,7 +52,21 @@ def teardown(ctx: DistContext, finished: bool = True) -> None:
     if ctx.enabled and dist.is_initialized():
         if finished:
             dist.barrier()
+            _meet_outside_gloo(ctx)
         dist.destroy_process_group()
+
+
+def _meet_outside_gloo(ctx: DistContext, timeout_s: float = 120.0) -> None:
+    """gloo's barrier can return on one rank while its last messages are still queued on another; a
+    rank that then destroys its group closes the pairs under them (pytorch/gloo#155: the barrier fix
+    above still lost a rank once in a loaded CI run). So the ranks meet once more on the rendezvous
+    store, which is not gloo: every rank leaves a key and waits for all of them."""
+    get_store = getattr(dist.distributed_c10d, "_get_default_store", None)
+    if get_store is None:  # a torch without it: the barrier alone, as before
+        return
+    store = get_store()
+    store.set(f"edgediff/teardown/{ctx.rank}", b"1")
+    store.wait([f"edgediff/teardown/{r}" for r in range(ctx.world_size)], timedelta(seconds=timeout_s))
 
 
 def mean_across(ctx: DistContext, value: float, device: torch.device) -> float:
