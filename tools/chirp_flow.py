@@ -11,6 +11,7 @@ down, and its mean change from each frame's own.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,23 +26,30 @@ from edgediff.train import rf
 FLOW_LEVELS = (500, 700, 800, 850, 900, 950, 999)
 
 
+def resampled(denoiser: Any, frames: np.ndarray, levels: tuple[int, ...] = FLOW_LEVELS,
+              seed: int = 0) -> Iterator[tuple[dict[str, float], np.ndarray]]:
+    """For each level below T: ({"t", "snr_db"}, ``frames`` (N, 2, L, user units) noised to x_t and
+    sampled down from there, back in user units)."""
+    schedule, norm = denoiser.schedule, denoiser.normalisation
+    x0 = norm.to_network(np.asarray(frames, dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    for t in (t for t in levels if t < schedule.T):
+        abar = float(schedule.alphas_bar[t])
+        x_t = q_sample(schedule, x0, np.full(len(x0), t), rng.standard_normal(x0.shape))
+        yield {"t": t, "snr_db": float(10 * np.log10(abar / (1 - abar)))}, norm.to_user(resample(denoiser, x_t, t, rng))
+
+
 def chirp_flow(denoiser: Any, frames: np.ndarray, levels: tuple[int, ...] = FLOW_LEVELS,
                seed: int = 0) -> list[dict[str, float]]:
     """One row per level: t, SNR of x_t (dB), the chirp share of the frames sampled down from it, the
     share of chirps kept and of non-chirps turned into chirps. ``frames`` (N, 2, L) in user units."""
-    schedule, norm = denoiser.schedule, denoiser.normalisation
-    frames = np.asarray(frames, dtype=np.float64)
-    was = is_chirp(frames)
-    x0 = norm.to_network(frames)
-    rng = np.random.default_rng(seed)
+    was = is_chirp(np.asarray(frames, dtype=np.float64))
     rows = []
-    for t in (t for t in levels if t < schedule.T):
-        abar = float(schedule.alphas_bar[t])
-        x_t = q_sample(schedule, x0, np.full(len(x0), t), rng.standard_normal(x0.shape))
-        now = is_chirp(norm.to_user(resample(denoiser, x_t, t, rng)))
-        rows.append({"t": t, "snr_db": float(10 * np.log10(abar / (1 - abar))), "chirp_share": float(now.mean()),
-                     "chirps_kept": float(now[was].mean()) if was.any() else float("nan"),
-                     "others_to_chirps": float(now[~was].mean()) if (~was).any() else float("nan")})
+    for row, down in resampled(denoiser, frames, levels, seed):
+        now = is_chirp(down)
+        rows.append(row | {"chirp_share": float(now.mean()),
+                           "chirps_kept": float(now[was].mean()) if was.any() else float("nan"),
+                           "others_to_chirps": float(now[~was].mean()) if (~was).any() else float("nan")})
     return rows
 
 
@@ -58,18 +66,11 @@ def duty_flow(denoiser: Any, frames: np.ndarray, levels: tuple[int, ...] = FLOW_
               seed: int = 0) -> list[dict[str, float]]:
     """One row per level: t, SNR of x_t (dB), the median pulse duty of the frames sampled down from it
     and the mean change of each frame's duty from its own. ``frames`` (N, 2, L) pulses, user units."""
-    schedule, norm = denoiser.schedule, denoiser.normalisation
-    frames = np.asarray(frames, dtype=np.float64)
-    was = pulse_duty(rf.from_iq(frames))
-    x0 = norm.to_network(frames)
-    rng = np.random.default_rng(seed)
+    was = pulse_duty(rf.from_iq(np.asarray(frames, dtype=np.float64)))
     rows = []
-    for t in (t for t in levels if t < schedule.T):
-        abar = float(schedule.alphas_bar[t])
-        x_t = q_sample(schedule, x0, np.full(len(x0), t), rng.standard_normal(x0.shape))
-        now = pulse_duty(rf.from_iq(norm.to_user(resample(denoiser, x_t, t, rng))))
-        rows.append({"t": t, "snr_db": float(10 * np.log10(abar / (1 - abar))), "pulse_duty_median": float(np.median(now)),
-                     "duty_change_mean": float(np.mean(now - was))})
+    for row, down in resampled(denoiser, frames, levels, seed):
+        now = pulse_duty(rf.from_iq(down))
+        rows.append(row | {"pulse_duty_median": float(np.median(now)), "duty_change_mean": float(np.mean(now - was))})
     return rows
 
 

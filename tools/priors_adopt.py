@@ -159,8 +159,9 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         dataset = new["dataset"]
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
-        if old and aside(new, old):
-            log(f"{name}: beside the score: {aside(new, old)}")
+        beside = aside(new, old) if old else None
+        if beside:
+            log(f"{name}: beside the score: {beside}")
         if dry_run:
             better = s_new < s_old
             gate = " (after the int8 gate)" if better and _int8_record(out_root / name) else ""
