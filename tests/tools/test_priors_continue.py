@@ -62,13 +62,16 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
 def check_int8_is_carried(run, shipped, ledger, monkeypatch):
     """A prior that ships an int8 model keeps one when a stage is adopted: quantized and gated with the
     shipped one's settings; a stage whose int8 model fails that gate is not adopted."""
+    from edgediff.export import quantize
     from edgediff.runtime.bundle import Bundle
     from edgediff.tools import int8_gate
 
     # the dry-run stage trained for seconds, not steps: its weights (and so its int8 figures) depend on
-    # the machine's speed, so the gate's bounds are set here to pass, and below to fail, whatever they are
+    # the machine's speed, so the gate's bounds are set here to pass, and below to fail, whatever they are;
+    # so is the int8 model's self-test on the reference (a slow host's toy stage missed it by 0.20 > 0.15)
     for key in int8_gate.GATES:
         monkeypatch.setitem(int8_gate.GATES, key, 1e9)
+    monkeypatch.setattr(quantize, "SELF_TEST_RTOL", 1e9)
     int8_gate.quantize_gated(shipped / "rf-chirp", calibration=16, frames=16, log=print)
     measure = pa.measure_bundle
 
