@@ -47,6 +47,7 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
         ["config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log"])
     shipped, ledger = tmp_path / "shipped", tmp_path / "ledger.json"
     shipped.mkdir()
+    reuse_the_first_export(monkeypatch, tmp_path / "exported")
     assert pa.adopt(restored[0], shipped, FRAMES, ledger, log=print)  # nothing ships there yet: adopted
     entry = json.loads(ledger.read_text())["rf-chirp"]
     assert entry["stages"][0]["run"] == stage and entry["frames_seen"] == entry["stages"][0]["frames"] > 0
@@ -57,6 +58,24 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     assert hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest() == digest
     assert len(json.loads(ledger.read_text())["rf-chirp"]["stages"]) == 1
     check_int8_is_carried(restored[0], shipped, ledger, monkeypatch)
+
+
+def reuse_the_first_export(monkeypatch, keep):
+    """adopt exports the same run four times here; the first export is real (and kept), the others copy
+    it: what is under test is adopt's verdicts, and each export is 20-45 s of the suite."""
+    import shutil
+
+    from edgediff.export import bundle_onnx
+
+    real = bundle_onnx.export_bundle
+
+    def export_once(run_dir, out, opts=bundle_onnx.OnnxExportOptions()):
+        if not keep.is_dir():
+            real(run_dir, keep, opts)
+        shutil.copytree(keep, out)
+        return json.loads((out / "manifest.json").read_text())
+
+    monkeypatch.setattr(bundle_onnx, "export_bundle", export_once)
 
 
 def check_int8_is_carried(run, shipped, ledger, monkeypatch):
