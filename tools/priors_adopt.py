@@ -92,16 +92,24 @@ def aside(new: dict[str, Any], old: dict[str, Any]) -> str | None:
             + f", envelope W1 {new['envelope_w1']:.3f} against {old['envelope_w1']:.3f}")
 
 
-def measure_bundle(bundle: Path, n: int, seed: int = 0) -> dict[str, Any]:
-    """The `edgediff evaluate` figures of a bundle (sample default, ONNX Runtime)."""
+def measure_bundle(bundle: Path, n: int, seed: int = 0, held_out_seed: int | None = None) -> dict[str, Any]:
+    """The `edgediff evaluate` figures of a bundle (sample default, ONNX Runtime), against the held-out
+    frames of data seed ``held_out_seed`` (default: the bundle's own, as `evaluate` does)."""
     from edgediff.runtime import load
     from edgediff.runtime.generate import SampleRequest, generate
     from edgediff.tools.evaluate import evaluate_frames, reference
 
     d = load(bundle, backend="ort")
     data = d.bundle.manifest.get("data") or {}
-    ref = reference(data.get("dataset"), n, d.sample_shape[-1], int(data.get("seed", 0)))
+    ref = reference(data.get("dataset"), n, d.sample_shape[-1],
+                    data_seed(bundle) if held_out_seed is None else held_out_seed)
     return evaluate_frames(generate(d, SampleRequest(n=n, seed=seed)).x, ref, str(data.get("dataset")))
+
+
+def data_seed(bundle: Path) -> int:
+    """The data seed a bundle's run trained at (its held-out frames derive from it); 0 when unrecorded."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    return int((manifest.get("data") or {}).get("seed", 0))
 
 
 def _int8_record(shipped: Path) -> dict[str, Any]:
@@ -154,8 +162,12 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         default = OnnxExportOptions()
         export_bundle(run, candidate, OnnxExportOptions(atol=default.atol if atol is None else atol,
                                                         rtol=default.rtol if rtol is None else rtol))
-        new = measure_bundle(candidate, n)
-        old = measure_bundle(out_root / name, n) if (out_root / name / "manifest.json").is_file() else None
+        shipped = out_root / name if (out_root / name / "manifest.json").is_file() else None
+        # both against one set of held-out frames, the shipped prior's: each stage trains at its own seed
+        # (priors continue), and a distance to another draw of the data moves by its own spread (rf-chirp's LSD)
+        held_out = data_seed(shipped or candidate)
+        new = measure_bundle(candidate, n, held_out_seed=held_out)
+        old = measure_bundle(shipped, n, held_out_seed=held_out) if shipped else None
         dataset = new["dataset"]
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")

@@ -13,11 +13,11 @@ from edgediff.export import bundle_onnx
 from edgediff.tools import priors_adopt as pa
 
 
-def _bundle(root: Path, tag: str) -> None:
+def _bundle(root: Path, tag: str, seed: int = 0) -> None:
     root.mkdir(parents=True)
     for name in ("model.onnx", "reference.npz"):
         (root / name).write_text(f"{tag} {name}")
-    (root / "manifest.json").write_text(json.dumps({"tag": tag}))
+    (root / "manifest.json").write_text(json.dumps({"tag": tag, "data": {"dataset": "rf-chirp", "seed": seed}}))
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def stage(tmp_path, monkeypatch):
     ledger.write_text(json.dumps({"rf-chirp": {"frames_seen": 7, "stages": []}}))
     monkeypatch.setattr(bundle_onnx, "export_bundle", lambda run, out, options: _bundle(out, "stage"))
     figures = {"stage": 1.2, "shipped": 1.4}  # LSD, lower is better: the stage wins
-    monkeypatch.setattr(pa, "measure_bundle", lambda bundle, n, seed=0: {
+    monkeypatch.setattr(pa, "measure_bundle", lambda bundle, n, seed=0, held_out_seed=None: {
         "dataset": "rf-chirp", "generated": {},
         "psd_lsd_db": figures[(bundle / "model.onnx").read_text().split()[0]]})
     monkeypatch.setattr(pa, "_carry_int8", lambda shipped, candidate, log: True)
@@ -73,7 +73,7 @@ def test_without_a_fault_the_stage_replaces_the_shipped_prior(stage):
 def test_a_dry_run_says_which_way_it_would_go_and_changes_nothing(stage, monkeypatch, stage_lsd, would):
     run, shipped, ledger = stage
     figures = {"stage": stage_lsd, "shipped": 1.4}
-    monkeypatch.setattr(pa, "measure_bundle", lambda bundle, n, seed=0: {
+    monkeypatch.setattr(pa, "measure_bundle", lambda bundle, n, seed=0, held_out_seed=None: {
         "dataset": "rf-chirp", "generated": {}, "psd_lsd_db": figures[(bundle / "model.onnx").read_text().split()[0]]})
     monkeypatch.setattr(pa, "_carry_int8", lambda *args: pytest.fail("a dry run quantized"))
     before = {p.name: p.read_bytes() for p in (shipped / "rf-chirp").iterdir()}
@@ -82,6 +82,25 @@ def test_a_dry_run_says_which_way_it_would_go_and_changes_nothing(stage, monkeyp
     assert ("would go on to adopt" if would else "would keep the shipped prior") in lines[-1]
     assert {p.name: p.read_bytes() for p in (shipped / "rf-chirp").iterdir()} == before
     assert sorted(p.name for p in shipped.iterdir()) == ["rf-chirp"] and ledger.read_bytes() == ledger_before
+
+
+def test_the_stage_and_the_shipped_prior_are_judged_on_the_same_held_out_frames(stage, monkeypatch):
+    """A stage trains at its own seed (its number), and held-out frames derive from a bundle's seed: the
+    two are measured against the shipped prior's, or a distance to the data would move with the draw."""
+    run, shipped, ledger = stage
+    shutil.rmtree(shipped / "rf-chirp")
+    _bundle(shipped / "rf-chirp", "shipped", seed=11)
+    monkeypatch.setattr(bundle_onnx, "export_bundle", lambda run, out, options: _bundle(out, "stage", seed=13))
+    seen = {}
+
+    def measure(bundle, n, seed=0, held_out_seed=None):
+        tag = (bundle / "model.onnx").read_text().split()[0]
+        seen[tag] = pa.data_seed(bundle) if held_out_seed is None else held_out_seed
+        return {"dataset": "rf-chirp", "generated": {}, "psd_lsd_db": {"stage": 1.2, "shipped": 1.4}[tag]}
+
+    monkeypatch.setattr(pa, "measure_bundle", measure)
+    assert pa.adopt(run, shipped, 8, ledger, log=print, dry_run=True)
+    assert seen == {"stage": 11, "shipped": 11}
 
 
 def test_chirp_stages_show_their_pulses_beside_the_score():

@@ -94,8 +94,8 @@ def check_int8_is_carried(run, shipped, ledger, monkeypatch):
     int8_gate.quantize_gated(shipped / "rf-chirp", calibration=16, frames=16, log=print)
     measure = pa.measure_bundle
 
-    def shipped_worse(bundle, n, seed=0):  # the stage must win for adopt to get that far
-        report = measure(bundle, n, seed)
+    def shipped_worse(bundle, n, seed=0, held_out_seed=None):  # the stage must win for adopt to get that far
+        report = measure(bundle, n, seed, held_out_seed)
         if bundle == shipped / "rf-chirp":
             report["psd_lsd_db"] += 10.0
         return report
@@ -227,6 +227,9 @@ def test_a_grown_variant_trains_beside_its_prior_from_the_same_weights_and_adopt
     assert grown.run.name == plain.run.name.replace("rf-qpsk-fast", "rf-qpsk-fast-attn") and grown.init == plain.init
     assert plain.config.model.attn_levels == () and grown.config.model.attn_levels == (2,)
     assert plain.config.train == grown.config.train and plain.config.model == replace(grown.config.model, attn_levels=())
+    # a stage's seed is its number (a new stage draws new frames); the twin's is the same (the same frames)
+    number = int(plain.run.name.rsplit("-s", 1)[1])
+    assert plain.config.train.seed == plain.config.data.seed == grown.config.train.seed == number > 0
     pc.prepare(stages)
     assert pc.launch([grown], "cpu", log=print) == {"rf-qpsk-fast-attn": 0}
     from safetensors.torch import load_file
