@@ -102,7 +102,7 @@ def measure_bundle(bundle: Path, n: int, seed: int = 0, held_out_seed: int | Non
     d = load(bundle, backend="ort")
     data = d.bundle.manifest.get("data") or {}
     ref = reference(data.get("dataset"), n, d.sample_shape[-1],
-                    data_seed(bundle) if held_out_seed is None else held_out_seed)
+                    int(data.get("seed", 0)) if held_out_seed is None else held_out_seed)
     return evaluate_frames(generate(d, SampleRequest(n=n, seed=seed)).x, ref, str(data.get("dataset")))
 
 

@@ -159,7 +159,7 @@ def plan(names: list[str], runs: Path, seconds: float, *, study: list[str], dry_
         if name not in CONTINUED:
             raise InputError(f"prior {name!r} is not continued on the GPU: expected one of {', '.join(CONTINUED)}")
         number, init = newest_weights(name, runs, ledger)
-        stages.append(_stage(name, runs / f"{name}-s{number}", name, init, seconds, dry_run, {}, number))
+        stages.append(_stage(name, runs, number, name, init, seconds, dry_run, {}))
     for variant in study:
         if variant in GROWN:
             prior, changes = GROWN[variant]
@@ -167,7 +167,7 @@ def plan(names: list[str], runs: Path, seconds: float, *, study: list[str], dry_
             own = newest_stage(variant, runs)  # a grown run here already: train it on instead
             if own is not None:
                 number, init = max(number, (stage_number(variant, own) or 0) + 1), str(own / "weights.safetensors")
-            stages.append(_stage(variant, runs / f"{variant}-s{number}", prior, init, seconds, dry_run, changes, number))
+            stages.append(_stage(variant, runs, number, prior, init, seconds, dry_run, changes))
             continue
         if variant not in STUDY:
             raise InputError(f"study variant {variant!r} is unknown: expected one of {', '.join([*STUDY, *GROWN])}")
@@ -177,8 +177,8 @@ def plan(names: list[str], runs: Path, seconds: float, *, study: list[str], dry_
     return stages
 
 
-def _stage(name: str, run: Path, prior: str, init: str, seconds: float, dry_run: bool,
-           changes: dict[str, Any], number: int) -> Stage:
+def _stage(name: str, runs: Path, number: int, prior: str, init: str, seconds: float, dry_run: bool,
+           changes: dict[str, Any]) -> Stage:
     """A stage of ``prior`` that trains the network its weights are (a grown one stays grown), changed by
     ``changes``. Its seed is its stage number: a step's frames and noise come from (seed, step, rank),
     so a stage at its parent's seed would replay the parent's frames step for step (the GPU stages up to
@@ -188,7 +188,7 @@ def _stage(name: str, run: Path, prior: str, init: str, seconds: float, dry_run:
     r = replace(priors.recipe(priors.SHIPPED[prior]), init=None, seed=number)
     config = _config(r, seconds, GPU_STAGE["lr"], init, dry_run)
     config = replace(config, model=replace(network_of(init) or config.model, **changes))
-    return Stage(name, run, config, init)
+    return Stage(name, runs / f"{name}-s{number}", config, init)
 
 
 def network_of(init: str) -> Any:
