@@ -80,6 +80,27 @@ def test_init_from_starts_at_the_given_weights_and_time_budget_fixes_the_steps(t
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
 
 
+def test_a_time_budget_without_steps_trains_past_the_default_step_count(tmp_path, monkeypatch, caplog):
+    import re
+    import types
+
+    from click.testing import CliRunner
+
+    from edgediff.tools.cli import cli
+    from edgediff.train import loop
+
+    # 1 ms a clock read, about one read a step, up to the plan at step 50: a 6 s budget plans some 6000
+    # steps, past the default 4000; then the clock jumps past the budget and the run stops (no need to run them)
+    reads = iter(range(10**9))
+    clock = lambda: (lambda n: 0.001 * n if n < 150 else 1e6)(next(reads))  # noqa: E731
+    monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=clock))
+    res = CliRunner().invoke(cli, ["train", "--dataset", "gmm2d", "--width", "8", "--batch", "8", "--max-seconds", "6",
+                                   "--device", "cpu", "--quiet", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    planned = [int(m.group(1)) for m in re.finditer(r"stopped at step \d+ of (\d+)", caplog.text)]
+    assert len(planned) == 1 and 4000 < planned[0] < 7000, caplog.text
+
+
 def test_v_network_exports_as_eps_and_runs_on_onnxruntime(tmp_path):
     pytest.importorskip("onnxruntime")
     from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle

@@ -11,6 +11,9 @@ from edgediff.tools.cli import cli
 from edgediff.tools.cli.types import SEED, CommaList, Finite, count, positive
 from edgediff.train.datasets import BUILTINS
 
+#: The step ceiling of a run that --max-seconds bounds and --steps does not.
+UNTIL_THE_BUDGET = 1_000_000_000
+
 #: Per-dataset defaults, used where an option is not given on the command line.
 DEFAULTS = {
     "points": {"model": "mlp", "steps": 4000, "batch": 512, "lr": 2e-3, "normalise": "none", "schedule": "linear",
@@ -46,7 +49,8 @@ CUDA_SIGNAL_BATCH = 512
 @click.option("--loss-weight", type=click.Choice(["none", "min-snr"]), help="Per-timestep weights. [min-snr / none]")
 @click.option("--augment", type=click.Choice(["none", "phase"]), help="Random carrier phase per draw (I/Q). [phase / none]")
 @click.option("--T", "T", type=count(2, 100_000), default=1000, show_default=True, help="Diffusion steps.")
-@click.option("--steps", type=count(1), help="Optimizer steps. [2000 signals / 4000 points]")
+@click.option("--steps", type=count(1), help="Optimizer steps; with --max-seconds, at most this many. "
+                                             "[2000 signals / 4000 points; with --max-seconds, as many as fit]")
 @click.option("--batch", type=count(1, 1 << 20), help="Global batch size. [32 signals / 512 points]")
 @click.option("--lr", type=positive(10.0), help="Peak learning rate. [2e-3]")
 @click.option("--ema", type=Finite(0.0, 1.0, max_open=True), default=0.999, show_default=True, help="EMA decay of the exported weights.")
@@ -58,7 +62,8 @@ CUDA_SIGNAL_BATCH = 512
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--init-from", type=click.Path(path_type=Path),
               help="Start from these weights: a run directory, its .safetensors, or a bundle / shipped prior (fine-tuning).")
-@click.option("--max-seconds", type=positive(1e7), help="Training time budget: fixes the step count after the warm-up.")
+@click.option("--max-seconds", type=positive(1e7),
+              help="Training time budget: fixes the step count after the warm-up (the learning rate anneals over it).")
 @click.option("--frames", type=click.Choice(["auto", "resident", "generated"]), default="auto", show_default=True,
               help="Built-in data made on the device each step (generated) or a set held there (resident); auto: generated on CUDA.")
 @click.option("--graphs/--no-graphs", default=None, help="Capture the step as one CUDA graph. [on for CUDA]")
@@ -86,6 +91,8 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, attn_lev
     if resume and (any(v is not None for v in step_options) or compile_):
         raise InputError("--resume continues the run as configured: drop --init-from, --max-seconds, --attn-levels "
                          "and the step options")
+    if max_seconds is not None and steps is None:
+        steps = UNTIL_THE_BUDGET  # the time budget alone decides how many steps: fit plans them after the warm-up
     config = None if resume else build_config(
         dataset or (None if data_path else "rf-qpsk"), data_path, sigmf_frame, hop, n_frames, model, width,
         schedule, T, steps, batch, lr, ema, normalise, seed, checkpoint_every, prediction, loss_weight, augment,
