@@ -8,10 +8,15 @@ read NAME, so a session that adopts a prior re-measures what changed in one unat
 then edits the prose. The int8 gate's figures are not here: ``adopt`` re-runs that gate and writes it
 into the bundle's manifest. Speed figures are not either: new weights do not change the network's
 cost.
+
+Each figure measured through :func:`run` is recorded in ``docs/bench/figures.json`` with the priors it
+read (their stage and model hash), so ``edgediff priors figures --stale`` names what a later adoption
+left behind, and a session that ran out of time picks up where it stopped.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -21,9 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from edgediff.runtime.atomic import write_json
 from edgediff.runtime.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Which shipped priors each figure was last measured with (relative to the repository root).
+RECORD = Path("docs/bench/figures.json")
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,61 @@ def run(figures: list[Figure], root: Path = ROOT, logs: Path | None = None,
         seconds = time.perf_counter() - start
         (logs / f"{f.name}.log").write_text(f"$ edgediff {' '.join(f.args)}\n{res.stdout}{res.stderr}")
         done[f.name] = {"exit": res.returncode, "seconds": round(seconds, 1)}
+        if res.returncode == 0:
+            mark([f], root)
         tail = (res.stdout.strip().splitlines() or [""])[-1] if res.returncode == 0 else res.stderr.strip()[-500:]
         log(f"    exit {res.returncode} after {seconds:.0f} s: {tail}")
     return done
+
+
+def identity(prior: str) -> dict[str, str]:
+    """What makes a shipped prior this one: the run it was exported from and its model's hash."""
+    from edgediff.runtime.bundle import MANIFEST, resolve
+
+    manifest = json.loads((resolve(prior) / MANIFEST).read_text())  # a shipped prior's: ours, not a user's
+    run = Path(str(manifest.get("source_run", {}).get("path", ""))).name
+    return {"stage": run, "model_sha256": manifest["files"]["model.onnx"]["sha256"]}
+
+
+def _read_record(root: Path) -> dict[str, Any]:
+    path = root / RECORD
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text()).get("figures", {})
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise InputError(f"{path}: not the figures record ({exc}); fix it or delete it (every figure then reads "
+                         "as never recorded)") from None
+
+
+def mark(figures: list[Figure], root: Path = ROOT, priors: list[str] | None = None) -> None:
+    """Record that ``figures`` were measured with the shipped priors as they are now (only ``priors``
+    among theirs when given: a figure of two priors re-measured for one keeps the other's record)."""
+    record = _read_record(root)
+    today = time.strftime("%Y-%m-%d")
+    for f in figures:
+        entry = record.setdefault(f.name, {"priors": {}})
+        for p in f.priors:
+            if priors is None or p in priors:
+                entry["priors"][p] = {**identity(p), "measured": today}
+    (root / RECORD).parent.mkdir(parents=True, exist_ok=True)
+    write_json(root / RECORD, {"_about": "Which shipped priors each README figure was last measured with "
+                                         "(edgediff priors figures records it; --stale reads it).",
+                               "figures": dict(sorted(record.items()))})
+
+
+def stale(figures: list[Figure], root: Path = ROOT) -> dict[str, str]:
+    """{figure name: why it is stale} for the figures not measured with today's shipped priors."""
+    record, why = _read_record(root), {}
+    for f in figures:
+        measured = record.get(f.name, {}).get("priors", {})
+        reasons = []
+        for p in f.priors:
+            now, then = identity(p), measured.get(p)
+            if then is None:
+                reasons.append(f"{p}: never recorded")
+            elif then.get("model_sha256") != now["model_sha256"]:
+                reasons.append(f"{p}: measured with {then.get('stage') or 'another model'}, shipped is {now['stage']}")
+        if reasons:
+            why[f.name] = "; ".join(reasons)
+    return why

@@ -202,5 +202,6 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             record |= {"frames_seen_after": entry["frames_seen"], "adopted_with": run.name}
         entry["stages"].append(record)
     write_json(ledger_path, ledger)
-    log(f"{name}: adopted {run.name} into {out_root / name}; {entry['frames_seen'] / 1e6:.2f} M frames seen in all")
+    log(f"{name}: adopted {run.name} into {out_root / name}; {entry['frames_seen'] / 1e6:.2f} M frames seen in all; "
+        f"the README's figures of it are now stale: `edgediff priors figures --prior {name} --stale`")
     return True

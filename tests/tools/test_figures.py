@@ -58,3 +58,29 @@ def test_the_runner_writes_copies_and_goes_on_past_a_failure(tmp_path):
     assert report["generated"]["evm"]["median_db"] < 0
     assert (tmp_path / "docs" / "img" / "schedule.png").read_bytes()[:4] == b"\x89PNG"
     assert "rf-nope" in (tmp_path / "out" / "figures" / "broken.log").read_text()  # whole outputs kept
+    # what ran is recorded with the prior it read; what failed is not
+    assert fg.stale(figures, tmp_path) == {"broken": "rf-qpsk: never recorded"}
+
+
+def test_a_figure_is_stale_for_the_prior_whose_model_changed_and_mark_records_only_the_named_one(tmp_path):
+    figure = fg.Figure("two", ("rf-qpsk", "rf-chirp"), ("evaluate", "rf-qpsk"), "nowhere", 0.1)
+    assert fg.stale([figure], tmp_path) == {"two": "rf-qpsk: never recorded; rf-chirp: never recorded"}
+    fg.mark([figure], tmp_path, priors=["rf-chirp"])
+    assert fg.stale([figure], tmp_path) == {"two": "rf-qpsk: never recorded"}
+    fg.mark([figure], tmp_path)
+    assert fg.stale([figure], tmp_path) == {}
+    # an adoption changes the model: the record still names the stage it was measured with
+    path = tmp_path / fg.RECORD
+    record = json.loads(path.read_text())
+    record["figures"]["two"]["priors"]["rf-qpsk"].update(stage="rf-qpsk-s2", model_sha256="0" * 64)
+    path.write_text(json.dumps(record))
+    assert fg.stale([figure], tmp_path) == {"two": f"rf-qpsk: measured with rf-qpsk-s2, shipped is {fg.identity('rf-qpsk')['stage']}"}
+    fg.mark([figure], tmp_path, priors=["rf-qpsk"])
+    assert fg.stale([figure], tmp_path) == {}
+
+
+def test_a_corrupt_record_is_one_line_naming_the_fix(tmp_path):
+    (tmp_path / fg.RECORD).parent.mkdir(parents=True)
+    (tmp_path / fg.RECORD).write_text("{not json")
+    with pytest.raises(InputError, match="not the figures record .* fix it or delete it"):
+        fg.stale(fg.FIGURES[:1], tmp_path)

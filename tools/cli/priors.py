@@ -336,17 +336,36 @@ def cost_plot_cmd(cost_path, runs, out, force) -> None:
 
 @priors.command("figures")
 @click.option("--prior", "names", multiple=True, help="Only the figures that read this shipped prior (repeat). [all]")
-@click.option("--list", "list_only", is_flag=True, help="Print the commands and their expected time; run nothing.")
-def figures_cmd(names, list_only) -> None:
+@click.option("--stale", "stale_only", is_flag=True,
+              help="Only the figures not yet measured with today's shipped priors (docs/bench/figures.json).")
+@click.option("--list", "list_only", is_flag=True, help="Print the commands, their expected time and what they were "
+                                                        "last measured with; run nothing.")
+@click.option("--mark", is_flag=True, help="Record the chosen figures as measured with today's shipped priors (those "
+                                           "of --prior only, when given): for figures run by hand; run nothing.")
+def figures_cmd(names, stale_only, list_only, mark) -> None:
     """Measure again what the README reports from the shipped priors (after `priors adopt`): each
-    figure's own command, one after the other, writing into docs/; the prose is yours to update."""
+    figure's own command, one after the other, writing into docs/; the prose is yours to update.
+    Each figure measured is recorded with the priors it read, so --stale finds what is left."""
+    from edgediff.runtime.errors import InputError
     from edgediff.tools import figures as fg
 
+    if mark and list_only:
+        raise InputError("--mark records and --list only prints: give one of them")
     chosen = fg.select(list(names))
-    click.echo(f"{len(chosen)} figures, about {sum(f.minutes for f in chosen):.0f} min on 2 CPU cores")
+    why = fg.stale(chosen)
+    if stale_only:
+        chosen = [f for f in chosen if f.name in why]
+    if mark:
+        fg.mark(chosen, priors=list(names) or None)
+        click.echo(f"recorded {len(chosen)} figures as measured with today's "
+                   f"{', '.join(names) if names else 'shipped priors'} in {fg.RECORD}")
+        return
+    click.echo(f"{len(chosen)} figures, about {sum(f.minutes for f in chosen):.0f} min on 2 CPU cores"
+               f"{'' if stale_only else f'; {sum(f.name in why for f in chosen)} stale'}")
     if list_only:
         for f in chosen:
             click.echo(f"{f.name:>24}  {f.minutes:>4g} min  [{', '.join(f.priors)}] {f.section}: edgediff {' '.join(f.args)}")
+            click.echo(f"{'':>24}  {'stale: ' + why[f.name] if f.name in why else 'current'}")
         return
     done = fg.run(chosen, log=click.echo)  # whole outputs in out/figures/NAME.log
     failed = [name for name, d in done.items() if d["exit"]]
