@@ -155,7 +155,7 @@ def mark(figures: list[Figure], root: Path = ROOT, priors: list[str] | None = No
         entry = record.setdefault(f.name, {"priors": {}})
         for p in f.priors:
             if priors is None or p in priors:
-                entry["priors"][p] = {**identity(p), "measured": today}
+                entry["priors"][p] = {**identity(p), "recorded": today}
     (root / RECORD).parent.mkdir(parents=True, exist_ok=True)
     write_json(root / RECORD, {"_about": "Which shipped priors each README figure was last measured with "
                                          "(edgediff priors figures records it; --stale reads it).",
