@@ -138,7 +138,8 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
                                 tuple(data.shape[1:]))
     del data
     generator = torch.Generator(device=dev)
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and ctx.is_main), unit="step",
+    planning = bool(cfg.max_seconds) and start <= max(cfg.warmup, PLAN_AFTER)  # the step count is not known yet
+    bar = tqdm(total=None if planning else cfg.steps, initial=start, disable=not (progress and ctx.is_main), unit="step",
                desc=f"train {config.data.dataset or Path(str(config.data.path)).name}", dynamic_ncols=True,
                mininterval=0.2 if sys.stderr.isatty() else 10.0)
     log.info("training on %s: %s frames, %s steps", dev, cfg.frames, options.describe())
