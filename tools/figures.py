@@ -135,6 +135,11 @@ def identity(prior: str) -> dict[str, str]:
     return {"stage": run, "model_sha256": manifest["files"]["model.onnx"]["sha256"]}
 
 
+def _identities(figures: list[Figure]) -> dict[str, dict[str, str]]:
+    """Each prior the figures read, identified once (one manifest read a prior, not one a figure)."""
+    return {p: identity(p) for p in {p for f in figures for p in f.priors}}
+
+
 def _read_record(root: Path) -> dict[str, Any]:
     path = root / RECORD
     if not path.is_file():
@@ -151,11 +156,12 @@ def mark(figures: list[Figure], root: Path = ROOT, priors: list[str] | None = No
     among theirs when given: a figure of two priors re-measured for one keeps the other's record)."""
     record = _read_record(root)
     today = time.strftime("%Y-%m-%d")
+    now = _identities(figures)
     for f in figures:
         entry = record.setdefault(f.name, {"priors": {}})
         for p in f.priors:
             if priors is None or p in priors:
-                entry["priors"][p] = {**identity(p), "recorded": today}
+                entry["priors"][p] = {**now[p], "recorded": today}
     (root / RECORD).parent.mkdir(parents=True, exist_ok=True)
     write_json(root / RECORD, {"_about": "Which shipped priors each README figure was last measured with "
                                          "(edgediff priors figures records it; --stale reads it).",
@@ -164,16 +170,16 @@ def mark(figures: list[Figure], root: Path = ROOT, priors: list[str] | None = No
 
 def stale(figures: list[Figure], root: Path = ROOT) -> dict[str, str]:
     """{figure name: why it is stale} for the figures not measured with today's shipped priors."""
-    record, why = _read_record(root), {}
+    record, why, now = _read_record(root), {}, _identities(figures)
     for f in figures:
         measured = record.get(f.name, {}).get("priors", {})
         reasons = []
         for p in f.priors:
-            now, then = identity(p), measured.get(p)
+            then = measured.get(p)
             if then is None:
                 reasons.append(f"{p}: never recorded")
-            elif then.get("model_sha256") != now["model_sha256"]:
-                reasons.append(f"{p}: measured with {then.get('stage') or 'another model'}, shipped is {now['stage']}")
+            elif then.get("model_sha256") != now[p]["model_sha256"]:
+                reasons.append(f"{p}: measured with {then.get('stage') or 'another model'}, shipped is {now[p]['stage']}")
         if reasons:
             why[f.name] = "; ".join(reasons)
     return why

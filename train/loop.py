@@ -138,7 +138,8 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
                                 tuple(data.shape[1:]))
     del data
     generator = torch.Generator(device=dev)
-    planning = bool(cfg.max_seconds) and start <= max(cfg.warmup, PLAN_AFTER)  # the step count is not known yet
+    plan_at = max(cfg.warmup, PLAN_AFTER)  # where a time budget becomes a step count
+    planning = bool(cfg.max_seconds) and start <= plan_at  # the step count is not known yet
     bar = tqdm(total=None if planning else cfg.steps, initial=start, disable=not (progress and ctx.is_main), unit="step",
                desc=f"train {config.data.dataset or Path(str(config.data.path)).name}", dynamic_ncols=True,
                mininterval=0.2 if sys.stderr.isatty() else 10.0)
@@ -151,7 +152,7 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
         if step_no == start + WARM_STEPS:
             _sync(dev)
             t_warm = now = time.perf_counter()  # speed is measured from here: the first steps pay for kernel selection
-        if cfg.max_seconds and step_no == max(cfg.warmup, PLAN_AFTER) and t_warm is not None:
+        if cfg.max_seconds and step_no == plan_at and t_warm is not None:
             # a time budget becomes a step count once the speed is known; from here on the run is
             # exactly the run with --steps N (the warm-up so far did not depend on N)
             _sync(dev)
