@@ -1,0 +1,84 @@
+"""The README's measured tables say what the benchmark JSON beside them says.
+
+The separation and reconstruction tables are rewritten by hand after each `edgediff priors figures`;
+a table left from an earlier run once survived a re-measurement. These tests rebuild each row from
+docs/bench/*.json and look for it in the README, so a stale row fails here, not in a reader's hands.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+BENCH = ROOT / "docs" / "bench"
+
+SEPARATION_COLUMNS = (
+    "no mitigation (matched filter on y)",
+    "LMMSE (both covariances)",
+    "fixed Wiener filter",
+    "joint DDNM+ (100)",
+    "alpha-RGS (200)",
+)
+
+
+def table_after(text: str, heading: str) -> list[str]:
+    """The data rows of the first markdown table from the line holding `heading` on."""
+    start = text.rindex("\n", 0, text.index(heading)) + 1
+    rows = []
+    for line in text[start:].splitlines():
+        if line.startswith("|"):
+            rows.append(line.strip())
+        elif rows:
+            break
+    assert len(rows) > 2, f"no table after {heading!r}"
+    return rows[2:]  # header and rule
+
+
+def separation_rows(point: dict, sinr: int) -> str:
+    cells = [point[name] for name in SEPARATION_COLUMNS]
+    measured = " | ".join(f"{c['ber']:.4f} / {c['mse_db']:.1f}" for c in cells[1:])
+    return f"| {sinr:+d} | {cells[0]['ber']:.4f} | {measured} |"
+
+
+@pytest.mark.parametrize("interferer", ["rf-chirp", "rf-qpsk-fast"])
+def test_separation_table_matches_its_json(interferer):
+    bench = json.loads((BENCH / "separate.json").read_text())
+    points = bench["interferers"][interferer]
+    expected = [separation_rows(points[str(s)], s) for s in bench["sinr_db"]]
+    shown = table_after(README.read_text(), f"SOI rf-qpsk, interferer **{interferer}**")
+    assert shown == expected, "README separation table differs from docs/bench/separate.json"
+
+
+def reconstruction_row(dataset: str, result: dict) -> str:
+    methods = result["methods"]
+
+    def best(kind):
+        return min((m for m in methods.items() if m[1]["kind"] == kind), key=lambda m: m[1]["nmse_db"])
+
+    def ser(m):
+        return f", SER {m['ser']:.3f}" if "ser" in m else ""
+
+    (dname, diff), (lname, listed) = best("diffusion"), best("listed")
+    lmmse = next(m for name, m in methods.items() if name.startswith("LMMSE"))
+    gain_listed, gain_all = result["gain_vs_listed_db"], result["gain_vs_all_classical_db"]
+    return (
+        f"| {dataset} | {result['case']} | {diff['nmse_db']:.1f} ({dname}{ser(diff)}) | "
+        f"{listed['nmse_db']:.1f} ({lname}) | {lmmse['nmse_db']:.1f}{ser(lmmse)} | "
+        f"{gain_listed:+.1f} | {gain_all:+.1f} | {'yes' if gain_all >= 3 else 'no'} |"
+    )
+
+
+def test_reconstruction_table_matches_its_json():
+    bench = json.loads((BENCH / "reconstruct.json").read_text())
+    expected = [
+        reconstruction_row(dataset, result)
+        for dataset, cases in bench["datasets"].items()
+        for name, result in cases.items()
+        if name != "note"
+    ]
+    text = README.read_text()
+    heading = re.search(r"^\| dataset \| case \| best diffusion .*$", text, flags=re.M).group(0)
+    assert table_after(text, heading) == expected, "README reconstruction table differs from docs/bench/reconstruct.json"
