@@ -62,3 +62,20 @@ def write(root: Path, manifest: dict[str, Any]) -> None:
 
 def read(root: Path) -> dict[str, Any]:
     return json.loads((root / MANIFEST).read_text())
+
+
+def set_sampling(root: Path, record: dict[str, Any] | None) -> dict[str, Any]:
+    """Give the bundle at ``root`` its own DDIM grid (runtime/grids.py), or take it away (None), by
+    rewriting its manifest atomically; the files and their hashes are untouched. Returns the manifest."""
+    manifest = read(root)
+    if manifest.get("distilled"):
+        from edgediff.runtime.errors import InputError
+
+        raise InputError(f"{root}: a distilled bundle runs only its own {manifest['distilled'].get('nfe')} timesteps; "
+                         "give the grid to its teacher instead")
+    if record is None:
+        manifest.pop("sampling", None)
+    else:
+        manifest["sampling"] = record
+    write(root, manifest)
+    return manifest

@@ -24,7 +24,7 @@ class SampleRequest:
     eta: float | None = None  # None: 1 (stochastic steps forgive model error), 0 for a distilled bundle
     seed: int = 0
     batch: int | None = None  # default: the engine's largest batch, at most n
-    spacing: str = "trailing"
+    spacing: str | None = None  # None: the bundle's own grid at its step count (runtime/grids.py), else trailing
     tweedie_every: int = 0  # keep x0_hat every K steps (0: none)
 
     def check(self, T: int, max_batch: int) -> None:
@@ -42,7 +42,7 @@ class SampleRequest:
                              f"use --batch {max_batch} or less (or re-export with a larger --max-batch)")
         if self.tweedie_every < 0:
             raise InputError(f"--every {self.tweedie_every}: expected a positive step interval")
-        timesteps(T, self.nfe(T), self.spacing)
+        timesteps(T, self.nfe(T), self.spacing or "trailing")
 
     def nfe(self, T: int) -> int:
         """Network evaluations per sample (DDPM default: all T steps; DDIM 50; the solvers 15)."""
@@ -63,11 +63,17 @@ class SampleRun:
         return len(self.x) / max(self.seconds, 1e-9)
 
 
-def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None) -> tuple[SampleRequest, Any]:
+def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None,
+               sampling: dict[str, Any] | None = None) -> tuple[SampleRequest, Any]:
     """The request as the bundle needs it, and its timestep grid: a distilled bundle runs its own
-    sampler (DDIM, eta 0) at its own timesteps, and anything else it was not made for is refused."""
+    sampler (DDIM, eta 0) at its own timesteps, and anything else it was not made for is refused; a
+    bundle with its own DDIM grid (manifest "sampling") runs on it when the request names neither a
+    spacing nor another step count."""
     if not distilled:
-        return replace(req, eta=1.0 if req.eta is None else req.eta), None
+        req = replace(req, eta=1.0 if req.eta is None else req.eta)
+        if sampling and req.method == "ddim" and req.spacing is None and req.steps in (None, int(sampling["steps"])):
+            return replace(req, steps=int(sampling["steps"])), np.asarray(sampling["timesteps"], dtype=np.int64)
+        return replace(req, spacing=req.spacing or "trailing"), None
     nfe, sampler = int(distilled["nfe"]), str(distilled.get("sampler", "ddim"))
     if req.steps not in (None, nfe):
         raise InputError(f"--steps {req.steps}: this bundle was distilled for {nfe} steps; leave --steps out or use {nfe}")
@@ -78,10 +84,15 @@ def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None) -> tuple[Sa
     return replace(req, steps=nfe, eta=float(distilled.get("eta", 0.0))), np.asarray(distilled["timesteps"], dtype=np.int64)
 
 
+def grid_label(req: SampleRequest, grid: Any) -> str:
+    """How a request's steps are placed, for reports: the bundle's own grid or the named spacing."""
+    return "the bundle's own grid" if grid is not None else str(req.spacing or "trailing")
+
+
 def generate(denoiser: Any, req: SampleRequest, progress: Callable[[int], Any] | None = None) -> SampleRun:
     """Sample ``req.n`` frames with a bundle denoiser (it carries schedule, shape, normalisation)."""
     schedule, shape = denoiser.schedule, tuple(denoiser.sample_shape)
-    req, grid = for_bundle(req, getattr(denoiser, "distilled", None))
+    req, grid = for_bundle(req, getattr(denoiser, "distilled", None), getattr(denoiser, "sampling", None))
     req.check(schedule.T, denoiser.max_batch)
     batch = min(req.batch or denoiser.max_batch, req.n)
     n_steps = req.nfe(schedule.T)
@@ -100,7 +111,7 @@ def generate(denoiser: Any, req: SampleRequest, progress: Callable[[int], Any] |
 
         # a fixed-batch engine runs the last, short batch padded; only what was asked is kept
         res = sample(denoiser, schedule, (max(size, denoiser.min_batch), *shape), method=req.method, steps=req.steps,
-                     eta=req.eta, spacing=req.spacing, rng=np.random.default_rng([req.seed, i]), grid=grid,
+                     eta=req.eta, spacing=req.spacing or "trailing", rng=np.random.default_rng([req.seed, i]), grid=grid,
                      callback=keep if req.tweedie_every else None, progress=progress)
         nfe = res.nfe
         outputs.append(res.x[:size])

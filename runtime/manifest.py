@@ -12,6 +12,7 @@ import math
 import re
 from typing import Any
 
+from edgediff.runtime import grids
 from edgediff.runtime.errors import BundleError, EdgediffError
 from edgediff.runtime.normalisation import NORMALISATIONS
 from edgediff.runtime.schedule import NoiseSchedule
@@ -114,6 +115,12 @@ def validate(m: dict[str, Any], where: str) -> None:
     distilled = m.get("distilled")
     if distilled is not None:
         _distilled(distilled, NoiseSchedule.from_dict(m["schedule"]).T, where)
+    if m.get("sampling") is not None:
+        wrong = grids.problem(m["sampling"], NoiseSchedule.from_dict(m["schedule"]).T)
+        if wrong:
+            shown = repr(m["sampling"])
+            raise BundleError(f"{where}: sampling is {shown if len(shown) <= 60 else shown[:57] + '...'}: expected {wrong}; "
+                              "set the grid again with `edgediff export grid BUNDLE --grid SPEC` (or --clear)")
     for key in ("model", "parity", "source_run", "versions", "io"):
         if key in m and not isinstance(m[key], dict):
             raise _fail(where, key, m[key], "an object")

@@ -73,3 +73,18 @@ def test_shipped_int8_models_load_and_reproduce_their_reference(name):
     d = load(name, precision="int8")  # hashes checked, then the self-test at the int8 tolerance
     gate = d.bundle.manifest["int8"]["gate"]
     assert gate["passed"] and d.self_test_error < d.bundle.manifest["int8"]["self_test_rtol"]
+
+
+def test_a_shipped_prior_carries_its_recipe_s_own_grid_and_no_other():
+    """`make priors` gives the rebuilt bundle the grid of tools/priors.GRIDS; the shipped one has the same."""
+    from edgediff.runtime import grids
+    from edgediff.tools.priors import GRIDS
+
+    assert set(GRIDS) <= set(NAMES)
+    for name in NAMES:
+        bundle = Bundle.open(name)
+        if name in GRIDS:
+            spec, why = GRIDS[name]
+            assert bundle.manifest["sampling"] == grids.record(spec, bundle.schedule.T, why)
+        else:
+            assert "sampling" not in bundle.manifest

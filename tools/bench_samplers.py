@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edgediff.runtime.bundle import label
-from edgediff.runtime.generate import SampleRequest, generate
+from edgediff.runtime.generate import SampleRequest, for_bundle, generate
 
 #: (sampler, NFE) rows measured for every bundle.
 GRID = (("ddim", 10), ("ddim", 20), ("ddim", 50), ("dpmpp2m", 5), ("dpmpp2m", 10), ("dpmpp2m", 20),
@@ -55,9 +55,18 @@ def quality(denoiser: Any, n: int, grid: tuple[tuple[str, int], ...] = GRID, tim
     ref = None if dataset == "gmm2d" else reference(dataset, n, int(denoiser.sample_shape[-1]), int(data.get("seed", 0)))
     rows: list[dict[str, Any]] = []
     held_out: dict[str, Any] = {}
-    for method, steps in grid:
-        run = generate(denoiser, SampleRequest(n=n, method=method, steps=steps, seed=0))
+    own = getattr(denoiser, "sampling", None)  # a bundle's own DDIM grid: its default, and the uniform one beside it
+    runs = [(method, steps, None) for method, steps in grid]
+    if own and not getattr(denoiser, "distilled", None):
+        at = next((i for i, (m, k, _) in enumerate(runs) if m == "ddim" and k == own["steps"]), len(runs) - 1)
+        runs.insert(at + 1, ("ddim", int(own["steps"]), "trailing"))
+    for method, steps, spacing in runs:
+        request, placed = for_bundle(SampleRequest(n=n, method=method, steps=steps, seed=0, spacing=spacing),
+                                     getattr(denoiser, "distilled", None), own)
+        run = generate(denoiser, request)
         row: dict[str, Any] = {"sampler": method, "nfe": run.nfe}
+        if own and method == "ddim":
+            row["grid"] = "own" if placed is not None else "trailing"
         if ref is None:
             row.update(gmm_row(run.x))
         else:
@@ -79,7 +88,7 @@ def quality(denoiser: Any, n: int, grid: tuple[tuple[str, int], ...] = GRID, tim
 
 def _against_ddim50(rows: list[dict[str, Any]]) -> None:
     """Each row's distance to the DDIM-50 row (the issue's yardstick), where both exist."""
-    ref = next((r for r in rows if r["sampler"] == "ddim" and r["nfe"] == 50), None)
+    ref = next((r for r in rows if r["sampler"] == "ddim" and r["nfe"] == 50), None)  # the default: own grid first
     if ref is None:
         return
     for r in rows:
@@ -113,5 +122,6 @@ def describe(report: dict[str, Any]) -> list[str]:
                 q += f", chirp share {r['chirp_share']:.2f}"
         t = (f"; {1e3 * r['s_per_sample_b1']:.1f} ms/sample at batch 1, {1e3 * r['s_per_sample_b16']:.2f} at 16"
              if "s_per_sample_b1" in r else "")
-        lines.append(f"  {r['sampler']:>8}-{r['nfe']:<3} {q}{t}")
+        placed = {"own": " (own grid)", "trailing": " (trailing)"}.get(r.get("grid", ""), "")
+        lines.append(f"  {r['sampler']:>8}-{r['nfe']:<3}{placed} {q}{t}")
     return lines

@@ -127,12 +127,16 @@ def run(figures: list[Figure], root: Path = ROOT, logs: Path | None = None,
 
 
 def identity(prior: str) -> dict[str, str]:
-    """What makes a shipped prior this one: the run it was exported from and its model's hash."""
+    """What makes a shipped prior this one: the run it was exported from, its model's hash and its own
+    DDIM grid, if it has one."""
     from edgediff.runtime.bundle import MANIFEST, resolve
 
     manifest = json.loads((resolve(prior) / MANIFEST).read_text())  # a shipped prior's: ours, not a user's
     run = Path(str(manifest.get("source_run", {}).get("path", ""))).name
-    return {"stage": run, "model_sha256": manifest["files"]["model.onnx"]["sha256"]}
+    found = {"stage": run, "model_sha256": manifest["files"]["model.onnx"]["sha256"]}
+    if manifest.get("sampling"):  # its own DDIM grid: the default sampler's figures depend on it too
+        found["grid"] = str(manifest["sampling"].get("spec") or manifest["sampling"].get("timesteps"))
+    return found
 
 
 def _identities(figures: list[Figure]) -> dict[str, dict[str, str]]:
@@ -180,6 +184,9 @@ def stale(figures: list[Figure], root: Path = ROOT) -> dict[str, str]:
                 reasons.append(f"{p}: never recorded")
             elif then.get("model_sha256") != now[p]["model_sha256"]:
                 reasons.append(f"{p}: measured with {then.get('stage') or 'another model'}, shipped is {now[p]['stage']}")
+            elif then.get("grid") != now[p].get("grid"):
+                reasons.append(f"{p}: measured on {then.get('grid') or 'the trailing grid'}, "
+                               f"shipped samples on {now[p].get('grid') or 'the trailing grid'}")
         if reasons:
             why[f.name] = "; ".join(reasons)
     return why

@@ -83,6 +83,12 @@ SHIPPED = {"rf-qpsk": "qpsk-stage4", "rf-chirp": "rf-chirp", "rf-mix": "mix-stag
 #: its teacher's 1.42 at DDIM-50 on 4096 frames; the bound is 0.5 dB), so none ships. Its settings:
 #: {"rf-chirp-d4": ("rf-chirp", {"nfe": 4, "start_steps": 64, "steps_per_stage": 1000, "batch": 256, "lr": 1e-4})}
 DISTILLED: dict[str, tuple[str, dict]] = {}
+#: Shipped priors with their own DDIM grid (runtime/grids.py; manifest "sampling"): name -> (spec, why).
+GRIDS = {
+    "rf-mix": ("999-950:4,950-800:18,800-400:12,400-0:16",
+               "a frame's kind is decided at t 950-800: 18 of DDIM-50's steps there (uniform: 7) keep more "
+               "chirps (README, rf-mix's missing chirps)"),
+}
 ALL = {**RECIPES, **STUDY, **STAGES}
 
 
@@ -161,6 +167,14 @@ def build(names: list[str], runs: Path, out: Path, *, device: str = "auto", amp:
             run = _distilled(runs, name, device, progress, log)
         out.mkdir(parents=True, exist_ok=True)
         export_bundle(run, out / name, OnnxExportOptions(force=True))
+        if name in GRIDS:
+            from edgediff.export.manifest import set_sampling
+            from edgediff.runtime.grids import record
+
+            from edgediff.runtime.bundle import Bundle
+
+            spec, why = GRIDS[name]
+            set_sampling(out / name, record(spec, Bundle.open(out / name).schedule.T, why))
         written.append(out / name)
         log(f"{name}: bundle {out / name}")
     return written

@@ -47,6 +47,8 @@ class BundleDenoiser:
         self.self_test_error: float | None = None
         #: a distilled bundle's grid and sampler (manifest "distilled"), None for ordinary bundles
         self.distilled: dict[str, Any] | None = bundle.manifest.get("distilled")
+        #: the bundle's own DDIM grid (manifest "sampling", runtime/grids.py), None for the uniform one
+        self.sampling: dict[str, Any] | None = bundle.manifest.get("sampling")
 
     def check_batch(self, batch: int) -> None:
         if not self.min_batch <= batch <= self.max_batch:

@@ -39,3 +39,23 @@ def test_sample_with_a_solver(tmp_path, sampler):
     assert "6 NFE each" in res.stdout and np.isfinite(np.load(tmp_path / "x.npy")).all()
     bad = edgediff("sample", "gmm2d", "--n", "8", "--sampler", "heun", "--out", tmp_path / "y.npy")
     assert bad.returncode == 2 and "heun" in bad.stderr and not (tmp_path / "y.npy").exists()
+
+
+def test_a_bundle_with_its_own_grid_is_measured_on_it_and_on_the_uniform_one_beside_it(tmp_path):
+    import shutil
+
+    from edgediff.export.manifest import set_sampling
+    from edgediff.runtime import grids, load
+    from edgediff.runtime.bundle import SHIPPED_DIR
+    from edgediff.tools.bench_samplers import describe, quality
+
+    copy = tmp_path / "gmm2d"
+    shutil.copytree(SHIPPED_DIR / "gmm2d", copy)
+    set_sampling(copy, grids.record("999-500:2,500-0:8", 1000))
+    report = quality(load(copy, backend="ort"), 400, grid=(("ddim", 10), ("dpmpp2m", 5)), timing=False)
+    rows = [(r["sampler"], r["nfe"], r.get("grid")) for r in report["rows"]]
+    assert rows == [("ddim", 10, "own"), ("ddim", 10, "trailing"), ("dpmpp2m", 5, None)]
+    own, uniform = report["rows"][0]["mode_shares"], report["rows"][1]["mode_shares"]
+    assert own != uniform  # two grids, two sets of samples from the same draws
+    lines = describe(report)
+    assert "ddim-10  (own grid)" in lines[1] and "ddim-10  (trailing)" in lines[2]

@@ -109,3 +109,26 @@ def test_chirp_stages_show_their_pulses_beside_the_score():
     assert pa.aside(stage, shipped) == ("pulses on for 70% of the frame against the shipped 58% (data 75%), "
                                         "envelope W1 0.050 against 0.170")
     assert pa.aside({"generated": {"evm": {}}}, {"generated": {"evm": {}}}) is None  # QPSK priors: the EVM says it
+
+
+def test_the_shipped_prior_s_own_grid_is_carried_to_the_stage_before_either_is_measured(stage, monkeypatch):
+    """A shipped prior that samples on its own DDIM grid (rf-mix) is compared with the stage on that grid,
+    and the adopted stage ships with it: adopting new weights must not drop how the prior samples."""
+    run, shipped, ledger = stage
+    manifest = json.loads((shipped / "rf-chirp" / "manifest.json").read_text())
+    grid = {"steps": 2, "timesteps": [900, 100], "spec": "999-0:2"}
+    (shipped / "rf-chirp" / "manifest.json").write_text(json.dumps({**manifest, "sampling": grid}))
+    seen = {}
+
+    def measure(bundle, n, seed=0, held_out_seed=None):
+        tag = (bundle / "model.onnx").read_text().split()[0]
+        seen[tag] = json.loads((bundle / "manifest.json").read_text()).get("sampling")
+        return {"dataset": "rf-chirp", "generated": {}, "psd_lsd_db": {"stage": 1.2, "shipped": 1.4}[tag]}
+
+    monkeypatch.setattr(pa, "measure_bundle", measure)
+    lines = []
+    assert pa.adopt(run, shipped, 8, ledger, log=lines.append, device="cpu (test)")
+    assert seen == {"stage": grid, "shipped": grid}
+    assert any("own DDIM grid carried over (999-0:2)" in line for line in lines)
+    after = json.loads((shipped / "rf-chirp" / "manifest.json").read_text())
+    assert after["tag"] == "stage" and after["sampling"] == grid

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from edgediff.runtime.bundle import Bundle
 from edgediff.tools import priors as p
 
 pytestmark = pytest.mark.torch
@@ -25,9 +26,12 @@ def test_build_trains_missing_stages_then_exports(tmp_path, monkeypatch):
     monkeypatch.setattr(p, "STAGES", {"s1": tiny, "s2": replace(tiny, init="s1", steps=10)})
     monkeypatch.setattr(p, "ALL", {**p.ALL, "s1": tiny, "s2": replace(tiny, init="s1", steps=10)})
     monkeypatch.setattr(p, "SHIPPED", {"toy": "s2"})
+    monkeypatch.setattr(p, "GRIDS", {"toy": ("999-500:3,500-0:5", "its own grid")})
     lines: list[str] = []
     written = p.build(["toy"], tmp_path / "runs", tmp_path / "out", device="cpu", progress=False, log=lines.append)
     assert written == [tmp_path / "out" / "toy"] and (tmp_path / "out" / "toy" / "manifest.json").is_file()
+    sampling = Bundle.open(tmp_path / "out" / "toy").manifest["sampling"]  # the recipe's grid, and it verifies
+    assert sampling["timesteps"] == [999, 833, 666, 500, 400, 300, 200, 100] and sampling["why"] == "its own grid"
     assert [line.split(":")[0] for line in lines] == ["s1", "s2", "toy"]
     lines.clear()
     p.build(["toy"], tmp_path / "runs", tmp_path / "out", device="cpu", progress=False, log=lines.append)

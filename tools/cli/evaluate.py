@@ -63,6 +63,8 @@ def _data_seed(denoiser) -> int:
               help="The sampler (as in `sample`).")
 @click.option("--steps", type=count(1), help="Sampler steps (default: the sampler's, DDIM 50).")
 @click.option("--eta", type=non_negative(10.0), help="DDIM: [1; a distilled bundle: its own]")
+@click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]),
+              help="Where DDIM's steps land (as in `sample`). [the bundle's own grid, if it carries one; else trailing]")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON.")
 @click.option("--denoise-curve", is_flag=True,
@@ -73,13 +75,13 @@ def _data_seed(denoiser) -> int:
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, denoise_curve, force, quiet, **engine) -> None:
+def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, seed, json_out, denoise_curve, force, quiet, **engine) -> None:
     """Sample N frames from BUNDLE and compare them with N held-out frames: mean-PSD log-spectral
     distance, envelope Wasserstein-1, blind EVM (PSK) and chirp IF linearity (chirps); radar maps:
     targets per map, sidelobe level, noise floor and clutter share under a CA-CFAR detector."""
     from edgediff.runtime.atomic import write_json
     from edgediff.runtime.errors import InputError
-    from edgediff.runtime.generate import SampleRequest, for_bundle, generate
+    from edgediff.runtime.generate import SampleRequest, for_bundle, generate, grid_label
     from edgediff.tools.evaluate import PSK_DATASETS, describe, evaluate_frames
 
     check_outputs({"--json": json_out}, inputs={"--data": data}, force=force)
@@ -94,7 +96,8 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, den
         raise InputError(f"--denoise-curve: dataset {dataset!r} is neither a PSK dataset (judged by the blind receiver: "
                          f"one of {', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT) nor rf-chirp "
                          "(judged by its pulses)")
-    request, _ = for_bundle(SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed), denoiser.distilled)
+    request, grid = for_bundle(SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed, spacing=spacing),
+                               denoiser.distilled, denoiser.sampling)
     request.check(denoiser.schedule.T, denoiser.max_batch)
     total = -(-n // min(denoiser.max_batch, n)) * request.nfe(denoiser.schedule.T)
     with click.progressbar(length=total, label=f"sampling {n}", hidden=quiet, show_pos=True) as bar:
@@ -108,7 +111,12 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, seed, json_out, den
         lines = describe
     report["sampler"] = {"method": request.method, "steps": run.nfe, "eta": request.eta, "seed": seed,
                          "backend": denoiser.backend}
+    if request.method == "ddim" and not denoiser.distilled:
+        report["sampler"]["grid"] = grid_label(request, grid)
     report["bundle"] = label(denoiser.bundle.root)
+    if grid is not None and not denoiser.distilled:
+        click.echo(f"DDIM-{run.nfe} on the bundle's own grid ({denoiser.sampling.get('spec') or 'its timesteps'}; "
+                   "--spacing trailing for the uniform one)")
     for line in lines(report):
         click.echo(line)
     if denoise_curve and dataset == "rf-chirp":

@@ -86,3 +86,31 @@ def export_trt(bundle_dir, precision, profile, workspace, timing_cache, tf32, ve
     click.echo(f"engine {entry['file']} ({entry['bytes'] / 1e6:.1f} MB) for {entry['gpu']} {entry['compute_capability']}, "
                f"TensorRT {entry['tensorrt']}, profile {profile}; worst vs onnxruntime: rel L2 {float(worst['rel_l2']):.2e}, "
                f"max abs {float(worst['max_abs']):.2e}")
+
+
+@export.command("grid")
+@click.argument("bundle_dir", type=click.Path(path_type=Path))
+@click.option("--grid", "spec", help="Segments HI-LO:K, e.g. 999-950:4,950-820:22,820-400:10,400-0:14: K DDIM steps "
+                                     "from t HI down toward LO in each.")
+@click.option("--why", default="", help="A line kept beside the grid in the manifest (how it was chosen).")
+@click.option("--clear", is_flag=True, help="Take the bundle's own grid away (DDIM runs the uniform one again).")
+def export_grid(bundle_dir, spec, why, clear) -> None:
+    """Give BUNDLE_DIR its own DDIM grid: `sample` and `evaluate` place DDIM's steps there by default
+    when asked for that many (or no) steps, and --spacing chooses the uniform ones again. Only the
+    manifest is rewritten (atomically); the model and its hashes stay. Judge a grid with `evaluate`
+    against `evaluate --spacing trailing` before keeping it."""
+    from edgediff.export.manifest import set_sampling
+    from edgediff.runtime import grids
+    from edgediff.runtime.bundle import Bundle
+    from edgediff.runtime.errors import InputError
+
+    if clear == (spec is not None):
+        raise InputError("export grid: give either --grid SPEC or --clear")
+    bundle = Bundle.open(bundle_dir)  # a bundle that verifies, or one line saying why not
+    record = None if clear else grids.record(spec, bundle.schedule.T, why)
+    set_sampling(bundle.root, record)
+    if record is None:
+        click.echo(f"{bundle.root}: own grid removed; DDIM runs the trailing grid")
+    else:
+        click.echo(f"{bundle.root}: DDIM-{record['steps']} runs on t = {', '.join(map(str, record['timesteps']))} "
+                   "(--spacing trailing for the uniform grid)")

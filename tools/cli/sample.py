@@ -21,7 +21,9 @@ from edgediff.tools.cli.types import SEED, count, non_negative, positive
 @click.option("--eta", type=non_negative(10.0),
               help="DDIM stochasticity: 1 is the DDPM posterior on the strided steps (robust to model error), "
                    "0 the deterministic sampler. [1; a distilled bundle: its own, 0]")
-@click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]), default="trailing", show_default=True)
+@click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]),
+              help="Where DDIM's steps land. [the bundle's own grid at its step count, if it carries one "
+                   "(`edgediff export grid`); else trailing]")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--batch", type=count(1), help="Samples per engine call (default: the engine's largest batch).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (.npy, or a SigMF base name).")
@@ -46,14 +48,16 @@ def sample(bundle, n, sampler, steps, eta, spacing, seed, batch, out, fmt, sampl
     request = SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed, batch=batch, spacing=spacing,
                             tweedie_every=every if tweedie else 0)
     denoiser = load_denoiser(bundle, **engine)
-    request, _ = for_bundle(request, denoiser.distilled)  # a distilled bundle brings its own steps and eta
+    # a distilled bundle brings its own steps and eta; a bundle with its own grid, its grid
+    request, grid = for_bundle(request, denoiser.distilled, denoiser.sampling)
     request.check(denoiser.schedule.T, denoiser.max_batch)
     check_memory(n, denoiser.sample_shape, request, denoiser.schedule.T)
     per_batch = min(batch or denoiser.max_batch, n)
     total = -(-n // per_batch) * request.nfe(denoiser.schedule.T)
     with click.progressbar(length=total, label=f"{sampler} x{n}", hidden=quiet, show_pos=True) as bar:
         run = generate(denoiser, request, progress=bar.update)
-    generator = (f"edgediff {denoiser.bundle.manifest.get('edgediff')} {sampler}-{run.nfe} eta={request.eta} seed={seed} "
+    placed = " grid=bundle" if grid is not None and not denoiser.distilled else ""
+    generator = (f"edgediff {denoiser.bundle.manifest.get('edgediff')} {sampler}-{run.nfe}{placed} eta={request.eta} seed={seed} "
                  f"batch={per_batch} backend={denoiser.backend}")
     written: tuple = ()
     # side outputs first, the main output last: a failure never leaves samples without their plot

@@ -1,0 +1,58 @@
+"""A bundle's own DDIM grid: the segment spec, its manifest record, and when the sampler uses it."""
+
+import numpy as np
+import pytest
+
+from edgediff.runtime import grids
+from edgediff.runtime.errors import InputError
+from edgediff.runtime.generate import SampleRequest, for_bundle, grid_label
+
+
+def test_segments_place_their_steps_from_hi_down_toward_lo():
+    ts = grids.from_spec("99-60:4, 60-0:6", 100)
+    assert ts.tolist() == [99, 89, 80, 70, 60, 50, 40, 30, 20, 10]
+    assert ts.dtype == np.int64
+    rec = grids.record("99-60:4,60-0:6", 100, "why not")
+    assert rec == {"steps": 10, "timesteps": ts.tolist(), "spec": "99-60:4,60-0:6", "why": "why not"}
+    assert grids.problem(rec, 100) is None
+
+
+@pytest.mark.parametrize("spec, words", [
+    ("", "empty"),
+    ("99-60", "not HI-LO:K"),
+    ("99-60:4;60-0:6", "not HI-LO:K"),
+    ("100-60:4", "out of range"),
+    ("60-99:4", "out of range"),
+    ("99-60:0", "out of range"),
+    ("99-60:4,50-0:6", "does not start where"),
+    ("99-95:10", "two steps on one timestep"),
+])
+def test_a_bad_spec_is_refused_with_its_fix(spec, words):
+    with pytest.raises(InputError, match=words):
+        grids.from_spec(spec, 100)
+
+
+@pytest.mark.parametrize("bad", [
+    [], {"steps": 3, "timesteps": [9, 5]}, {"steps": 2, "timesteps": [5, 9]}, {"steps": 2, "timesteps": [100, 5]},
+    {"steps": 2, "timesteps": [9.0, 5]}, {"steps": True, "timesteps": [9]}, {"steps": 1, "timesteps": [9], "spec": 3},
+])
+def test_a_bad_record_is_named(bad):
+    assert grids.problem(bad, 100)
+
+
+SAMPLING = grids.record("99-60:4,60-0:6", 100)
+
+
+def test_the_bundle_grid_is_the_default_only_where_the_request_leaves_it_open():
+    req, grid = for_bundle(SampleRequest(n=4), None, SAMPLING)
+    assert grid.tolist() == SAMPLING["timesteps"] and req.steps == 10 and req.eta == 1.0
+    assert grid_label(req, grid) == "the bundle's own grid"
+    again, grid2 = for_bundle(req, None, SAMPLING)  # the CLI and generate() both pass a request through
+    assert again == req and grid2.tolist() == grid.tolist()
+    assert for_bundle(SampleRequest(n=4, steps=10), None, SAMPLING)[1] is not None
+    for other in (SampleRequest(n=4, spacing="trailing"), SampleRequest(n=4, steps=20),
+                  SampleRequest(n=4, method="dpmpp2m"), SampleRequest(n=4, method="ddpm")):
+        req, grid = for_bundle(other, None, SAMPLING)
+        assert grid is None and req.spacing == (other.spacing or "trailing")
+    req, grid = for_bundle(SampleRequest(n=4), None, None)
+    assert grid is None and req.spacing == "trailing" and grid_label(req, grid) == "trailing"
