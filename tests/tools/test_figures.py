@@ -95,4 +95,12 @@ def test_a_figure_is_stale_when_its_prior_s_own_grid_changed(tmp_path, monkeypat
     assert fg.stale([figure], tmp_path) == {}
     monkeypatch.setattr(fg, "identity", lambda prior: dict(shipped_identity))
     assert fg.stale([figure], tmp_path) == {"one": "rf-qpsk: measured on 999-0:50, shipped samples on the trailing grid"}
+    # a figure that runs its own steps (another sampler, a posterior method) does not read the grid
+    own_steps = fg.Figure("two", ("rf-qpsk",), ("evaluate", "rf-qpsk", "--sampler", "unipc"), "nowhere", 0.1)
+    monkeypatch.setattr(fg, "identity", lambda prior: {**shipped_identity, "grid": "999-0:50"})
+    fg.mark([own_steps], tmp_path)
+    monkeypatch.setattr(fg, "identity", lambda prior: dict(shipped_identity))
+    assert fg.stale([own_steps], tmp_path) == {}
+    assert {f.name for f in fg.FIGURES if f.samples_by_default} >= {"evaluate-rf-mix", "samplers-mix", "evaluate-rf-chirp"}
+    assert not {f.name for f in fg.FIGURES if f.samples_by_default} & {"separate", "reconstruct", "evaluate-rf-qpsk-sde20"}
 
