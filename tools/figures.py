@@ -47,7 +47,7 @@ class Figure:
     def samples_by_default(self) -> bool:
         """Whether it samples its priors with DDIM at the default steps, which a prior's own grid changes
         (runtime/grids.py); the posterior methods and the other samplers run their own timesteps."""
-        return self.args[0] == "bench-samplers" or (
+        return self.args[:2] in (("plot", "constellation"), ("plot", "samples")) or self.args[0] == "bench-samplers" or (
             self.args[0] == "evaluate" and not {"--sampler", "--steps", "--spacing"} & set(self.args))
 
 

@@ -101,6 +101,7 @@ def test_a_figure_is_stale_when_its_prior_s_own_grid_changed(tmp_path, monkeypat
     fg.mark([own_steps], tmp_path)
     monkeypatch.setattr(fg, "identity", lambda prior: dict(shipped_identity))
     assert fg.stale([own_steps], tmp_path) == {}
-    assert {f.name for f in fg.FIGURES if f.samples_by_default} >= {"evaluate-rf-mix", "samplers-mix", "evaluate-rf-chirp"}
+    assert {f.name for f in fg.FIGURES if f.samples_by_default} >= {"evaluate-rf-mix", "samplers-mix", "evaluate-rf-chirp",
+                                                                             "constellation"}
     assert not {f.name for f in fg.FIGURES if f.samples_by_default} & {"separate", "reconstruct", "evaluate-rf-qpsk-sde20"}
 
