@@ -13,6 +13,7 @@ from typing import Any
 from edgediff import __version__
 from edgediff.runtime.atomic import write_json
 from edgediff.runtime.bundle import BUNDLE_FORMAT, FORMAT_VERSION, MANIFEST, sha256_file
+from edgediff.runtime.errors import InputError
 
 
 def io_spec(sample_shape: tuple[int, ...], batch: int | None) -> dict[str, Any]:
@@ -69,8 +70,6 @@ def set_sampling(root: Path, record: dict[str, Any] | None) -> dict[str, Any]:
     rewriting its manifest atomically; the files and their hashes are untouched. Returns the manifest."""
     manifest = read(root)
     if manifest.get("distilled"):
-        from edgediff.runtime.errors import InputError
-
         raise InputError(f"{root}: a distilled bundle runs only its own {manifest['distilled'].get('nfe')} timesteps; "
                          "give the grid to its teacher instead")
     if record is None:

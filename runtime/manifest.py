@@ -68,10 +68,10 @@ def _check_depth(text: str, where: str) -> None:
             depth -= 1
 
 
-def _fail(where: str, field: str, value: Any, expected: str) -> BundleError:
+def _fail(where: str, field: str, value: Any, expected: str, fix: str = "re-export the bundle") -> BundleError:
     shown = repr(value)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    return BundleError(f"{where}: {field} is {shown}: expected {expected}; re-export the bundle")
+    return BundleError(f"{where}: {field} is {shown}: expected {expected}; {fix}")
 
 
 def _int(value: Any, lo: int, hi: int) -> bool:
@@ -118,9 +118,8 @@ def validate(m: dict[str, Any], where: str) -> None:
     if m.get("sampling") is not None:
         wrong = grids.problem(m["sampling"], NoiseSchedule.from_dict(m["schedule"]).T)
         if wrong:
-            shown = repr(m["sampling"])
-            raise BundleError(f"{where}: sampling is {shown if len(shown) <= 60 else shown[:57] + '...'}: expected {wrong}; "
-                              "set the grid again with `edgediff export grid BUNDLE --grid SPEC` (or --clear)")
+            raise _fail(where, "sampling", m["sampling"], wrong,
+                        "set the grid again with `edgediff export grid BUNDLE --grid SPEC` (or --clear)")
     for key in ("model", "parity", "source_run", "versions", "io"):
         if key in m and not isinstance(m[key], dict):
             raise _fail(where, key, m[key], "an object")

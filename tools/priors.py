@@ -145,6 +145,8 @@ def build(names: list[str], runs: Path, out: Path, *, device: str = "auto", amp:
     """Train every missing run of the shipped priors ``names`` (stages in order), then export each
     into ``out/NAME``. A run whose weights exist with the recipe's step count is kept as it is."""
     from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle
+    from edgediff.export.manifest import set_sampling
+    from edgediff.runtime import grids
     from edgediff.train.config import RunConfig
     from edgediff.train.loop import fit
 
@@ -166,15 +168,10 @@ def build(names: list[str], runs: Path, out: Path, *, device: str = "auto", amp:
         if name in DISTILLED:
             run = _distilled(runs, name, device, progress, log)
         out.mkdir(parents=True, exist_ok=True)
-        export_bundle(run, out / name, OnnxExportOptions(force=True))
+        manifest = export_bundle(run, out / name, OnnxExportOptions(force=True))
         if name in GRIDS:
-            from edgediff.export.manifest import set_sampling
-            from edgediff.runtime.grids import record
-
-            from edgediff.runtime.bundle import Bundle
-
             spec, why = GRIDS[name]
-            set_sampling(out / name, record(spec, Bundle.open(out / name).schedule.T, why))
+            set_sampling(out / name, grids.record(spec, int(manifest["schedule"]["T"]), why))
         written.append(out / name)
         log(f"{name}: bundle {out / name}")
     return written

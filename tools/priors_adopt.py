@@ -117,14 +117,14 @@ def _sampling(bundle: Path) -> dict[str, Any]:
     return json.loads((bundle / "manifest.json").read_text()).get("sampling") or {}
 
 
-def _carry_grid(shipped: Path, candidate: Path) -> bool:
-    """Give ``candidate`` the ``shipped`` bundle's own DDIM grid, if it has one; True when it did."""
+def _carry_grid(shipped: Path, candidate: Path) -> dict[str, Any]:
+    """Give ``candidate`` the ``shipped`` bundle's own DDIM grid, if it has one; returns it ({} when none)."""
     from edgediff.export.manifest import set_sampling
 
     record = _sampling(shipped)
     if record:
         set_sampling(candidate, record)
-    return bool(record)
+    return record
 
 
 def _int8_record(shipped: Path) -> dict[str, Any]:
@@ -178,8 +178,9 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         export_bundle(run, candidate, OnnxExportOptions(atol=default.atol if atol is None else atol,
                                                         rtol=default.rtol if rtol is None else rtol))
         shipped = out_root / name if (out_root / name / "manifest.json").is_file() else None
-        if shipped and _carry_grid(shipped, candidate):  # both measured, and the stage shipped, on one grid
-            log(f"{name}: the shipped prior's own DDIM grid carried over ({_sampling(shipped).get('spec')}); "
+        carried = _carry_grid(shipped, candidate) if shipped else {}  # both measured, and shipped, on one grid
+        if carried:
+            log(f"{name}: the shipped prior's own DDIM grid carried over ({carried.get('spec')}); "
                 "a stage that decides elsewhere may want it re-tuned (edgediff export grid)")
         # both against one set of held-out frames, the shipped prior's: each stage trains at its own seed
         # (priors continue), and a distance to another draw of the data moves by its own spread (rf-chirp's LSD)
