@@ -14,8 +14,9 @@ from edgediff.tools.plots import pyplot, save
 
 
 def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
-    """One panel per teacher bundle: its quality measure against NFE, one line per sampler; a distilled
-    bundle of the same dataset is drawn into that panel as a star labelled with its name."""
+    """One panel per teacher bundle: its quality measure against NFE, one line per sampler on the uniform
+    grid, the bundle's own DDIM grid (``grid: own``) as a diamond beside it; a distilled bundle of the
+    same dataset is drawn into that panel as a star labelled with its name."""
     plt = pyplot()
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
 
@@ -32,9 +33,12 @@ def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
             key, label = (lambda r: r["psd_lsd_db"]), "mean-PSD log-spectral distance (dB)"
         nfes = set()
         for sampler in dict.fromkeys(r["sampler"] for r in rows):
-            pts = sorted((r["nfe"], key(r)) for r in rows if r["sampler"] == sampler)
+            pts = sorted((r["nfe"], key(r)) for r in rows if r["sampler"] == sampler and r.get("grid") != "own")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sampler)
             nfes |= {p[0] for p in pts}
+        for r in (r for r in rows if r.get("grid") == "own"):
+            ax.plot([r["nfe"]], [key(r)], "D", ms=7, color="black", label=f"{r['sampler']}, its own grid")
+            nfes.add(r["nfe"])
         for other in students:
             if other["dataset"] == rep["dataset"]:
                 for r in other["rows"]:

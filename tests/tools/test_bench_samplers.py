@@ -41,7 +41,7 @@ def test_sample_with_a_solver(tmp_path, sampler):
     assert bad.returncode == 2 and "heun" in bad.stderr and not (tmp_path / "y.npy").exists()
 
 
-def test_a_bundle_with_its_own_grid_is_measured_on_it_and_on_the_uniform_one_beside_it(tmp_path):
+def test_a_bundle_with_its_own_grid_is_measured_on_it_and_on_the_uniform_one_beside_it(tmp_path, monkeypatch):
     import shutil
 
     from edgediff.export.manifest import set_sampling
@@ -59,3 +59,17 @@ def test_a_bundle_with_its_own_grid_is_measured_on_it_and_on_the_uniform_one_bes
     assert own != uniform  # two grids, two sets of samples from the same draws
     lines = describe(report)
     assert "ddim-10  (own grid)" in lines[1] and "ddim-10  (trailing)" in lines[2]
+
+    # the picture: the sampler's line runs on the uniform grid, the own grid is a point of its own
+    from edgediff.tools import plot_curves
+
+    drawn = {}
+    real_save = plot_curves.save
+    monkeypatch.setattr(plot_curves, "save", lambda fig, out: drawn.setdefault("fig", fig) and real_save(fig, out))
+    png = plot_curves.quality_vs_nfe([report], tmp_path / "q.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    by_label = {line.get_label(): line for line in drawn["fig"].axes[0].lines}
+    uniform_share_error = report["rows"][1]["max_share_error"]
+    assert list(by_label["ddim"].get_ydata()) == [uniform_share_error]
+    assert by_label["ddim, its own grid"].get_marker() == "D"
+    assert list(by_label["ddim, its own grid"].get_ydata()) == [report["rows"][0]["max_share_error"]]
