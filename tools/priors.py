@@ -85,6 +85,9 @@ SHIPPED = {"rf-qpsk": "qpsk-stage4", "rf-chirp": "rf-chirp", "rf-mix": "mix-stag
 DISTILLED: dict[str, tuple[str, dict]] = {}
 #: Shipped priors with their own DDIM grid (runtime/grids.py; manifest "sampling"): name -> (spec, why).
 GRIDS = {
+    "rf-qpsk": ("999-500:10,500-150:20,150-0:20",
+                "coarse stochastic steps smooth away each frame's own receiver noise: 20 of DDIM-50's steps below "
+                "t = 150 (uniform: 7) keep the spectrum and the frames' tail (README, every distance has its floor)"),
     "rf-mix": ("999-950:4,950-800:18,800-400:12,400-0:16",
                "a frame's kind is decided at t 950-800: 18 of DDIM-50's steps there (uniform: 7) keep more "
                "chirps (README, rf-mix's missing chirps)"),
