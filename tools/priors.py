@@ -83,12 +83,14 @@ SHIPPED = {"rf-qpsk": "qpsk-stage4", "rf-chirp": "rf-chirp", "rf-mix": "mix-stag
 #: its teacher's 1.42 at DDIM-50 on 4096 frames; the bound is 0.5 dB), so none ships. Its settings:
 #: {"rf-chirp-d4": ("rf-chirp", {"nfe": 4, "start_steps": 64, "steps_per_stage": 1000, "batch": 256, "lr": 1e-4})}
 DISTILLED: dict[str, tuple[str, dict]] = {}
+#: DDIM-50 dense at low t, for priors whose frames carry their own receiver noise (README, every distance has its floor).
+LOW_T_GRID = "999-500:10,500-150:20,150-0:20"
 #: Shipped priors with their own DDIM grid (runtime/grids.py; manifest "sampling"): name -> (spec, why).
 GRIDS = {
-    "rf-qpsk-fast": ("999-500:10,500-150:20,150-0:20",
+    "rf-qpsk-fast": (LOW_T_GRID,
                      "rf-qpsk's grid: the same receiver noise in every frame, the same smoothing by coarse low-noise "
                      "steps (LSD 2.4 -> 1.4 dB on 2048 frames at two seeds, EVM and share alike or better)"),
-    "rf-qpsk": ("999-500:10,500-150:20,150-0:20",
+    "rf-qpsk": (LOW_T_GRID,
                 "coarse stochastic steps smooth away each frame's own receiver noise: 20 of DDIM-50's steps below "
                 "t = 150 (uniform: 7) keep the spectrum and the frames' tail (README, every distance has its floor)"),
     "rf-mix": ("999-950:4,950-800:18,800-400:12,400-0:16",

@@ -65,7 +65,12 @@ def test_a_bundle_with_its_own_grid_is_measured_on_it_and_on_the_uniform_one_bes
 
     drawn = {}
     real_save = plot_curves.save
-    monkeypatch.setattr(plot_curves, "save", lambda fig, out: drawn.setdefault("fig", fig) and real_save(fig, out))
+
+    def keep_and_save(fig, out):
+        drawn["fig"] = fig
+        return real_save(fig, out)
+
+    monkeypatch.setattr(plot_curves, "save", keep_and_save)
     png = plot_curves.quality_vs_nfe([report], tmp_path / "q.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
     by_label = {line.get_label(): line for line in drawn["fig"].axes[0].lines}
