@@ -7,7 +7,11 @@ Blind receiver (no knowledge of the frame's carrier, phase or timing), for M-PSK
 1. coarse carrier offset: the M-th power of the frame carries a tone at M x the offset; the peak of
    its zero-padded spectrum, searched within +-1/(2 sps) so the cyclic tones at k/sps are not taken;
 2. derotate, then matched filter with the RRC pulse (unit energy, so RRC * RRC is a unit Nyquist pulse);
-3. symbol timing: the sampling phase with the most energy among the ``sps`` candidates;
+3. symbol timing, decision-directed: steps 4 and 5 at each of the ``sps`` sampling phases, and the
+   phase whose symbols lie closest to the constellation (lowest EVM) is kept. The phase with the most
+   energy, the usual feed-forward choice, is a sample off on about 1 % of clean generator frames
+   (-14.5 dB EVM where the truth's timing gives -35: 23 symbols and an RRC of roll-off 0.35 leave
+   the energy of adjacent phases within a few per cent), and on 4 % it is off with no harm done;
 4. residual carrier frequency and phase from the M-th power of the symbol-spaced samples;
 5. unit-RMS gain, nearest-point decisions; EVM = mean |r - d|^2 / mean |d|^2 in dB.
 
@@ -149,22 +153,28 @@ def blind_receive(frames: np.ndarray, fmt: PskFormat = PskFormat()) -> BlindResu
     cfo = f_m / m
     # 2. derotate and matched-filter
     y = matched_filter(x * np.exp(-2j * np.pi * cfo[:, None] * nidx), fmt)
-    # 3. timing: the sampling phase with the most energy (edge symbols left out)
+    # 3. timing: every sampling phase through steps 4 and 5; the lowest EVM wins (edge symbols left out)
     lo, hi = fmt.edge_symbols * sps, length - fmt.edge_symbols * sps
-    energy = np.stack([np.sum(np.abs(y[:, lo + p: hi: sps]) ** 2, axis=1) for p in range(sps)], axis=1)
-    timing = (lo + np.argmax(energy, axis=1)) % sps
     k_count = (hi - lo - sps) // sps
-    pos = lo + (timing - lo) % sps
-    r = y[np.arange(n)[:, None], pos[:, None] + sps * np.arange(k_count)[None]]  # (N, K)
+    phases = [_symbols(y[:, lo + p: lo + p + sps * k_count: sps], fmt) for p in range(sps)]
+    evm = np.stack([_evm_db(r, d) for r, d, _ in phases])  # (sps, N)
+    best, rows = np.argmin(evm, axis=0), np.arange(n)
+    r, d, f_sym = (np.stack([ph[i] for ph in phases])[best, rows] for i in range(3))
+    timing = (lo + best) % sps
+    return BlindResult(evm[best, rows], r, d, cfo + f_sym / (m * sps), timing)
+
+
+def _symbols(r: np.ndarray, fmt: PskFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 4 and 5 on symbol-spaced samples (N, K): derotated unit-RMS symbols, their decisions,
+    and the residual frequency (cycles per symbol) removed."""
+    m, k_count = fmt.order, r.shape[1]
     # 4. residual frequency and phase from the M-th power of the symbols (the -1 of a QPSK point^4 is pi)
     f_sym, amp = _tone(r**m, 0.5)
     ref_phase = np.angle(fmt.constellation[0] ** m)
     r = r * np.exp(-1j * (2 * np.pi * f_sym[:, None] * np.arange(k_count)[None] + (np.angle(amp) - ref_phase)[:, None]) / m)
-    cfo = cfo + f_sym / (m * sps)
-    # 5. unit-RMS gain, decisions, EVM
+    # 5. unit-RMS gain, decisions
     r = r / np.maximum(np.sqrt(np.mean(np.abs(r) ** 2, axis=1, keepdims=True)), 1e-30)
-    d = _decide(r, fmt.constellation)
-    return BlindResult(_evm_db(r, d), r, d, cfo, timing)
+    return r, _decide(r, fmt.constellation), f_sym
 
 
 @dataclass(frozen=True)
