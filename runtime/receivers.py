@@ -157,16 +157,15 @@ def blind_receive(frames: np.ndarray, fmt: PskFormat = PskFormat()) -> BlindResu
     lo, hi = fmt.edge_symbols * sps, length - fmt.edge_symbols * sps
     k_count = (hi - lo - sps) // sps
     phases = [_symbols(y[:, lo + p: lo + p + sps * k_count: sps], fmt) for p in range(sps)]
-    evm = np.stack([_evm_db(r, d) for r, d, _ in phases])  # (sps, N)
+    r, d, f_sym, evm = (np.stack(parts) for parts in zip(*phases))  # each (sps, N, ...)
     best, rows = np.argmin(evm, axis=0), np.arange(n)
-    r, d, f_sym = (np.stack([ph[i] for ph in phases])[best, rows] for i in range(3))
-    timing = (lo + best) % sps
-    return BlindResult(evm[best, rows], r, d, cfo + f_sym / (m * sps), timing)
+    return BlindResult(evm[best, rows], r[best, rows], d[best, rows], cfo + f_sym[best, rows] / (m * sps),
+                       (lo + best) % sps)
 
 
-def _symbols(r: np.ndarray, fmt: PskFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _symbols(r: np.ndarray, fmt: PskFormat) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Steps 4 and 5 on symbol-spaced samples (N, K): derotated unit-RMS symbols, their decisions,
-    and the residual frequency (cycles per symbol) removed."""
+    the residual frequency (cycles per symbol) removed, and the EVM (dB)."""
     m, k_count = fmt.order, r.shape[1]
     # 4. residual frequency and phase from the M-th power of the symbols (the -1 of a QPSK point^4 is pi)
     f_sym, amp = _tone(r**m, 0.5)
@@ -174,7 +173,8 @@ def _symbols(r: np.ndarray, fmt: PskFormat) -> tuple[np.ndarray, np.ndarray, np.
     r = r * np.exp(-1j * (2 * np.pi * f_sym[:, None] * np.arange(k_count)[None] + (np.angle(amp) - ref_phase)[:, None]) / m)
     # 5. unit-RMS gain, decisions
     r = r / np.maximum(np.sqrt(np.mean(np.abs(r) ** 2, axis=1, keepdims=True)), 1e-30)
-    return r, _decide(r, fmt.constellation), f_sym
+    d = _decide(r, fmt.constellation)
+    return r, d, f_sym, _evm_db(r, d)
 
 
 @dataclass(frozen=True)
