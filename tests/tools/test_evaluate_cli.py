@@ -72,8 +72,12 @@ def test_the_pulses_of_the_chirp_prior_and_the_floor(tmp_path):
     held = report["held_out"]["pulse_duty_median"]
     assert 0.6 < held < 0.9  # pulses of 50 to 100 % of the frame
     assert 0 < report["generated"]["pulse_duty_median"] <= 1 and "pulse on for" in res.stdout
-    floor = report["floor"]  # 32 more held-out frames against the 32: the data's own distances
-    assert floor["frames"] == 32 and floor["envelope_w1"] < 0.05 and np.isfinite(floor["psd_lsd_db"])
+    # 32 more held-out frames against the 32: the data's own distances, which move with the draw (the held-out
+    # frames follow the bundle's seed: envelope W1 0.051 at stage 4's, under 0.05 at stage 3's), and stay well
+    # under the distance of the prior's short pulses
+    floor = report["floor"]
+    assert floor["frames"] == 32 and floor["envelope_w1"] < 0.1 and np.isfinite(floor["psd_lsd_db"])
+    assert floor["envelope_w1"] < report["envelope_w1"] / 2
     rows = {r["t"]: r for r in report["duty_flow"]}
     assert list(rows) == [500, 700, 800, 850, 900, 950, 999]
     # from 0 dB SNR the shipped prior keeps each pulse's length; from pure noise its pulses come out short
