@@ -325,9 +325,16 @@ def pack(runs: list[Path], extra: list[Path], out: Path, part_bytes: int = PART_
     return parts
 
 
-def unpack(parts: list[Path], runs: Path) -> list[Path]:
-    """Join the parts (in name order) and extract the runs under ``runs``; returns the run directories."""
+def unpack(parts: list[Path], runs: Path, replace_existing: bool = False) -> list[Path]:
+    """Join the parts (in name order) and extract the runs under ``runs``; returns the run directories.
+
+    A run (or a report) already under ``runs`` with other contents is an earlier call's: the archive is
+    refused before anything is written, unless ``replace_existing``, when each such run is replaced
+    whole (never merged: an old run's files must not pass as the new one's). The archive is extracted
+    into a scratch folder beside the runs and moved into place entry by entry."""
     import io
+    import shutil
+    import tempfile
 
     if not parts:
         raise InputError("no parts given: pass the runs.tar.partNN files a GPU session brought back")
@@ -336,11 +343,37 @@ def unpack(parts: list[Path], runs: Path) -> list[Path]:
         tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
     except tarfile.TarError as exc:
         raise InputError(f"the parts do not form a tar archive ({exc}): is one missing?") from None
-    runs.mkdir(parents=True, exist_ok=True)
     with tar:
         members = [m for m in tar.getmembers() if m.isfile()]
         for m in members:
             if Path(m.name).is_absolute() or ".." in Path(m.name).parts or len(Path(m.name).parts) > 2:
                 raise InputError(f"archive member {m.name!r} would leave {runs}; refusing the archive")
-        tar.extractall(runs, members=members, filter="data")
-    return sorted({runs / Path(m.name).parts[0] for m in members if len(Path(m.name).parts) == 2})
+        payload = {m.name: tar.extractfile(m).read() for m in members}  # type: ignore[union-attr]
+    tops = sorted({Path(name).parts[0] for name in payload})
+    clashes = [top for top in tops if (runs / top).exists() and not _holds(runs, top, payload)]
+    if clashes and not replace_existing:
+        raise InputError(f"{runs} already holds {', '.join(clashes)} from an earlier call, with other contents: unpack "
+                         f"into a new folder (--runs {runs}-2) or pass --replace to replace them whole")
+    runs.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=runs))
+    try:
+        for name, content in payload.items():
+            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+            (scratch / name).write_bytes(content)
+        for i, top in enumerate(tops):
+            if (runs / top).exists():
+                os.replace(runs / top, scratch / f"old-{i}")
+            os.replace(scratch / top, runs / top)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [runs / top for top in tops if (runs / top).is_dir()]
+
+
+def _holds(runs: Path, top: str, payload: dict[str, bytes]) -> bool:
+    """Whether ``runs/top`` already holds exactly what the archive has under ``top`` (a second unpack)."""
+    path = runs / top
+    if path.is_file():
+        return payload.get(top) == path.read_bytes()
+    mine = {f"{top}/{f.relative_to(path).as_posix()}": f for f in path.rglob("*") if f.is_file()}
+    theirs = {name for name in payload if name.startswith(f"{top}/")}
+    return set(mine) == theirs and all(mine[name].read_bytes() == payload[name] for name in theirs)

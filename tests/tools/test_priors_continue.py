@@ -249,3 +249,33 @@ def test_a_grown_variant_trains_beside_its_prior_from_the_same_weights_and_adopt
     manifest = json.loads((shipped / "rf-qpsk-fast" / "manifest.json").read_text())
     assert manifest["model"]["config"]["attn_levels"] == [2]
     assert json.loads(ledger.read_text())["rf-qpsk-fast"]["stages"][-1]["run"] == grown.run.name
+
+
+def test_unpack_never_merges_a_new_run_into_an_earlier_one(tmp_path):
+    """A run of the same stage name from an earlier call is refused, nothing written; --replace swaps it whole."""
+    src = tmp_path / "device"
+    (src / "rf-qpsk-s19").mkdir(parents=True)
+    (src / "rf-qpsk-s19" / "config.json").write_text('{"new": 1}')
+    (src / "summary.json").write_text("{}")
+    parts = pc.pack([src / "rf-qpsk-s19"], [src / "summary.json"], tmp_path / "out")
+    runs = tmp_path / "runs"
+    assert pc.unpack(parts, runs) == [runs / "rf-qpsk-s19"]
+    assert pc.unpack(parts, runs) == [runs / "rf-qpsk-s19"]  # the same parts again: nothing to refuse
+    (runs / "rf-qpsk-s19" / "snapshot-500.safetensors").write_text("the earlier call's")
+    (runs / "rf-qpsk-s19" / "config.json").write_text('{"old": 1}')
+    before = sorted((p.relative_to(runs).as_posix(), p.read_bytes()) for p in runs.rglob("*") if p.is_file())
+    with pytest.raises(InputError, match=r"already holds rf-qpsk-s19 from an earlier call.*--replace"):
+        pc.unpack(parts, runs)
+    assert sorted((p.relative_to(runs).as_posix(), p.read_bytes()) for p in runs.rglob("*") if p.is_file()) == before
+    assert pc.unpack(parts, runs, replace_existing=True) == [runs / "rf-qpsk-s19"]
+    assert sorted(p.name for p in (runs / "rf-qpsk-s19").iterdir()) == ["config.json"]  # replaced whole, not merged
+    assert json.loads((runs / "rf-qpsk-s19" / "config.json").read_text()) == {"new": 1}
+    assert sorted(p.name for p in runs.iterdir()) == ["rf-qpsk-s19", "summary.json"]  # no scratch left
+    res = subprocess.run([sys.executable, "-m", "edgediff", "priors", "unpack", *map(str, parts), "--runs", str(runs)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 0 and "restored" in res.stdout
+    (runs / "rf-qpsk-s19" / "config.json").write_text('{"old": 1}')
+    res = subprocess.run([sys.executable, "-m", "edgediff", "priors", "unpack", *map(str, parts), "--runs", str(runs)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "--replace" in res.stderr

@@ -267,11 +267,13 @@ def carry_cmd(runs, out) -> None:
 @priors.command("unpack")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--runs", type=click.Path(path_type=Path), default=Path("runs/gpu"), show_default=True)
-def unpack_cmd(parts, runs) -> None:
-    """Restore the runs a GPU session packed (its runs.tar.partNN files) under RUNS."""
+@click.option("--replace", is_flag=True, help="Replace runs (and reports) of the same names from an earlier call, whole.")
+def unpack_cmd(parts, runs, replace) -> None:
+    """Restore the runs a GPU session packed (its runs.tar.partNN files) under RUNS; an earlier call's
+    run of the same name is refused unless --replace."""
     from edgediff.tools import priors_continue as pc
 
-    for run in pc.unpack(list(parts), runs):
+    for run in pc.unpack(list(parts), runs, replace_existing=replace):
         click.echo(f"restored {run}")
 
 
