@@ -154,6 +154,18 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
     return True
 
 
+def decline(ledger_path: Path, name: str, run: Path, s_new: float, s_old: float, n: int, why: str,
+            log: Callable[[str], Any]) -> None:
+    """Record ``run`` as measured and kept out (the ledger's ``declined``, one record per run): the next
+    GPU call neither continues from it (``priors continue``, ``priors carry``) nor reuses its name."""
+    ledger = read_ledger(ledger_path)
+    entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
+    record = {"run": run.name, "score": round(s_new, 3), "shipped_score": round(s_old, 3), "measured_on": n, "why": why}
+    entry["declined"] = [d for d in entry.get("declined", []) if d.get("run") != run.name] + [record]
+    write_json(ledger_path, ledger)
+    log(f"{name}: {run.name} not adopted ({why}); recorded as declined in {ledger_path}: the next stage starts from the shipped prior")
+
+
 def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Callable[[str], Any] = print,
           tolerance: tuple[float, float] | None = None, device: str | None = None, dry_run: bool = False) -> bool:
     """Export ``run`` and keep it as the shipped prior when it measures better than the bundle there
@@ -199,16 +211,20 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             log(f"{name}: dry run: {'would go on to adopt' if better else 'would keep the shipped prior'}{gate}; nothing changed")
             return better
         if s_new >= s_old:
+            decline(ledger_path, name, run, s_new, s_old, n, "measured no better than the shipped prior", log)
             return False
         if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):
             log(f"{name}: not adopted: the shipped prior has a gated int8 model and the stage's int8 model failed "
                 "that gate; adopt by hand (edgediff export onnx, then export int8 with other settings) or train on")
+            decline(ledger_path, name, run, s_new, s_old, n, "its int8 model failed the shipped prior's gate", log)
             return False
         out_root.mkdir(parents=True, exist_ok=True)
         with atomic_directory(out_root / name, replace=True) as staged:  # the shipped one goes only once this is whole
             shutil.copytree(candidate, staged, dirs_exist_ok=True)
     ledger = read_ledger(ledger_path)
     entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
+    if entry.get("declined"):  # measured again, and adopted this time
+        entry["declined"] = [d for d in entry["declined"] if d.get("run") != run.name]
     parents = unrecorded_parents(run, (name, variant), {s.get("run") for s in entry["stages"]}, log)
     for stage in [*parents, run]:
         frames, seconds = stage_frames(stage)

@@ -102,22 +102,33 @@ def stage_number(name: str, run: Path) -> int | None:
     return int(tail) if run.name.startswith(f"{name}-s") and tail.isdigit() else None
 
 
-def newest_stage(name: str, runs: Path, files: tuple[str, ...] = ("weights.safetensors",)) -> Path | None:
-    """The stage run of ``name`` under ``runs`` with the highest K that holds all of ``files``."""
+def newest_stage(name: str, runs: Path, files: tuple[str, ...] = ("weights.safetensors",),
+                 skip: frozenset[str] | set[str] = frozenset()) -> Path | None:
+    """The stage run of ``name`` under ``runs`` with the highest K that holds all of ``files`` and is
+    not one of ``skip`` (run names)."""
     local = [r for r in runs.glob(f"{name}-s[0-9]*") if stage_number(name, r) is not None
-             and all((r / f).is_file() for f in files)]
+             and r.name not in skip and all((r / f).is_file() for f in files)]
     return max(local, key=lambda r: stage_number(name, r) or 0, default=None)
 
 
+def declined(ledger: dict[str, Any], name: str) -> set[str]:
+    """The stage runs of prior ``name`` that ``priors adopt`` measured and kept out (the ledger's
+    ``declined``): the next stage starts from what ships, not from them, and takes a new number."""
+    return {str(d.get("run")) for d in ledger.get(name, {}).get("declined", [])}
+
+
 def newest_weights(name: str, runs: Path, ledger: dict[str, Any]) -> tuple[int, str]:
-    """(next stage number, where its weights start): the newest local stage run, else the shipped bundle."""
+    """(next stage number, where its weights start): the newest local stage run that was not declined,
+    else the shipped bundle."""
     from edgediff.runtime.bundle import SHIPPED_DIR
 
-    stages = ledger.get(name, {}).get("stages", [])
-    # past every stage recorded, by count and by name: a stage adopted from elsewhere (rf-chirp-s3 after
-    # an unadopted s2) must not have its name taken again
-    done = max([len(stages)] + [stage_number(name, Path(str(s.get("run", "")))) or 0 for s in stages])
-    run = newest_stage(name, runs)
+    entry = ledger.get(name, {})
+    stages = entry.get("stages", [])
+    # past every stage recorded, adopted or declined, by count and by name: a stage adopted from elsewhere
+    # (rf-chirp-s3 after an unadopted s2) or one measured and declined must not have its name taken again
+    done = max([len(stages)] + [stage_number(name, Path(str(s.get("run", "")))) or 0
+                                for s in [*stages, *entry.get("declined", [])]])
+    run = newest_stage(name, runs, skip=declined(ledger, name))
     if run is not None:
         return max(done, stage_number(name, run) or 0) + 1, str(run / "weights.safetensors")
     return done + 1, str(SHIPPED_DIR / name)
@@ -127,15 +138,18 @@ def newest_weights(name: str, runs: Path, ledger: dict[str, Any]) -> tuple[int, 
 CARRIED = ("config.json", "weights.safetensors")
 
 
-def carry(runs: Path, out: Path, names: tuple[str, ...] | None = None) -> list[Path]:
+def carry(runs: Path, out: Path, names: tuple[str, ...] | None = None,
+          ledger: dict[str, Any] | None = None) -> list[Path]:
     """Copy the newest stage run of each prior under ``runs`` (config and EMA weights only: checkpoints
-    and snapshots stay here) into ``out``, for a device call's ``carry`` (64 MiB in all): the next
-    ``priors continue --runs out`` starts each prior from there. Returns the copied runs."""
+    and snapshots stay here; runs the ledger lists as declined stay too) into ``out``, for a device
+    call's ``carry`` (64 MiB in all): the next ``priors continue --runs out`` starts each prior from
+    there. Returns the copied runs."""
     import shutil
 
+    ledger = read_ledger() if ledger is None else ledger
     copied = []
     for name in (*CONTINUED, *GROWN) if names is None else names:
-        newest = newest_stage(name, runs, CARRIED)
+        newest = newest_stage(name, runs, CARRIED, skip=declined(ledger, GROWN[name][0] if name in GROWN else name))
         if newest is None:
             continue
         target = out / newest.name
@@ -164,7 +178,7 @@ def plan(names: list[str], runs: Path, seconds: float, *, study: list[str], dry_
         if variant in GROWN:
             prior, changes = GROWN[variant]
             number, init = newest_weights(prior, runs, ledger)
-            own = newest_stage(variant, runs)  # a grown run here already: train it on instead
+            own = newest_stage(variant, runs, skip=declined(ledger, prior))  # a grown run here already: train it on
             if own is not None:
                 number, init = max(number, (stage_number(variant, own) or 0) + 1), str(own / "weights.safetensors")
             stages.append(_stage(variant, runs, number, prior, init, seconds, dry_run, changes))

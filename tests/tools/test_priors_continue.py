@@ -57,6 +57,10 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     assert not pa.adopt(restored[0], shipped, FRAMES, ledger, log=print)  # not better than itself: kept as it was
     assert hashlib.sha256((shipped / "rf-chirp" / "model.onnx").read_bytes()).hexdigest() == digest
     assert len(json.loads(ledger.read_text())["rf-chirp"]["stages"]) == 1
+    # measured and kept out: recorded, so the next call neither starts from it nor takes its name again
+    assert [d["run"] for d in json.loads(ledger.read_text())["rf-chirp"]["declined"]] == [stage]
+    number, init = pc.newest_weights("rf-chirp", back, json.loads(ledger.read_text()))
+    assert number == pc.stage_number("rf-chirp", restored[0]) + 1 and init.endswith("priors/rf-chirp")
     check_int8_is_carried(restored[0], shipped, ledger, monkeypatch)
 
 
@@ -113,6 +117,7 @@ def check_int8_is_carried(run, shipped, ledger, monkeypatch):
     assert "model.int8.onnx" in bundle.manifest["files"] and record["gate"]["passed"]
     assert (record["calibration"]["inputs"], record["gate"]["frames"]) == (16, 16)
     assert len(json.loads(ledger.read_text())["rf-chirp"]["stages"]) == 2
+    assert json.loads(ledger.read_text())["rf-chirp"]["declined"] == []  # adopted after all: no longer declined
 
 
 def test_the_next_stage_continues_the_newest_local_run(tmp_path):
@@ -126,6 +131,13 @@ def test_the_next_stage_continues_the_newest_local_run(tmp_path):
     # an adopted stage whose number skips one (s2 was never adopted): the next is past it, not a second s3
     number, _ = pc.newest_weights("rf-chirp", tmp_path, {"rf-chirp": {"stages": [{"run": "rf-chirp"}, {"run": "rf-chirp-s3"}]}})
     assert number == 4
+    # a stage adopt declined is neither continued nor carried, and its number is not taken again
+    ledger = {"rf-qpsk": {"stages": [{}] * 4, "declined": [{"run": "rf-qpsk-s5"}]}}
+    number, init = pc.newest_weights("rf-qpsk", tmp_path, ledger)
+    assert number == 6 and init.endswith("priors/rf-qpsk")
+    (tmp_path / "rf-qpsk-s5" / "config.json").write_text("{}")
+    assert pc.carry(tmp_path, tmp_path / "carry", ledger=ledger) == []
+    assert [p.name for p in pc.carry(tmp_path, tmp_path / "carry2", ledger={})] == ["rf-qpsk-s5"]
 
 
 def test_the_ledger_counts_the_unadopted_stages_an_adopted_one_continued(tmp_path, mlp_run):
