@@ -127,7 +127,7 @@ def run(figures: list[Figure], root: Path = ROOT, logs: Path | None = None,
         (logs / f"{f.name}.log").write_text(f"$ edgediff {' '.join(f.args)}\n{res.stdout}{res.stderr}")
         done[f.name] = {"exit": res.returncode, "seconds": round(seconds, 1)}
         if res.returncode == 0:
-            mark([f], root)
+            mark([f], root, seconds=seconds)
         tail = (res.stdout.strip().splitlines() or [""])[-1] if res.returncode == 0 else res.stderr.strip()[-500:]
         log(f"    exit {res.returncode} after {seconds:.0f} s: {tail}")
     return done
@@ -162,14 +162,18 @@ def _read_record(root: Path) -> dict[str, Any]:
                          "as never recorded)") from None
 
 
-def mark(figures: list[Figure], root: Path = ROOT, priors: list[str] | None = None) -> None:
+def mark(figures: list[Figure], root: Path = ROOT, priors: list[str] | None = None,
+         seconds: float | None = None) -> None:
     """Record that ``figures`` were measured with the shipped priors as they are now (only ``priors``
-    among theirs when given: a figure of two priors re-measured for one keeps the other's record)."""
+    among theirs when given: a figure of two priors re-measured for one keeps the other's record);
+    ``seconds``, what the run took here, is kept beside (hosts differ from the nominal minutes by 3x)."""
     record = _read_record(root)
     today = time.strftime("%Y-%m-%d")
     now = _identities(figures)
     for f in figures:
         entry = record.setdefault(f.name, {"priors": {}})
+        if seconds is not None:
+            entry["last_run"] = {"seconds": round(seconds), "recorded": today}
         for p in f.priors:
             if priors is None or p in priors:
                 entry["priors"][p] = {**now[p], "recorded": today}
@@ -177,6 +181,13 @@ def mark(figures: list[Figure], root: Path = ROOT, priors: list[str] | None = No
     write_json(root / RECORD, {"_about": "Which shipped priors each README figure was last measured with "
                                          "(edgediff priors figures records it; --stale reads it).",
                                "figures": dict(sorted(record.items()))})
+
+
+def last_seconds(figures: list[Figure], root: Path = ROOT) -> dict[str, int]:
+    """{figure name: seconds its last run by :func:`run` took} for the figures that have one."""
+    record = _read_record(root)
+    return {f.name: int(record[f.name]["last_run"]["seconds"]) for f in figures
+            if isinstance(record.get(f.name, {}).get("last_run"), dict)}
 
 
 def stale(figures: list[Figure], root: Path = ROOT) -> dict[str, str]:

@@ -58,8 +58,10 @@ def test_the_runner_writes_copies_and_goes_on_past_a_failure(tmp_path):
     assert report["generated"]["evm"]["median_db"] < 0
     assert (tmp_path / "docs" / "img" / "schedule.png").read_bytes()[:4] == b"\x89PNG"
     assert "rf-nope" in (tmp_path / "out" / "figures" / "broken.log").read_text()  # whole outputs kept
-    # what ran is recorded with the prior it read; what failed is not
+    # what ran is recorded with the prior it read, and how long it took here; what failed is not
     assert fg.stale(figures, tmp_path) == {"broken": "rf-qpsk: never recorded"}
+    took = fg.last_seconds(figures, tmp_path)
+    assert set(took) == {"tiny", "picture"} and abs(took["tiny"] - done["tiny"]["seconds"]) <= 0.5
 
 
 def test_a_figure_is_stale_for_the_prior_whose_model_changed_and_mark_records_only_the_named_one(tmp_path):

@@ -362,11 +362,14 @@ def figures_cmd(names, stale_only, list_only, mark) -> None:
         click.echo(f"recorded {len(chosen)} figures as measured with today's "
                    f"{', '.join(names) if names else 'shipped priors'} in {fg.RECORD}")
         return
-    click.echo(f"{len(chosen)} figures, about {sum(f.minutes for f in chosen):.0f} min on 2 CPU cores"
+    last = fg.last_seconds(chosen)
+    took = (f" (the last runs here of {len(last)} of them: {sum(last.values()) / 60:.0f} min)" if last else "")
+    click.echo(f"{len(chosen)} figures, about {sum(f.minutes for f in chosen):.0f} min on 2 CPU cores{took}"
                f"{'' if stale_only else f'; {sum(f.name in why for f in chosen)} stale'}")
     if list_only:
         for f in chosen:
-            click.echo(f"{f.name:>24}  {f.minutes:>4g} min  [{', '.join(f.priors)}] {f.section}: edgediff {' '.join(f.args)}")
+            ran = f" (last run {last[f.name] / 60:.0f} min)" if f.name in last else ""
+            click.echo(f"{f.name:>24}  {f.minutes:>4g} min{ran}  [{', '.join(f.priors)}] {f.section}: edgediff {' '.join(f.args)}")
             click.echo(f"{'':>24}  {'stale: ' + why[f.name] if f.name in why else 'current'}")
         return
     done = fg.run(chosen, log=click.echo)  # whole outputs in out/figures/NAME.log
