@@ -215,8 +215,8 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             return False
         if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):
             log(f"{name}: not adopted: the shipped prior has a gated int8 model and the stage's int8 model failed "
-                "that gate; adopt by hand (edgediff export onnx, then export int8 with other settings) or train on")
-            decline(ledger_path, name, run, s_new, s_old, n, "its int8 model failed the shipped prior's gate", log)
+                "that gate; adopt by hand (edgediff export onnx, then export int8 with other settings) or train on "
+                "(not declined: its float weights measured better, so the next call continues from them)")
             return False
         out_root.mkdir(parents=True, exist_ok=True)
         with atomic_directory(out_root / name, replace=True) as staged:  # the shipped one goes only once this is whole

@@ -111,6 +111,9 @@ def check_int8_is_carried(run, shipped, ledger, monkeypatch):
         before = (shipped / "rf-chirp" / "manifest.json").read_bytes()
         assert not pa.adopt(run, shipped, FRAMES, ledger, log=lines.append)
         assert "not adopted" in lines[-1] and (shipped / "rf-chirp" / "manifest.json").read_bytes() == before
+        # better float weights whose int8 model failed: not declined (the next call trains on from them)
+        assert [d["why"] for d in json.loads(ledger.read_text())["rf-chirp"]["declined"]] == [
+            "measured no better than the shipped prior"]  # the earlier verdict on the same run, unchanged
     assert pa.adopt(run, shipped, FRAMES, ledger, log=lines.append)
     bundle = Bundle.open(shipped / "rf-chirp")  # hashes verified
     record = bundle.manifest["int8"]
