@@ -362,7 +362,7 @@ def unpack(parts: list[Path], runs: Path, replace_existing: bool = False) -> lis
         for m in members:
             if Path(m.name).is_absolute() or ".." in Path(m.name).parts or len(Path(m.name).parts) > 2:
                 raise InputError(f"archive member {m.name!r} would leave {runs}; refusing the archive")
-        payload = {m.name: tar.extractfile(m).read() for m in members}  # type: ignore[union-attr]
+        payload = {Path(m.name).as_posix(): tar.extractfile(m).read() for m in members}  # type: ignore[union-attr]
     tops = sorted({Path(name).parts[0] for name in payload})
     clashes = [top for top in tops if (runs / top).exists() and not _holds(runs, top, payload)]
     if clashes and not replace_existing:
