@@ -33,7 +33,7 @@ from edgediff.train.distributed import DistContext
 from edgediff.train.models import build_model, config_from_dict, config_to_dict, count_parameters, fit_to_data
 from edgediff.train.reference import schedule_tensors
 from edgediff.train.rf_torch import FrameGenerator
-from edgediff.train.step import ResidentFrames, TrainStep, make_optimizer, resolve as resolve_step
+from edgediff.train.step import ResidentFrames, TrainStep, configure_backends, make_optimizer, resolve as resolve_step
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,7 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.local_rank] if dev.type == "cuda" else None)
 
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest convolution once
+    configure_backends(dev)
     local_batch = cfg.batch // ctx.world_size
     train_step = TrainStep(net, model, optimizer, ema, schedule_tensors(config.schedule, torch.float32, dev),
                                 frame_source(config, data, local_batch, dev), config, local_batch, dev, options,

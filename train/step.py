@@ -87,6 +87,13 @@ def resolve(train: Any, data: Any, device: torch.device, distributed: bool) -> t
     return train, options
 
 
+def configure_backends(device: torch.device) -> None:
+    """Backend settings every training step on ``device`` runs with (the loop and bench-train alike):
+    on CUDA, cuDNN benchmarks its convolution algorithms once for the step's fixed shapes."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, options: StepOptions,
                    device: torch.device) -> torch.optim.Optimizer:
     """AdamW: default (foreach) kernels, or fused; a captured step needs capturable state and a tensor lr."""
