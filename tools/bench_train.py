@@ -114,8 +114,10 @@ def flops_per_frame(model_config: Any, sample_shape: tuple[int, ...]) -> dict[st
 
 
 def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmup: int, n_resident: int,
-            chunk: int = 10) -> dict[str, Any]:
-    """Frames/s and step time of one variant (its own model, optimizer and data)."""
+            chunk: int = 10, profile: int = 0, trace: Any = None) -> dict[str, Any]:
+    """Frames/s and step time of one variant (its own model, optimizer and data); ``profile``: that many
+    more steps under the profiler afterwards (:mod:`edgediff.tools.train_profile`), their trace kept
+    at ``trace`` when given."""
     import numpy as np
     import torch
 
@@ -129,6 +131,7 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
     data, norm = datasets.load(replace(config.data, n=n_resident))
     config = replace(config, train=train, normalisation=norm, model=fit_to_data(config.model, tuple(data.shape[1:])))
     train, options = step.resolve(train, config.data, device, False)
+    step.configure_backends(device)  # as the loop does
     torch.manual_seed(0)
     model = build_model(config.model).to(device)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -158,26 +161,45 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
         if elapsed >= seconds:
             break
     loss, _ = runner.take_metrics()
-    return {"variant": asdict(variant), "options": options.describe(), "frames": train.frames, "steps": steps,
+    profiled = None
+    if profile:
+        from edgediff.tools.train_profile import profile_steps
+
+        try:
+            profiled = profile_steps(lambda: run(warmup + steps, profile), device, trace)
+            profiled["steps"] = profile
+        except Exception as exc:  # the timing above stands without it
+            profiled = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+    return {"variant": asdict(variant), "profile": profiled, "options": options.describe(), "frames": train.frames, "steps": steps,
             "seconds": elapsed, "warmup_steps": warmup, "warmup_s": warm_s, "frames_per_s": steps * variant.batch / elapsed,
             "step_ms": 1e3 * elapsed / steps, "mean_loss": loss, "loss_finite": bool(np.isfinite(loss))}
 
 
 def bench(variants: list[Variant], config: Any, device: Any, *, seconds: float, warmup: int, n_resident: int,
-          peak: float | None = None, log: Any = print) -> dict[str, Any]:
-    """Every variant in turn, in one process; a failing variant is reported and the others still run."""
+          peak: float | None = None, bandwidth: float | None = None, profile: int = 0, traces: Any = None,
+          log: Any = print) -> dict[str, Any]:
+    """Every variant in turn, in one process; a failing variant is reported and the others still run.
+    Where the device's peak and bandwidth are known (or given), each row is set against the model's
+    roofline at its batch (:mod:`edgediff.tools.roofline`); ``profile`` steps of each variant run under
+    the profiler afterwards, their traces kept in the folder ``traces`` when given."""
     import torch
 
+    from edgediff.tools import roofline
     from edgediff.tools.bench import machine
 
     flops = flops_per_frame(config.model, config.model.sample_shape)
     report: dict[str, Any] = {"machine": machine(), "device": str(device), "model": asdict(config.model),
                               "dataset": config.data.dataset, "flops_per_frame": flops, "rows": []}
-    if device.type == "cuda":
-        report["gpu"] = torch.cuda.get_device_name(device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    if gpu:
+        report["gpu"] = gpu
+    figures = roofline.device_figures(gpu, peak, bandwidth)
+    counted = roofline.count(config.model, config.model.sample_shape) if figures else None
     for v in variants:
+        trace = None if traces is None else traces / f"{v.name}.trace.json.gz"
         try:
-            row = measure(v, config, device, seconds=seconds, warmup=warmup, n_resident=n_resident)
+            row = measure(v, config, device, seconds=seconds, warmup=warmup, n_resident=n_resident, profile=profile,
+                          trace=trace)
         except Exception as exc:  # a GPU minute is too dear to lose the other variants to one failure
             row = {"variant": asdict(v), "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         else:
@@ -185,8 +207,19 @@ def bench(variants: list[Variant], config: Any, device: Any, *, seconds: float, 
             row["tflops"] = row["frames_per_s"] * flops["train"] / 1e12
             row["peak_tflops"] = pk
             row["fraction_of_peak"] = row["tflops"] / pk if pk else None
+            if counted:
+                bound = roofline.bounds(*counted, v.batch, *figures, element_bytes=2 if v.amp else 4)
+                row["roofline"] = bound
+                row["of_eager_roofline"] = row["frames_per_s"] / bound["eager"]["frames_per_s"]
         report["rows"].append(row)
         log(row_line(row, report["rows"][0]))
+        if row.get("roofline"):
+            log(" " * 16 + roofline.summary(row["roofline"]) + f"; measured {100 * row['of_eager_roofline']:.0f} % of eager")
+        if row.get("profile"):
+            from edgediff.tools.train_profile import line
+
+            log(line(v.name, row["profile"]) if "error" not in row["profile"]
+                else f"{v.name:>14}  profile failed: {row['profile']['error']}")
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -28,7 +28,8 @@ def test_bench_train_compares_variants_in_one_run_and_counts_their_frames(tmp_pa
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "edgediff", "bench-train", "--width", "8", "--variant", "today:batch=8",
            "--variant", "mine:batch=4,frames=generated,graphs=on,fused=on", "--seconds", "0.5", "--warmup", "4",
-           "--n", "64", "--device", "cpu", "--threads", "1", "--peak-tflops", "1", "--json", str(out)]
+           "--n", "64", "--device", "cpu", "--threads", "1", "--peak-tflops", "1", "--bandwidth-tbs", "0.05",
+           "--profile", "2", "--json", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
@@ -39,8 +40,15 @@ def test_bench_train_compares_variants_in_one_run_and_counts_their_frames(tmp_pa
         assert row["steps"] % 10 == 0 and row["frames_per_s"] == pytest.approx(row["steps"] * row["variant"]["batch"] / row["seconds"])
         assert row["tflops"] == pytest.approx(row["frames_per_s"] * report["flops_per_frame"]["train"] / 1e12)
         assert row["fraction_of_peak"] == pytest.approx(row["tflops"] / 1.0)
+        # set against the model's roofline at the row's own batch (float32 on the CPU) ...
+        bound = row["roofline"]
+        assert bound["batch"] == row["variant"]["batch"] and bound["element_bytes"] == 4 and bound["bandwidth_tbs"] == 0.05
+        assert row["of_eager_roofline"] == pytest.approx(row["frames_per_s"] / bound["eager"]["frames_per_s"])
+        # ... and two more steps profiled afterwards: the U-Net's convolutions among their operators
+        assert row["profile"]["steps"] == 2 and "convolution" in row["profile"]["groups"]
     assert mine["options"] == "graphs+fused" and today["options"] == "eager"
     assert "frames/s" in res.stdout and "x1.00" in res.stdout
+    assert res.stdout.count("roofline at batch") == 2 and res.stdout.count("profile: ") == 2
 
 
 @pytest.mark.parametrize("text, match", [("nosuch", "unknown"), ("today:batch=0", "batch"), ("today:frames=disk", "frames"),

@@ -37,6 +37,9 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     assert config["train"]["frames"] == "generated" and config["train"]["init_from"].endswith("priors/rf-chirp")
     bench = json.loads((out / "bench-train.json").read_text())
     assert [r["variant"]["name"] for r in bench["rows"]] == ["today", "fast"] and all("error" not in r for r in bench["rows"])
+    # each variant's steps profiled, their traces kept beside for the trip back
+    assert all("error" not in r["profile"] and r["profile"]["kernels"] > 0 for r in bench["rows"])
+    assert sorted(p.name for p in (out / "profile").iterdir()) == ["fast.trace.json.gz", "today.trace.json.gz"]
     parts = sorted(out.glob("runs.tar.part*"))
     assert parts and all(p.stat().st_size <= pc.PART_BYTES for p in parts)
     # here: the parts become runs again, and the stage is measured against what ships

@@ -210,12 +210,24 @@ def bench_samplers(bundles, n, no_timing, json_out, plot, force, also) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--threads", type=count(1, 256), help="torch CPU threads (default: torch's).")
 @click.option("--peak-tflops", type=positive(1e6), help="The device's peak, for the fraction (known GPUs: looked up).")
+@click.option("--bandwidth-tbs", type=positive(1e3), help="The device's memory bandwidth in TB/s, for the roofline "
+              "(known GPUs: looked up).")
+@click.option("--profile", "profile_steps", type=click.IntRange(0, 1000), default=0, show_default=True,
+              help="After each variant's timing, profile this many steps: device time by kernel group, device busy share.")
+@click.option("--roofline", "roofline_gpu", metavar="GPU",
+              help="Only print the model's roofline on this GPU (H200, H100, A100, L40S, ...) at the variants' "
+                   "batches, counted here: no training, no GPU needed.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write every figure as JSON.")
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
-def bench_train(dataset, width, variants, seconds, warmup, n_resident, device, threads, peak_tflops, json_out, force) -> None:
+def bench_train(dataset, width, variants, seconds, warmup, n_resident, device, threads, peak_tflops, bandwidth_tbs,
+                profile_steps, roofline_gpu, json_out, force) -> None:
     """Training throughput of the loop's own step in several configurations, side by side in one run:
-    frames/s, ms per step, FLOPs per frame, TFLOP/s and the fraction of the device's peak."""
+    frames/s, ms per step, FLOPs per frame, TFLOP/s, the fraction of the device's peak and of the
+    model's roofline; optionally where the step's device time goes (--profile)."""
     check_outputs({"--json": json_out}, force=force)
+    if roofline_gpu is not None:
+        _roofline(dataset, width, variants, roofline_gpu, peak_tflops, bandwidth_tbs, json_out)
+        return
     import torch
 
     from edgediff.runtime.atomic import write_json
@@ -233,9 +245,35 @@ def bench_train(dataset, width, variants, seconds, warmup, n_resident, device, t
     click.echo(f"{dataset}, {config.model.kind} width {width} on {dev}: {flops['forward'] / 1e9:.3f} GFLOP per frame "
                f"forward, {flops['train'] / 1e9:.3f} forward + backward")
     report = bt.bench(chosen, config, dev, seconds=seconds, warmup=warmup, n_resident=n_resident, peak=peak_tflops,
-                      log=click.echo)
+                      bandwidth=bandwidth_tbs, profile=profile_steps, log=click.echo)
     if json_out is not None:
         write_json(json_out, report)
+        click.echo(f"wrote {json_out}")
+
+
+def _roofline(dataset, width, variants, gpu, peak_tflops, bandwidth_tbs, json_out) -> None:
+    from dataclasses import asdict
+
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools import bench_train as bt
+    from edgediff.tools import priors, roofline
+
+    chosen = [bt.parse_variant(v, True) for v in variants]
+    figures = roofline.gpu_figures(gpu, peak_tflops, bandwidth_tbs)
+    recipe = priors.RECIPES["gmm2d"] if dataset == "gmm2d" else priors.PriorRecipe(dataset)
+    config = priors.run_config(priors.replace_width(recipe, width))
+    rows, n_params = roofline.count(config.model, config.model.sample_shape)
+    click.echo(f"{dataset}, {config.model.kind} width {width}, {n_params:,} parameters, on {gpu} "
+               f"({figures[0]:.0f} TFLOP/s bf16, {figures[1]:.2f} TB/s):")
+    for text in roofline.table(rows):
+        click.echo("  " + text)
+    bounds = []
+    for batch in sorted({v.batch for v in chosen}):
+        bounds.append(roofline.bounds(rows, n_params, batch, *figures))
+        click.echo(roofline.summary(bounds[-1]))
+    if json_out is not None:
+        write_json(json_out, {"gpu": gpu, "model": asdict(config.model), "parameters": n_params, "bounds": bounds,
+                              "operations": [asdict(r) for r in rows]})
         click.echo(f"wrote {json_out}")
 
 
