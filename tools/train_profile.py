@@ -70,7 +70,9 @@ def profile_steps(run: Callable[[], None], device: Any, trace: Path | None = Non
         kernels = [(a.key, 0.0, float(a.self_cpu_time_total), int(a.count)) for a in prof.key_averages()
                    if a.self_cpu_time_total > 0 and not a.key.startswith("ProfilerStep")]
         busy = None
-    return summarise(kernels, wall, busy)
+    out = summarise(kernels, wall, busy)
+    out["unit"] = "kernels" if cuda else "operator calls"
+    return out
 
 
 def kernels_of(events: list[dict[str, Any]]) -> list[tuple[str, float, float, int]]:
@@ -114,4 +116,4 @@ def summarise(kernels: list[tuple[str, float, float, int]], wall_s: float, busy_
 def line(name: str, p: dict[str, Any]) -> str:
     groups = ", ".join(f"{g} {100 * v['share']:.0f} %" for g, v in list(p["groups"].items())[:5])
     busy = f"device busy {100 * p['busy_fraction']:.0f} % of {p['wall_s'] * 1e3:.0f} ms; " if p.get("busy_fraction") else ""
-    return f"{name:>14}  profile: {busy}{p['kernels']} kernels, {groups}"
+    return f"{name:>14}  profile: {busy}{p['kernels']} {p.get('unit', 'kernels')}, {groups}"

@@ -131,7 +131,7 @@ def test_profiled_cpu_steps_name_their_operators(tmp_path):
             model(x, t).square().mean().backward()
 
     p = tp.profile_steps(steps, torch.device("cpu"), tmp_path / "t.json.gz")
-    assert (tmp_path / "t.json.gz").stat().st_size > 0 and "busy_fraction" not in p
+    assert (tmp_path / "t.json.gz").stat().st_size > 0 and "busy_fraction" not in p and p["unit"] == "operator calls"
     assert sum(g["share"] for g in p["groups"].values()) == pytest.approx(1.0)
     assert {"convolution", "norm", "elementwise"} <= set(p["groups"])
     conv = next(r for r in p["top"] if r["name"] == "aten::convolution_backward")
