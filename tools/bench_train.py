@@ -26,7 +26,7 @@ from edgediff.runtime.errors import InputError
 #: Dense tensor-core peaks in TFLOP/s (vendor datasheets, SXM parts): (bf16, tf32/fp32 matrix).
 PEAKS = {"H200": (989.4, 494.7), "H100 PCIe": (756.0, 378.0), "H100": (989.4, 494.7), "A100": (312.0, 156.0),
          "L40S": (362.1, 183.0), "L4": (121.0, 60.0), "A10": (125.0, 62.5), "RTX 4090": (165.2, 82.6)}
-VARIANT_KEYS = ("batch", "frames", "amp", "graphs", "fused", "compile")
+VARIANT_KEYS = ("batch", "frames", "amp", "graphs", "fused", "compile", "copies")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Variant:
     graphs: bool = False
     fused: bool = False
     compile: bool = False
+    copies: int = 1  # independent models trained at once, each on its own CUDA stream (several priors in one process)
 
 
 def presets(cuda: bool) -> dict[str, Variant]:
@@ -47,12 +48,15 @@ def presets(cuda: bool) -> dict[str, Variant]:
         "fast": Variant("fast", 4096, "generated", amp=cuda, graphs=True, fused=True),
         "fast-512": Variant("fast-512", 512, "generated", amp=cuda, graphs=True, fused=True),
         "fast-compile": Variant("fast-compile", 4096, "generated", amp=cuda, graphs=True, fused=True, compile=True),
+        # four priors' steps at the stages' batch, their graphs replayed side by side on four streams
+        "fast-compile-x4": Variant("fast-compile-x4", 1024, "generated", amp=cuda, graphs=True, fused=True, compile=True,
+                                   copies=4),
     }
 
 
 def parse_variant(text: str, cuda: bool) -> Variant:
     """``NAME`` (a preset) or ``NAME:key=value,...`` (a preset changed, or a new name from ``today``);
-    keys: batch (int), frames (resident|generated), amp/graphs/fused/compile (on|off)."""
+    keys: batch (int), frames (resident|generated), amp/graphs/fused/compile (on|off), copies (int)."""
     name, _, changes = text.partition(":")
     known = presets(cuda)
     base = known.get(name)
@@ -68,9 +72,10 @@ def parse_variant(text: str, cuda: bool) -> Variant:
 
 
 def _value(text: str, key: str, value: str) -> Any:
-    if key == "batch":
-        if not value.isdigit() or not 1 <= int(value) <= 1 << 20:
-            raise InputError(f"variant {text!r}: batch={value!r} is not a whole number in 1..{1 << 20}")
+    if key in ("batch", "copies"):
+        top = 1 << 20 if key == "batch" else 64
+        if not value.isdigit() or not 1 <= int(value) <= top:
+            raise InputError(f"variant {text!r}: {key}={value!r} is not a whole number in 1..{top}")
         return int(value)
     if key == "frames":
         if value not in ("resident", "generated"):
@@ -115,9 +120,12 @@ def flops_per_frame(model_config: Any, sample_shape: tuple[int, ...]) -> dict[st
 
 def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmup: int, n_resident: int,
             chunk: int = 10, profile: int = 0, trace: Any = None) -> dict[str, Any]:
-    """Frames/s and step time of one variant (its own model, optimizer and data); ``profile``: that many
-    more steps under the profiler afterwards (:mod:`edgediff.tools.train_profile`), their trace kept
-    at ``trace`` when given."""
+    """Frames/s and step time of one variant (its own model, optimizer and data; with ``copies``, that
+    many models, each with its own seed, data and CUDA stream, stepped in turn: frames/s counts them
+    all); ``profile``: that many more steps under the profiler afterwards
+    (:mod:`edgediff.tools.train_profile`), their trace kept at ``trace`` when given."""
+    import contextlib
+
     import numpy as np
     import torch
 
@@ -132,21 +140,28 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
     config = replace(config, train=train, normalisation=norm, model=fit_to_data(config.model, tuple(data.shape[1:])))
     train, options = step.resolve(train, config.data, device, False)
     step.configure_backends(device)  # as the loop does
-    torch.manual_seed(0)
-    model = build_model(config.model).to(device)
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    optimizer = step.make_optimizer(model, train.lr, train.weight_decay, options, device)
-    net = torch.compile(model) if options.compile else model
-    runner = step.TrainStep(net, model, optimizer, ema, schedule_tensors(config.schedule, torch.float32, device),
-                            frame_source(replace(config, train=train), data, variant.batch, device), config,
-                            variant.batch, device, options, tuple(data.shape[1:]))
+    runners = []
+    for copy in range(variant.copies):
+        torch.manual_seed(copy)
+        model = build_model(config.model).to(device)
+        ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        optimizer = step.make_optimizer(model, train.lr, train.weight_decay, options, device)
+        net = torch.compile(model) if options.compile else model
+        runners.append(step.TrainStep(net, model, optimizer, ema, schedule_tensors(config.schedule, torch.float32, device),
+                                      frame_source(replace(config, train=train), data, variant.batch, device), config,
+                                      variant.batch, device, options, tuple(data.shape[1:])))
     del data
-    generator = torch.Generator(device=device)
+    generators = [torch.Generator(device=device) for _ in runners]
+    # one model: the current stream, as the loop runs it; several: a stream each, so their steps can overlap
+    several = variant.copies > 1 and device.type == "cuda"
+    streams = [torch.cuda.Stream(device) if several else None for _ in runners]
 
     def run(first: int, count: int) -> None:
         for s in range(first, first + count):
-            generator.manual_seed(step_seed(0, s, 0))
-            runner(generator, train.lr, ema_decay(s, train.ema))
+            for copy, (runner, generator, stream) in enumerate(zip(runners, generators, streams)):
+                with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                    generator.manual_seed(step_seed(copy, s, 0))
+                    runner(generator, train.lr, ema_decay(s, train.ema))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
@@ -160,7 +175,8 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds:
             break
-    loss, _ = runner.take_metrics()
+    losses = [runner.take_metrics()[0] for runner in runners]
+    loss = float(np.mean(losses))
     profiled = None
     if profile:
         from edgediff.tools.train_profile import profile_steps
@@ -171,8 +187,9 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
         except Exception as exc:  # the timing above stands without it
             profiled = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
     return {"variant": asdict(variant), "profile": profiled, "options": options.describe(), "frames": train.frames, "steps": steps,
-            "seconds": elapsed, "warmup_steps": warmup, "warmup_s": warm_s, "frames_per_s": steps * variant.batch / elapsed,
-            "step_ms": 1e3 * elapsed / steps, "mean_loss": loss, "loss_finite": bool(np.isfinite(loss))}
+            "seconds": elapsed, "warmup_steps": warmup, "warmup_s": warm_s, "copies": variant.copies,
+            "frames_per_s": steps * variant.batch * variant.copies / elapsed, "step_ms": 1e3 * elapsed / steps,
+            "mean_loss": loss, "copy_losses": losses, "loss_finite": bool(np.all(np.isfinite(losses)))}
 
 
 def bench(variants: list[Variant], config: Any, device: Any, *, seconds: float, warmup: int, n_resident: int,
@@ -229,9 +246,11 @@ def bench(variants: list[Variant], config: Any, device: Any, *, seconds: float, 
 def row_line(row: dict[str, Any], first: dict[str, Any]) -> str:
     v = row["variant"]
     if "error" in row:
-        return f"{v['name']:>14}  batch {v['batch']:>6}  failed: {row['error']}"
+        return f"{v['name']:>15}  batch {v['batch']:>8}  failed: {row['error']}"
     ratio = row["frames_per_s"] / first["frames_per_s"] if "frames_per_s" in first else float("nan")
     frac = f"{100 * row['fraction_of_peak']:.1f} % of {row['peak_tflops']:.0f}" if row.get("fraction_of_peak") else "peak n/a"
-    return (f"{v['name']:>14}  batch {v['batch']:>6}  {row['options']:<22} {row['frames']:<9} "
+    copies = v.get("copies", 1)
+    batch = f"{v['batch']}" + (f" x {copies}" if copies > 1 else "")
+    return (f"{v['name']:>15}  batch {batch:>8}  {row['options']:<22} {row['frames']:<9} "
             f"{row['frames_per_s']:>10.0f} frames/s  {row['step_ms']:>8.2f} ms/step  {row['tflops']:>7.2f} TFLOP/s "
             f"({frac})  x{ratio:.2f}  warm-up {row['warmup_s']:.1f} s")

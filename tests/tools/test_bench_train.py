@@ -47,11 +47,26 @@ def test_bench_train_compares_variants_in_one_run_and_counts_their_frames(tmp_pa
         # ... and two more steps profiled afterwards: the U-Net's convolutions among their operators
         assert row["profile"]["steps"] == 2 and "convolution" in row["profile"]["groups"]
     assert mine["options"] == "graphs+fused" and today["options"] == "eager"
-    assert "frames/s" in res.stdout and "x1.00" in res.stdout
+    assert "frames/s" in res.stdout and "x1.00" in res.stdout and today["copies"] == mine["copies"] == 1
     assert res.stdout.count("roofline at batch") == 2 and res.stdout.count("profile: ") == 2
 
 
+def test_copies_train_several_models_at_once_and_count_all_their_frames():
+    """Four models of the stages' step at once (streams on a GPU; in turn here): every copy trains, on
+    its own draws, and frames/s counts all four."""
+    from edgediff.tools import priors
+
+    config = priors.run_config(priors.replace_width(priors.PriorRecipe("rf-qpsk"), 8))
+    v = bt.parse_variant("fast-compile-x4:batch=4,compile=off", cuda=False)
+    assert (v.copies, v.batch, v.graphs, v.compile) == (4, 4, True, False)
+    row = bt.measure(v, config, torch.device("cpu"), seconds=0.2, warmup=2, n_resident=64, chunk=2)
+    assert row["copies"] == 4 and row["loss_finite"]
+    assert len(set(row["copy_losses"])) == 4  # four models, four seeds, four sets of draws
+    assert row["frames_per_s"] == pytest.approx(row["steps"] * 4 * 4 / row["seconds"])
+
+
 @pytest.mark.parametrize("text, match", [("nosuch", "unknown"), ("today:batch=0", "batch"), ("today:frames=disk", "frames"),
+                                         ("today:copies=0", "copies"), ("today:copies=65", "copies"),
                                          ("today:graphs=yes", "on or off"), ("today:speed=9", "key 'speed'")])
 def test_bad_variants_are_named(text, match):
     with pytest.raises(InputError, match=match):

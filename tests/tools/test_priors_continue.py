@@ -36,10 +36,12 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     config = json.loads((runs / stage / "config.json").read_text())
     assert config["train"]["frames"] == "generated" and config["train"]["init_from"].endswith("priors/rf-chirp")
     bench = json.loads((out / "bench-train.json").read_text())
-    assert [r["variant"]["name"] for r in bench["rows"]] == ["today", "fast"] and all("error" not in r for r in bench["rows"])
+    names = ["today", "fast", "fast-compile-x4"]
+    assert [r["variant"]["name"] for r in bench["rows"]] == names and all("error" not in r for r in bench["rows"])
+    assert bench["rows"][2]["copies"] == 4  # four models at once (on a GPU each on its own stream)
     # each variant's steps profiled, their traces kept beside for the trip back
     assert all("error" not in r["profile"] and r["profile"]["kernels"] > 0 for r in bench["rows"])
-    assert sorted(p.name for p in (out / "profile").iterdir()) == ["fast.trace.json.gz", "today.trace.json.gz"]
+    assert sorted(p.name for p in (out / "profile").iterdir()) == sorted(f"{n}.trace.json.gz" for n in names)
     parts = sorted(out.glob("runs.tar.part*"))
     assert parts and all(p.stat().st_size <= pc.PART_BYTES for p in parts)
     # here: the parts become runs again, and the stage is measured against what ships

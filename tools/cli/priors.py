@@ -238,8 +238,10 @@ def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> dict:
 
     dev = resolve_device("cpu" if dry_run else device)
     cuda = dev.type == "cuda"
-    # fast-compile at the stages' batch: its compilation is cached for the stages of the same U-Net
-    names = ("today:batch=8", "fast:batch=8") if dry_run else ("today", "fast", f"fast-compile:batch={pc.GPU_STAGE['batch']}")
+    # fast-compile at the stages' batch: its compilation is cached for the stages of the same U-Net; then
+    # four models of it at once, each on its own stream: what several priors in one process would move
+    names = (("today:batch=8", "fast:batch=8", "fast-compile-x4:batch=8,compile=off") if dry_run else
+             ("today", "fast", f"fast-compile:batch={pc.GPU_STAGE['batch']}", "fast-compile-x4"))
     variants = [bt.parse_variant(v, cuda) for v in names]
     # a few steps of each under the profiler afterwards: where the device time goes (traces kept beside)
     report = bt.bench(variants, p.run_config(p.PriorRecipe("rf-qpsk")), dev, seconds=seconds, warmup=4 if dry_run else 10,
