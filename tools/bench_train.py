@@ -236,7 +236,7 @@ def bench(variants: list[Variant], config: Any, device: Any, *, seconds: float, 
             from edgediff.tools.train_profile import line
 
             log(line(v.name, row["profile"]) if "error" not in row["profile"]
-                else f"{v.name:>14}  profile failed: {row['profile']['error']}")
+                else f"{v.name:>15}  profile failed: {row['profile']['error']}")
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

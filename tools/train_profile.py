@@ -116,4 +116,4 @@ def summarise(kernels: list[tuple[str, float, float, int]], wall_s: float, busy_
 def line(name: str, p: dict[str, Any]) -> str:
     groups = ", ".join(f"{g} {100 * v['share']:.0f} %" for g, v in list(p["groups"].items())[:5])
     busy = f"device busy {100 * p['busy_fraction']:.0f} % of {p['wall_s'] * 1e3:.0f} ms; " if p.get("busy_fraction") else ""
-    return f"{name:>14}  profile: {busy}{p['kernels']} {p.get('unit', 'kernels')}, {groups}"
+    return f"{name:>15}  profile: {busy}{p['kernels']} {p.get('unit', 'kernels')}, {groups}"
