@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from edgediff.runtime.atomic import atomic_directory, write_json
 from edgediff.runtime.errors import InputError
-from edgediff.tools.priors_continue import CONTINUED, GROWN, LEDGER, read_ledger, stage_number
+from edgediff.tools.priors_continue import CONTINUED, GROWN, LEDGER, prior_of, read_ledger, stage_number
 
 
 def _summary(run: Path) -> dict[str, Any]:
@@ -180,7 +180,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
     from edgediff.export.bundle_onnx import OnnxExportOptions, export_bundle
 
     variant = run.name.rsplit("-s", 1)[0]
-    name = GROWN[variant][0] if variant in GROWN else variant  # a grown stage replaces its prior
+    name = prior_of(variant)  # a grown stage replaces its prior
     if name not in CONTINUED or stage_number(variant, run) is None:
         raise InputError(f"{run}: not a stage run (expected NAME-sK with NAME one of {', '.join([*CONTINUED, *GROWN])})")
     with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.is_dir() else None) as tmp:

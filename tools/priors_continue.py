@@ -71,6 +71,13 @@ STUDY_LR = 2e-3 * math.sqrt(2)  # the recipes' rate at 512, scaled to the stage'
 GROWN = {"rf-qpsk-attn": ("rf-qpsk", {"attn_levels": (2,)}),
          "rf-qpsk-fast-attn": ("rf-qpsk-fast", {"attn_levels": (2,)}),
          "rf-chirp-attn": ("rf-chirp", {"attn_levels": (2,)})}
+
+
+def prior_of(variant: str) -> str:
+    """The prior a stage of ``variant`` would replace: a grown twin's own prior, else the variant itself."""
+    return GROWN[variant][0] if variant in GROWN else variant
+
+
 #: Each part brought back stays under the device tool's 16 MiB per file.
 PART_BYTES = 15 * 1024 * 1024
 DRY = {"batch": 8, "snapshot_every": 5, "checkpoint_every": 10, "log_every": 5, "warmup": 2, "n_frames": 256}
@@ -149,7 +156,7 @@ def carry(runs: Path, out: Path, names: tuple[str, ...] | None = None,
     ledger = read_ledger() if ledger is None else ledger
     copied = []
     for name in (*CONTINUED, *GROWN) if names is None else names:
-        newest = newest_stage(name, runs, CARRIED, skip=declined(ledger, GROWN[name][0] if name in GROWN else name))
+        newest = newest_stage(name, runs, CARRIED, skip=declined(ledger, prior_of(name)))
         if newest is None:
             continue
         target = out / newest.name
