@@ -152,7 +152,7 @@ def bounds(rows: list[OpCount], n_params: int, batch: int, peak_tflops: float, b
 
 def summary(b: dict[str, Any]) -> str:
     return (f"roofline at batch {b['batch']} ({b['peak_tflops']:.0f} TFLOP/s, {b['bandwidth_tbs']:.2f} TB/s; "
-            f"{b['train_gflop_per_frame']:.3f} GFLOP, >= {b['bytes_per_frame_mb']:.1f} MB a frame): "
+            f"{b['train_gflop_per_frame']:.3g} GFLOP, >= {b['bytes_per_frame_mb']:.3g} MB a frame): "
             f"eager <= {b['eager']['frames_per_s']:,.0f} frames/s ({100 * b['eager']['fraction_of_peak']:.1f} % of peak, "
             f"{100 * b['memory_bound_share_eager']:.0f} % of its time memory-bound), "
             f"fused <= {b['fused']['frames_per_s']:,.0f} ({100 * b['fused']['fraction_of_peak']:.1f} %)")
