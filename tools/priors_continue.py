@@ -281,6 +281,45 @@ def step_fallback(stages: list[Stage], bench: dict[str, Any],
     return changed, f"the fast step failed in the benchmark ({fast}): every stage trains with today's step instead"
 
 
+#: Four models of the stages' compiled step on four streams (bench-train's ``fast-compile-x4``) must
+#: move at least this much more than one alone for the stages to train in one process: it pays for the
+#: process's serial start (each stage's set-up and compilation in turn, where processes overlap them).
+TOGETHER_GAIN = 1.3
+
+
+def together_pays(bench: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the stages should train in one process (:mod:`edgediff.train.together`), and why, from
+    the benchmark's ``fast-compile-x4`` against ``fast-compile`` (the same step, one model)."""
+    rows = {r.get("variant", {}).get("name"): r for r in bench.get("rows", [])}
+    many, one = rows.get("fast-compile-x4"), rows.get("fast-compile")
+    if many is None or one is None:
+        return False, "stages train one process each (the benchmark did not compare four models at once with one)"
+    for name, row in (("fast-compile-x4", many), ("fast-compile", one)):
+        if _failure(bench, name) or "frames_per_s" not in row:
+            return False, f"stages train one process each ({name} failed in the benchmark: {_failure(bench, name)})"
+    gain = many["frames_per_s"] / one["frames_per_s"]
+    words = (f"four models on four streams moved {many['frames_per_s']:.0f} frames/s against one's "
+             f"{one['frames_per_s']:.0f} ({gain:.2f}x)")
+    if gain >= TOGETHER_GAIN:
+        return True, f"stages train together in one process, a stream each: {words}"
+    return False, f"stages train one process each: {words}, under the {TOGETHER_GAIN}x that one process needs"
+
+
+def launch_together(stages: list[Stage], device: str, log_path: Path, log: Callable[[str], Any] = print) -> int:
+    """Train every stage in one process (``edgediff priors train-together``), a CUDA stream each; each
+    stage's log in its run's train.log, the process's own output in ``log_path``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "edgediff", "priors", "train-together", *[str(s.run) for s in stages], "--device", device]
+    start = time.perf_counter()
+    with open(log_path, "w") as out:
+        code = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+    for s in stages:
+        tail = (s.run / "train.log").read_text().strip().splitlines()[-1:] if (s.run / "train.log").is_file() else []
+        log(f"{s.name}: {tail[0] if tail else 'no log'}")
+    log(f"train-together: exit {code} after {time.perf_counter() - start:.0f} s")
+    return code
+
+
 def rewrite(stages: list[Stage]) -> None:
     """Replace each prepared stage's config.json (nothing has trained there yet)."""
     for s in stages:

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generator
 
 import numpy as np
 import torch
@@ -104,6 +104,20 @@ def fit(
 
 
 def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: DistContext, progress: bool) -> dict[str, Any]:
+    steps = fit_steps(config, out, resume, dev, ctx, progress)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def fit_steps(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: DistContext = DistContext(),
+              progress: bool = False) -> Generator[int, None, dict[str, Any]]:
+    """The run as a generator: sets up at the first ``next``, yields the step number after every
+    optimizer step, returns the summary. Whoever drives it decides what runs between two steps and on
+    which CUDA stream (:mod:`edgediff.train.together` interleaves several runs); :func:`fit` drives
+    one to the end."""
     data, norm = datasets.load(config.data)
     model_config = fit_to_data(config.model, tuple(data.shape[1:]))
     train_cfg, options = resolve_step(config.train, config.data, dev, ctx.enabled)
@@ -190,6 +204,7 @@ def _fit(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx: Dis
                                     {"kind": "ema", "step": str(step_no)})
         if ctx.is_main and (step_no % cfg.checkpoint_every == 0 or step_no == cfg.steps):
             _checkpoint(out, step_no, model, ema, optimizer, rows)
+        yield step_no
     bar.close()
     _sync(dev)
     seconds = time.perf_counter() - t_start

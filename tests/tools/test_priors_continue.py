@@ -26,7 +26,7 @@ FRAMES = 16  # frames each adopt samples from both bundles: its score, not its q
 def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     runs, out = tmp_path / "runs", tmp_path / "out"
     # exactly what a GPU session runs (make gpu-priors: the package linked onto PYTHONPATH, no install)
-    args = f"rf-chirp --runs {runs} --seconds 2 --bench-seconds 0.5 --dry-run"
+    args = f"rf-chirp --runs {runs} --seconds 2 --bench-seconds 0.5 --together on --dry-run"  # the one-process route
     stage = f"rf-chirp-s{pc.newest_weights('rf-chirp', runs, pc.read_ledger())[0]}"  # past the shipped ledger's
     cmd = ["make", "-s", "-C", str(ROOT), "gpu-priors", f"GPU_PYTHON={sys.executable}", f"OUT={out}",
            f"GPU_SITE={tmp_path / 'site'}", f"GPU_ARGS={args}"]
@@ -42,6 +42,9 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     # each variant's steps profiled, their traces kept beside for the trip back
     assert all("error" not in r["profile"] and r["profile"]["kernels"] > 0 for r in bench["rows"])
     assert sorted(p.name for p in (out / "profile").iterdir()) == sorted(f"{n}.trace.json.gz" for n in names)
+    # trained in one process (`priors train-together`): its stage's log ends as `edgediff train` ends a run
+    assert "train-together: exit 0" in res.stdout and (out / "together.log").is_file()
+    assert (runs / stage / "train.log").read_text().strip().splitlines()[-1].startswith("trained ")
     parts = sorted(out.glob("runs.tar.part*"))
     assert parts and all(p.stat().st_size <= pc.PART_BYTES for p in parts)
     # here: the parts become runs again, and the stage is measured against what ships
@@ -177,6 +180,21 @@ def test_bad_names_and_archives_are_refused(tmp_path):
     bad.write_bytes(b"not a tar")
     with pytest.raises(InputError, match="do not form a tar"):
         pc.unpack([bad], tmp_path / "x")
+
+
+def test_stages_train_together_only_where_four_models_at_once_moved_enough_more():
+    def bench(one, many, many_error=None):
+        rows = [{"variant": {"name": "fast-compile"}, "frames_per_s": one, "loss_finite": True},
+                {"variant": {"name": "fast-compile-x4"}, "loss_finite": True,
+                 **({"error": many_error} if many_error else {"frames_per_s": many})}]
+        return {"rows": rows}
+
+    yes, why = pc.together_pays(bench(80_000, 160_000))
+    assert yes and "2.00x" in why and "together" in why
+    no, why = pc.together_pays(bench(80_000, 96_000))
+    assert not no and "1.20x" in why and f"{pc.TOGETHER_GAIN}x" in why
+    assert not pc.together_pays(bench(80_000, 0, many_error="RuntimeError: out of memory"))[0]
+    assert not pc.together_pays({"rows": []})[0] and not pc.together_pays({})[0]  # no benchmark: processes
 
 
 def test_a_failed_fast_step_sends_every_stage_to_todays_step(tmp_path):

@@ -49,6 +49,27 @@ def train_cmd(name, runs, seconds, steps, snapshot_every, device, frames, batch,
                f"on {summary['device']}")
 
 
+@priors.command("train-together")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def train_together_cmd(runs, device) -> None:
+    """Resume prepared RUNS in one process, one step of each in turn, each on its own CUDA stream
+    (their kernels can overlap where processes take turns); each run's log in RUN/train.log."""
+    from edgediff.runtime.errors import InputError
+    from edgediff.train.together import fit_together
+
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise InputError(f"runs {', '.join(names)}: two share a name; each run's log and result go by its name")
+    for run in runs:
+        if not (run / "config.json").is_file():
+            raise InputError(f"{run}: no config.json: prepare the run first (edgediff train ... or priors continue)")
+    results = fit_together(list(runs), device, log=click.echo)
+    failed = sorted(n for n, r in results.items() if "error" in r)
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
 @priors.command("curve")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--n", type=click.IntRange(min=16), default=256, show_default=True, help="Frames per point.")
@@ -184,8 +205,11 @@ DRY_SECONDS = 5.0
                    "grown from a prior's newest weights, beside its stage: rf-qpsk-attn, rf-qpsk-fast-attn, rf-chirp-attn.")
 @click.option("--curve-n", type=click.IntRange(16, 100_000), default=512, show_default=True, help="Frames per curve point.")
 @click.option("--device", default="cuda", show_default=True)
+@click.option("--together", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Train the stages in one process, a CUDA stream each (on), one process each (off), or as the "
+                   "benchmark's four-models-at-once variant says (auto).")
 @click.option("--dry-run", is_flag=True, help="The same plan at a toy size on the CPU: seconds per stage, tiny batches.")
-def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, device, dry_run) -> None:
+def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, device, together, dry_run) -> None:
     """The prepared GPU session: benchmark, continue every shipped prior (NAMES: default all) from its
     newest weights side by side, measure their curves, pack the runs into OUT for the trip back."""
     import json
@@ -202,13 +226,22 @@ def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, devic
     for st in stages:
         click.echo(f"{st.name}: stage {st.run} from {st.init or 'scratch'}, batch {st.config.train.batch}, "
                    f"lr {st.config.train.lr:.2e}, {seconds:.0f} s")
+    report = {}
     if bench_seconds > 0:
         report = _bench(out / "bench-train.json", device, bench_seconds, dry_run)
         stages, why = pc.step_fallback(stages, report, pc.DRY["n_frames"] if dry_run else pc.FALLBACK_FRAMES)
         if why:
             click.echo(why)
             pc.rewrite(stages)
-    pc.launch(stages, device, log=click.echo)
+    if together == "auto":
+        one_process, why = pc.together_pays(report)
+        click.echo(why)
+    else:
+        one_process = together == "on"
+    if one_process:
+        pc.launch_together(stages, device, out / "together.log", log=click.echo)
+    else:
+        pc.launch(stages, device, log=click.echo)
     pc.curves(stages, device, curve_n, points=2 if dry_run else 6, sample_steps=4 if dry_run else 50, log=click.echo)
     summary = {}
     for st in stages:
@@ -218,7 +251,7 @@ def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, devic
             click.echo(p_summary(st.name, rows))
         summary[st.name] = {"run": str(st.run), "init": st.init, "curve": rows[-1:] if rows else None}
     write_json(out / "summary.json", summary)
-    parts = pc.pack([st.run for st in stages], [out / "bench-train.json", out / "summary.json"], out)
+    parts = pc.pack([st.run for st in stages], [out / "bench-train.json", out / "summary.json", out / "together.log"], out)
     click.echo(f"packed {len(stages)} runs into {', '.join(p.name for p in parts)} in {out} "
                f"({time.perf_counter() - t0:.0f} s since the plan)")
 

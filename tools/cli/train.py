@@ -83,6 +83,7 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, attn_lev
     from edgediff.train.distributed import DistContext
     from edgediff.train.evaluate import describe_errors
     from edgediff.train.loop import fit
+    from edgediff.train.together import closing_line
 
     ctx = DistContext.from_env(os.environ)
     if dataset and data_path:
@@ -102,10 +103,7 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, attn_lev
     summary = fit(config, out, resume=resume, device=device, ctx=ctx, progress=not quiet)
     if not ctx.is_main:
         return
-    line = (f"trained {summary['steps']} steps ({summary['steps_this_session']} now) in {summary['seconds']:.1f} s, "
-            f"{summary['samples_per_s']:.0f} samples/s on {summary['device']} x{summary['processes']}; "
-            f"final loss {summary['final_loss']:.4f} (predicting zero: 1.0); run in {out}")
-    click.echo(line)
+    click.echo(closing_line(summary, out))
     if "score_rel_l2" in summary:
         click.echo(f"score error vs exact mixture (relative L2): {describe_errors(summary['score_rel_l2'])}")
 
