@@ -273,12 +273,12 @@ def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> dict:
     cuda = dev.type == "cuda"
     # fast-compile at the stages' batch: its compilation is cached for the stages of the same U-Net; then
     # four models of it at once, each on its own stream: what several priors in one process would move
-    names = (("today:batch=8", "fast:batch=8", "fast-compile-x4:batch=8,compile=off") if dry_run else
+    names = (("today:batch=8", "fast:batch=8", "fast-compile-x4:batch=8,compile=off,copies=2") if dry_run else
              ("today", "fast", f"fast-compile:batch={pc.GPU_STAGE['batch']}", "fast-compile-x4"))
     variants = [bt.parse_variant(v, cuda) for v in names]
     # a few steps of each under the profiler afterwards: where the device time goes (traces kept beside)
     report = bt.bench(variants, p.run_config(p.PriorRecipe("rf-qpsk")), dev, seconds=seconds, warmup=4 if dry_run else 10,
-                      n_resident=256 if dry_run else 20000, profile=2 if dry_run else 5,
+                      n_resident=256 if dry_run else 20000, profile=1 if dry_run else 5,
                       traces=json_out.parent / "profile", log=click.echo)
     write_json(json_out, report)
     return report
