@@ -1,8 +1,6 @@
 """The training step's roofline (counted on the CPU) and its profile: counts and arithmetic, not speed."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -76,15 +74,18 @@ def test_gpus_are_known_by_name_or_refused():
 
 def test_bench_train_roofline_prints_the_bounds_without_training(tmp_path):
     out = tmp_path / "roofline.json"
-    cmd = [sys.executable, "-m", "edgediff", "bench-train", "--width", "8", "--roofline", "H200",
-           "--variant", "today", "--variant", "fast:batch=1024", "--json", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    from click.testing import CliRunner
+
+    from edgediff.tools.cli import cli
+
+    args = ["bench-train", "--width", "8", "--roofline", "H200", "--variant", "today", "--variant", "fast:batch=1024"]
+    res = CliRunner().invoke(cli, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
     assert [b["batch"] for b in report["bounds"]] == [512, 1024] and report["gpu"] == "H200"
     assert res.stdout.count("roofline at batch") == 2 and "convolution_backward" in res.stdout
-    bad = subprocess.run(cmd[:6] + ["--roofline", "B200"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    bad = CliRunner().invoke(cli, [*args[:3], "--roofline", "B200"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and len(bad.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("name, group", [

@@ -3,8 +3,6 @@ run ends exactly where it would alone, and one run's failure is its own."""
 
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -87,10 +85,14 @@ def test_priors_train_together_cli_refuses_what_it_cannot_run(tmp_path):
     b = prepared(tmp_path / "y" / "run", config(2))
     empty = tmp_path / "empty"
     empty.mkdir()
+    from click.testing import CliRunner
+
+    from edgediff.tools.cli import cli
+
     for args, words in (([str(a), str(b)], "share a name"), ([str(empty)], "no config.json")):
-        res = subprocess.run([sys.executable, "-m", "edgediff", "priors", "train-together", *args, "--device", "cpu"],
-                             capture_output=True, text=True, timeout=300)
-        assert res.returncode == 2 and words in res.stderr and "Traceback" not in res.stderr
+        res = CliRunner().invoke(cli, ["priors", "train-together", *args, "--device", "cpu"])
+        assert res.exit_code == 2 and words in res.stderr and "Traceback" not in res.output
+        assert len(res.stderr.strip().splitlines()) == 1
     assert not (a / "train.log").exists()  # refused before anything was written
 
 
