@@ -85,12 +85,13 @@ gr-env:
 	    $(GR_VENV)/bin/python -m pip install -q "onnxruntime>=1.18" && touch $(GR_STAMP); } \
 	  || { rm -rf $(GR_VENV); echo "note: could not build $(GR_VENV); the GNU Radio tests will skip"; }; fi
 
-# The suite in two workers, one torch thread each (a file's tests stay together): on 2 cores they
+# The suite in two workers, one torch thread each (a file's tests stay together; files with a test
+# marked slow are handed out first, tests/conftest.py, so the short ones fill in at the end): on 2 cores they
 # finish in about 0.6 of one worker's time; torch's own threads on top would only oversubscribe.
 # A CPU count is no guide in a container with a CPU quota; on a larger machine: make test TEST_WORKERS=8.
 TEST_WORKERS ?= 2
 test: $(STAMP) edge-tools gr-env
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) $(GR_VENV) runs bundles out

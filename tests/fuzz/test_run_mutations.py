@@ -45,6 +45,7 @@ def mutate_run(run: Path, target: str, kind: str, seed: int, value) -> None:
 
 
 @RUN_FUZZ
+@pytest.mark.slow
 @given(target=st.sampled_from(("config.json",) * 3 + RUN_FILES[1:]), kind=st.sampled_from(["flip", "truncate", "json-edit", "json-delete",
                                                                  "type-swap", "deep"]),
        seed=st.integers(0, 2**31 - 1), value=JSON_VALUES, command=st.sampled_from(["export", "resume", "distill"]))

@@ -15,6 +15,7 @@ def edgediff(*args):
     return subprocess.run([sys.executable, "-m", "edgediff", *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_bench_samplers_gmm2d(tmp_path):
     res = edgediff("bench-samplers", "gmm2d", "--n", "1500", "--no-timing", "--json", tmp_path / "q.json",
                    "--plot", tmp_path / "q.png", "--also", "ddpm:200")

@@ -49,6 +49,7 @@ def test_the_denoise_curve_and_the_error_split(tmp_path):
     assert "resampled EVM" in res.stdout and "phase wander" in res.stdout
 
 
+@pytest.mark.slow
 def test_the_chirp_flow_of_the_mixed_prior(tmp_path):
     out = tmp_path / "r.json"
     res = edgediff("evaluate", "rf-mix", "--n", "48", "--steps", "4", "--denoise-curve", "--json", out, "--quiet")
@@ -64,6 +65,7 @@ def test_the_chirp_flow_of_the_mixed_prior(tmp_path):
     assert all(0 <= r["chirp_share"] <= 1 for r in rows.values()) and "QPSK -> chirp" in res.stdout
 
 
+@pytest.mark.slow
 def test_the_pulses_of_the_chirp_prior_and_the_floor(tmp_path):
     out = tmp_path / "r.json"
     res = edgediff("evaluate", "rf-chirp", "--n", "32", "--steps", "4", "--denoise-curve", "--json", out, "--quiet")

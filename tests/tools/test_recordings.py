@@ -154,6 +154,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_recording(tmp_path):
     """1 MB against 20 MB of samples, one step each: an implementation that held the recording (or
     its output) in memory would grow by 40-80 MB; the bound is 10 MB (measured: ~1 MB)."""

@@ -66,6 +66,7 @@ def test_distilled_bundle_through_the_cli(student, tmp_path):
     assert res.returncode == 0 and "DDIM-4, eta 0" in res.stdout, res.stdout + res.stderr
 
 
+@pytest.mark.slow
 def test_a_distilled_gmm2d_prior_keeps_the_mode_shares(tmp_path):
     """A gmm2d teacher (T = 1000) distilled 64 -> 4 steps in a short run (300 optimizer steps a stage):
     its 4-step samples keep the mixture's weights within 0.05 (measured 0.02-0.03; the shipped prior
