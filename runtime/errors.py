@@ -27,3 +27,9 @@ class BackendUnavailableError(EdgediffError):
 
 class DataError(EdgediffError):
     """A dataset file cannot be used for training: missing, wrong rank, non-finite, corrupt."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (cut at ``limit``), for reports that go on after a failure."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__

@@ -21,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from edgediff.runtime.errors import InputError
+from edgediff.runtime.errors import InputError, one_line
 
 #: Dense tensor-core peaks in TFLOP/s (vendor datasheets, SXM parts): (bf16, tf32/fp32 matrix).
 PEAKS = {"H200": (989.4, 494.7), "H100 PCIe": (756.0, 378.0), "H100": (989.4, 494.7), "A100": (312.0, 156.0),
@@ -124,8 +124,6 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
     many models, each with its own seed, data and CUDA stream, stepped in turn: frames/s counts them
     all); ``profile``: that many more steps under the profiler afterwards
     (:mod:`edgediff.tools.train_profile`), their trace kept at ``trace`` when given."""
-    import contextlib
-
     import numpy as np
     import torch
 
@@ -159,7 +157,7 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
     def run(first: int, count: int) -> None:
         for s in range(first, first + count):
             for copy, (runner, generator, stream) in enumerate(zip(runners, generators, streams)):
-                with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                with torch.cuda.stream(stream):  # None: the current stream
                     generator.manual_seed(step_seed(copy, s, 0))
                     runner(generator, train.lr, ema_decay(s, train.ema))
         if device.type == "cuda":
@@ -185,7 +183,7 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
             profiled = profile_steps(lambda: run(warmup + steps, profile), device, trace)
             profiled["steps"] = profile
         except Exception as exc:  # the timing above stands without it
-            profiled = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            profiled = {"error": one_line(exc)}
     return {"variant": asdict(variant), "profile": profiled, "options": options.describe(), "frames": train.frames, "steps": steps,
             "seconds": elapsed, "warmup_steps": warmup, "warmup_s": warm_s, "copies": variant.copies,
             "frames_per_s": steps * variant.batch * variant.copies / elapsed, "step_ms": 1e3 * elapsed / steps,
@@ -218,7 +216,7 @@ def bench(variants: list[Variant], config: Any, device: Any, *, seconds: float, 
             row = measure(v, config, device, seconds=seconds, warmup=warmup, n_resident=n_resident, profile=profile,
                           trace=trace)
         except Exception as exc:  # a GPU minute is too dear to lose the other variants to one failure
-            row = {"variant": asdict(v), "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            row = {"variant": asdict(v), "error": one_line(exc)}
         else:
             pk = peak_tflops(device, v.amp, peak)
             row["tflops"] = row["frames_per_s"] * flops["train"] / 1e12

@@ -13,7 +13,7 @@ priors on a GPU"). In that call it
    runs (other widths, from scratch) share the GPU and the budget;
 3. measures each run's learning curve on the GPU (EVM / LSD of the EMA snapshots);
 4. packs the runs (configs, EMA weights, loss, curves, logs) into parts under 16 MiB for the trip
-   back, with a manifest of what each part holds.
+   back (:mod:`edgediff.tools.priors_pack`).
 
 Here, ``edgediff priors unpack`` restores the runs and ``edgediff priors adopt``
 (:mod:`edgediff.tools.priors_adopt`) evaluates them against the shipped bundles, exports the better
@@ -31,7 +31,6 @@ import math
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -78,8 +77,6 @@ def prior_of(variant: str) -> str:
     return GROWN[variant][0] if variant in GROWN else variant
 
 
-#: Each part brought back stays under the device tool's 16 MiB per file.
-PART_BYTES = 15 * 1024 * 1024
 DRY = {"batch": 8, "snapshot_every": 5, "checkpoint_every": 10, "log_every": 5, "warmup": 2, "n_frames": 256}
 
 
@@ -295,8 +292,9 @@ def together_pays(bench: dict[str, Any]) -> tuple[bool, str]:
     if many is None or one is None:
         return False, "stages train one process each (the benchmark did not compare four models at once with one)"
     for name, row in (("fast-compile-x4", many), ("fast-compile", one)):
-        if _failure(bench, name) or "frames_per_s" not in row:
-            return False, f"stages train one process each ({name} failed in the benchmark: {_failure(bench, name)})"
+        why = _failure(bench, name) or ("no frames/s" if "frames_per_s" not in row else None)
+        if why:
+            return False, f"stages train one process each ({name} failed in the benchmark: {why})"
     gain = many["frames_per_s"] / one["frames_per_s"]
     words = (f"four models on four streams moved {many['frames_per_s']:.0f} frames/s against one's "
              f"{one['frames_per_s']:.0f} ({gain:.2f}x)")
@@ -314,10 +312,14 @@ def launch_together(stages: list[Stage], device: str, log_path: Path, log: Calla
     with open(log_path, "w") as out:
         code = subprocess.run(cmd, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
     for s in stages:
-        tail = (s.run / "train.log").read_text().strip().splitlines()[-1:] if (s.run / "train.log").is_file() else []
-        log(f"{s.name}: {tail[0] if tail else 'no log'}")
+        log(f"{s.name}: {_last_line(s.run / 'train.log')}")
     log(f"train-together: exit {code} after {time.perf_counter() - start:.0f} s")
     return code
+
+
+def _last_line(log_file: Path) -> str:
+    lines = log_file.read_text().strip().splitlines() if log_file.is_file() else []
+    return lines[-1] if lines else "no log"
 
 
 def rewrite(stages: list[Stage]) -> None:
@@ -336,8 +338,7 @@ def launch(stages: list[Stage], device: str, log: Callable[[str], Any] = print) 
     start, codes = time.perf_counter(), {}
     for s in stages:
         codes[s.name] = procs[s.name].wait()
-        tail = (s.run / "train.log").read_text().strip().splitlines()[-1:]
-        log(f"{s.name}: exit {codes[s.name]} after {time.perf_counter() - start:.0f} s: {tail[0] if tail else ''}")
+        log(f"{s.name}: exit {codes[s.name]} after {time.perf_counter() - start:.0f} s: {_last_line(s.run / 'train.log')}")
     return codes
 
 
@@ -356,84 +357,4 @@ def curves(stages: list[Stage], device: str, n: int, points: int, sample_steps: 
     for name, proc in procs.items():
         code = proc.wait()
         run = next(s.run for s in stages if s.name == name)
-        lines = (run / "curve.log").read_text().strip().splitlines()
-        log(f"{name}: curve exit {code}: {lines[-1] if lines else ''}")
-
-
-#: What comes back of a run: everything but checkpoints and snapshots (EMA weights carry the stage).
-PACKED = ("config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log")
-
-
-def pack(runs: list[Path], extra: list[Path], out: Path, part_bytes: int = PART_BYTES) -> list[Path]:
-    """One tar of the runs' files (and ``extra`` files), cut into parts of at most ``part_bytes``."""
-    out.mkdir(parents=True, exist_ok=True)
-    whole = out / "runs.tar"
-    with tarfile.open(whole, "w") as tar:
-        for run in runs:
-            for name in PACKED:
-                if (run / name).is_file():
-                    tar.add(run / name, arcname=f"{run.name}/{name}")
-        for path in extra:
-            if path.is_file():
-                tar.add(path, arcname=path.name)
-    parts, data = [], whole.read_bytes()
-    for i in range(0, max(1, len(data)), part_bytes):
-        part = out / f"runs.tar.part{i // part_bytes:02d}"
-        part.write_bytes(data[i:i + part_bytes])
-        parts.append(part)
-    whole.unlink()
-    return parts
-
-
-def unpack(parts: list[Path], runs: Path, replace_existing: bool = False) -> list[Path]:
-    """Join the parts (in name order) and extract the runs under ``runs``; returns the run directories.
-
-    A run (or a report) already under ``runs`` with other contents is an earlier call's: the archive is
-    refused before anything is written, unless ``replace_existing``, when each such run is replaced
-    whole (never merged: an old run's files must not pass as the new one's). The archive is extracted
-    into a scratch folder beside the runs and moved into place entry by entry."""
-    import io
-    import shutil
-    import tempfile
-
-    if not parts:
-        raise InputError("no parts given: pass the runs.tar.partNN files a GPU session brought back")
-    data = b"".join(p.read_bytes() for p in sorted(parts, key=lambda p: p.name))
-    try:
-        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:")
-    except tarfile.TarError as exc:
-        raise InputError(f"the parts do not form a tar archive ({exc}): is one missing?") from None
-    with tar:
-        members = [m for m in tar.getmembers() if m.isfile()]
-        for m in members:
-            if Path(m.name).is_absolute() or ".." in Path(m.name).parts or len(Path(m.name).parts) > 2:
-                raise InputError(f"archive member {m.name!r} would leave {runs}; refusing the archive")
-        payload = {Path(m.name).as_posix(): tar.extractfile(m).read() for m in members}  # type: ignore[union-attr]
-    tops = sorted({Path(name).parts[0] for name in payload})
-    clashes = [top for top in tops if (runs / top).exists() and not _holds(runs, top, payload)]
-    if clashes and not replace_existing:
-        raise InputError(f"{runs} already holds {', '.join(clashes)} from an earlier call, with other contents: unpack "
-                         f"into a new folder (--runs {runs}-2) or pass --replace to replace them whole")
-    runs.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=runs))
-    try:
-        for name, content in payload.items():
-            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
-            (scratch / name).write_bytes(content)
-        for i, top in enumerate(tops):
-            if (runs / top).exists():
-                os.replace(runs / top, scratch / f"old-{i}")
-            os.replace(scratch / top, runs / top)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return [runs / top for top in tops if (runs / top).is_dir()]
-
-
-def _holds(runs: Path, top: str, payload: dict[str, bytes]) -> bool:
-    """Whether ``runs/top`` already holds exactly what the archive has under ``top`` (a second unpack)."""
-    path = runs / top
-    if path.is_file():
-        return payload.get(top) == path.read_bytes()
-    mine = {f"{top}/{f.relative_to(path).as_posix()}": f for f in path.rglob("*") if f.is_file()}
-    theirs = {name for name in payload if name.startswith(f"{top}/")}
-    return set(mine) == theirs and all(mine[name].read_bytes() == payload[name] for name in theirs)
+        log(f"{name}: curve exit {code}: {_last_line(run / 'curve.log')}")

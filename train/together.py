@@ -15,7 +15,6 @@ others train on.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import time
@@ -25,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from edgediff.runtime.errors import one_line
 from edgediff.train.config import RunConfig
 from edgediff.train.loop import fit_steps, prepare_run_dir, resolve_device
 
@@ -68,7 +68,7 @@ def fit_together(runs: list[Path], device: str = "auto", *, log_name: str = "tra
             for name in list(active):
                 token = _CURRENT.set(name)
                 try:
-                    with torch.cuda.stream(streams[name]) if streams[name] is not None else contextlib.nullcontext():
+                    with torch.cuda.stream(streams[name]):  # None (the CPU): the current stream, a no-op
                         if active[name] is None:
                             run = Path(runs[names.index(name)])
                             active[name] = fit_steps(_on_deadline(RunConfig.load(run), time.perf_counter() - t0), run,
@@ -80,7 +80,7 @@ def fit_together(runs: list[Path], device: str = "auto", *, log_name: str = "tra
                     _close(handlers[name], name, closing_line(done.value, runs[names.index(name)]), log, t0)
                 except Exception as exc:  # one run's failure is its own: the others train on
                     logging.getLogger("edgediff.train.together").error("%s: %s", type(exc).__name__, exc, exc_info=True)
-                    results[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+                    results[name] = {"error": one_line(exc)}
                     del active[name]
                     _close(handlers[name], name, f"failed: {results[name]['error']}", log, t0)
                 finally:

@@ -17,6 +17,7 @@ pytest.importorskip("onnx")
 from edgediff.runtime.errors import InputError  # noqa: E402
 from edgediff.tools import priors_adopt as pa  # noqa: E402
 from edgediff.tools import priors_continue as pc  # noqa: E402
+from edgediff.tools import priors_pack as pp  # noqa: E402
 
 pytestmark = [pytest.mark.torch, pytest.mark.onnx, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,10 +47,10 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     assert "train-together: exit 0" in res.stdout and (out / "together.log").is_file()
     assert (runs / stage / "train.log").read_text().strip().splitlines()[-1].startswith("trained ")
     parts = sorted(out.glob("runs.tar.part*"))
-    assert parts and all(p.stat().st_size <= pc.PART_BYTES for p in parts)
+    assert parts and all(p.stat().st_size <= pp.PART_BYTES for p in parts)
     # here: the parts become runs again, and the stage is measured against what ships
     back = tmp_path / "back"
-    restored = pc.unpack(parts, back)
+    restored = pp.unpack(parts, back)
     assert restored == [back / stage]
     assert sorted(p.name for p in restored[0].iterdir()) == sorted(
         ["config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log"])
@@ -179,7 +180,7 @@ def test_bad_names_and_archives_are_refused(tmp_path):
     bad = tmp_path / "runs.tar.part00"
     bad.write_bytes(b"not a tar")
     with pytest.raises(InputError, match="do not form a tar"):
-        pc.unpack([bad], tmp_path / "x")
+        pp.unpack([bad], tmp_path / "x")
 
 
 def test_stages_train_together_only_where_four_models_at_once_moved_enough_more():
@@ -295,17 +296,17 @@ def test_unpack_never_merges_a_new_run_into_an_earlier_one(tmp_path):
     (src / "rf-qpsk-s19").mkdir(parents=True)
     (src / "rf-qpsk-s19" / "config.json").write_text('{"new": 1}')
     (src / "summary.json").write_text("{}")
-    parts = pc.pack([src / "rf-qpsk-s19"], [src / "summary.json"], tmp_path / "out")
+    parts = pp.pack([src / "rf-qpsk-s19"], [src / "summary.json"], tmp_path / "out")
     runs = tmp_path / "runs"
-    assert pc.unpack(parts, runs) == [runs / "rf-qpsk-s19"]
-    assert pc.unpack(parts, runs) == [runs / "rf-qpsk-s19"]  # the same parts again: nothing to refuse
+    assert pp.unpack(parts, runs) == [runs / "rf-qpsk-s19"]
+    assert pp.unpack(parts, runs) == [runs / "rf-qpsk-s19"]  # the same parts again: nothing to refuse
     (runs / "rf-qpsk-s19" / "snapshot-500.safetensors").write_text("the earlier call's")
     (runs / "rf-qpsk-s19" / "config.json").write_text('{"old": 1}')
     before = sorted((p.relative_to(runs).as_posix(), p.read_bytes()) for p in runs.rglob("*") if p.is_file())
     with pytest.raises(InputError, match=r"already holds rf-qpsk-s19 from an earlier call.*--replace"):
-        pc.unpack(parts, runs)
+        pp.unpack(parts, runs)
     assert sorted((p.relative_to(runs).as_posix(), p.read_bytes()) for p in runs.rglob("*") if p.is_file()) == before
-    assert pc.unpack(parts, runs, replace_existing=True) == [runs / "rf-qpsk-s19"]
+    assert pp.unpack(parts, runs, replace_existing=True) == [runs / "rf-qpsk-s19"]
     assert sorted(p.name for p in (runs / "rf-qpsk-s19").iterdir()) == ["config.json"]  # replaced whole, not merged
     assert json.loads((runs / "rf-qpsk-s19" / "config.json").read_text()) == {"new": 1}
     assert sorted(p.name for p in runs.iterdir()) == ["rf-qpsk-s19", "summary.json"]  # no scratch left

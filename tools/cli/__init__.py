@@ -81,7 +81,7 @@ def cli(verbose: bool) -> None:
 # Each module adds its commands to `cli` when imported; they import torch, onnx or an engine only
 # inside the command bodies, so `edgediff --help` stays fast and works with the runtime alone.
 COMMAND_MODULES: tuple[str, ...] = ("train", "export", "sample", "verify", "bench", "plot", "reconstruct", "doctor",
-                                   "priors", "evaluate", "separate", "distill", "showcase")
+                                   "priors", "priors_gpu", "evaluate", "separate", "distill", "showcase")
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"edgediff.tools.cli.{_name}")
