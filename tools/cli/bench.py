@@ -233,15 +233,13 @@ def bench_train(dataset, width, variants, seconds, warmup, n_resident, device, t
 
     from edgediff.runtime.atomic import write_json
     from edgediff.tools import bench_train as bt
-    from edgediff.tools import priors
     from edgediff.train.loop import resolve_device
 
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     chosen = [bt.parse_variant(v, dev.type == "cuda") for v in variants]
-    recipe = priors.RECIPES["gmm2d"] if dataset == "gmm2d" else priors.PriorRecipe(dataset)
-    config = priors.run_config(priors.replace_width(recipe, width))
+    config = _train_config(dataset, width)
     flops = bt.flops_per_frame(config.model, config.model.sample_shape)
     click.echo(f"{dataset}, {config.model.kind} width {width} on {dev}: {flops['forward'] / 1e9:.3f} GFLOP per frame "
                f"forward, {flops['train'] / 1e9:.3f} forward + backward")
@@ -252,17 +250,24 @@ def bench_train(dataset, width, variants, seconds, warmup, n_resident, device, t
         click.echo(f"wrote {json_out}")
 
 
+def _train_config(dataset: str, width: int):
+    """The run config bench-train measures: the dataset's prior recipe at this width."""
+    from edgediff.tools import priors
+
+    recipe = priors.RECIPES["gmm2d"] if dataset == "gmm2d" else priors.PriorRecipe(dataset)
+    return priors.run_config(priors.replace_width(recipe, width))
+
+
 def _roofline(dataset, width, variants, gpu, peak_tflops, bandwidth_tbs, json_out) -> None:
     from dataclasses import asdict
 
     from edgediff.runtime.atomic import write_json
     from edgediff.tools import bench_train as bt
-    from edgediff.tools import priors, roofline
+    from edgediff.tools import roofline
 
     chosen = [bt.parse_variant(v, True) for v in variants]
     figures = roofline.gpu_figures(gpu, peak_tflops, bandwidth_tbs)
-    recipe = priors.RECIPES["gmm2d"] if dataset == "gmm2d" else priors.PriorRecipe(dataset)
-    config = priors.run_config(priors.replace_width(recipe, width))
+    config = _train_config(dataset, width)
     rows, n_params = roofline.count(config.model, config.model.sample_shape)
     click.echo(f"{dataset}, {config.model.kind} width {width}, {n_params:,} parameters, on {gpu} "
                f"({figures[0]:.0f} TFLOP/s bf16, {figures[1]:.2f} TB/s):")
