@@ -155,12 +155,15 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
 
 
 def decline(ledger_path: Path, name: str, run: Path, s_new: float, s_old: float, n: int, why: str,
-            log: Callable[[str], Any]) -> None:
+            log: Callable[[str], Any], device: str | None = None) -> None:
     """Record ``run`` as measured and kept out (the ledger's ``declined``, one record per run): the next
-    GPU call neither continues from it (``priors continue``, ``priors carry``) nor reuses its name."""
+    GPU call neither continues from it (``priors continue``, ``priors carry``) nor reuses its name. The
+    record says where and how it trained (``device``, else :func:`stage_device`'s words), as an adopted
+    stage's does: a recipe that lost is worth as much to the next session as one that won."""
     ledger = read_ledger(ledger_path)
     entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
-    record = {"run": run.name, "score": round(s_new, 3), "shipped_score": round(s_old, 3), "measured_on": n, "why": why}
+    record = {"run": run.name, "score": round(s_new, 3), "shipped_score": round(s_old, 3), "measured_on": n, "why": why,
+              "device": device or stage_device(run)}
     entry["declined"] = [d for d in entry.get("declined", []) if d.get("run") != run.name] + [record]
     write_json(ledger_path, ledger)
     log(f"{name}: {run.name} not adopted ({why}); recorded as declined in {ledger_path}: the next stage starts from the shipped prior")
@@ -211,7 +214,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             log(f"{name}: dry run: {'would go on to adopt' if better else 'would keep the shipped prior'}{gate}; nothing changed")
             return better
         if s_new >= s_old:
-            decline(ledger_path, name, run, s_new, s_old, n, "measured no better than the shipped prior", log)
+            decline(ledger_path, name, run, s_new, s_old, n, "measured no better than the shipped prior", log, device)
             return False
         if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):
             log(f"{name}: not adopted: the shipped prior has a gated int8 model and the stage's int8 model failed "

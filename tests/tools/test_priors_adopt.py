@@ -132,3 +132,16 @@ def test_the_shipped_prior_s_own_grid_is_carried_to_the_stage_before_either_is_m
     assert any("own DDIM grid carried over (999-0:2)" in line for line in lines)
     after = json.loads((shipped / "rf-chirp" / "manifest.json").read_text())
     assert after["tag"] == "stage" and after["sampling"] == grid
+
+
+def test_a_declined_stage_records_where_and_how_it_trained(stage, monkeypatch):
+    run, shipped, ledger = stage
+    monkeypatch.setattr(pa, "measure_bundle", lambda bundle, n, seed=0, held_out_seed=None: {
+        "dataset": "rf-chirp", "generated": {},
+        "psd_lsd_db": {"stage": 1.5, "shipped": 1.4}[(bundle / "model.onnx").read_text().split()[0]]})
+    before = (shipped / "rf-chirp" / "model.onnx").read_bytes()
+    assert not pa.adopt(run, shipped, 8, ledger, log=print, device="2 CPU cores (one thread, 41 min)")
+    assert (shipped / "rf-chirp" / "model.onnx").read_bytes() == before
+    [record] = json.loads(ledger.read_text())["rf-chirp"]["declined"]
+    assert (record["run"], record["score"], record["shipped_score"]) == ("rf-chirp-s3", 1.5, 1.4)
+    assert record["device"] == "2 CPU cores (one thread, 41 min)"
