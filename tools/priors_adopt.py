@@ -186,7 +186,8 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
     name = prior_of(variant)  # a grown stage replaces its prior
     if name not in CONTINUED or stage_number(variant, run) is None:
         raise InputError(f"{run}: not a stage run (expected NAME-sK with NAME one of {', '.join([*CONTINUED, *GROWN])})")
-    with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.is_dir() else None) as tmp:
+    scratch_parent = out_root.parent if out_root.parent.is_dir() else None  # a killed adopt leaves it named
+    with tempfile.TemporaryDirectory(prefix="adopt-scratch-", dir=scratch_parent) as tmp:
         candidate = Path(tmp) / name
         atol, rtol = tolerance or (None, None)
         default = OnnxExportOptions()

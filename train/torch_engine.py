@@ -49,8 +49,9 @@ class TorchEngine:
             return cls(model_from_bundle(source_bundle, bundle), device)
         weights = run / "weights.safetensors"
         if not weights.is_file():
-            raise BundleError(f"{weights}: the exporting run is not here; the torch backend needs it "
-                              f"(pass run_dir, or the bundle itself to read its weights back from model.onnx)")
+            raise BundleError(f"{weights}: the exporting run is not here; give the torch backend the run's folder, "
+                              f"or the bundle's own to read its weights back from model.onnx: --run {bundle.root} "
+                              f"(run_dir= in Python)")
         if sha256_file(weights) != source.get("weights_sha256"):
             raise BundleError(f"{weights}: changed since this bundle was exported; re-export to compare them")
         check_device(device)

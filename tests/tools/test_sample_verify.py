@@ -101,6 +101,25 @@ def test_sample_bad_inputs_one_line_exit_2_nothing_written(tmp_path, unet_bundle
     assert not (tmp_path / "s.npy").exists()
 
 
+def test_torch_backend_without_the_run_names_the_flag_that_gives_it_weights(tmp_path, unet_bundle):
+    """A shipped prior travels without its training run: --backend torch says in one line to pass
+    --run with the bundle itself, and that then samples from the weights read back from model.onnx."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    b = tmp_path / "cloned"
+    shutil.copytree(unet_bundle, b)
+    manifest = json.loads((b / "manifest.json").read_text())
+    manifest["source_run"]["path"] = str(tmp_path / "gone" / "unet-s1")  # the run stayed on another machine
+    (b / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "s.npy"
+    res = edgediff("sample", b, "--backend", "torch", "--n", 2, "--out", out)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "the exporting run is not here" in res.stderr and f"--run {b}" in res.stderr and not out.exists()
+    res = edgediff("sample", b, "--backend", "torch", "--run", b, "--n", 2, "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert np.load(out).shape[0] == 2
+
+
 def test_verify_passes_and_reports_every_case(unet_bundle):
     pytest.importorskip("torch")
     res = edgediff("verify", unet_bundle)
