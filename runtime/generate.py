@@ -13,7 +13,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgediff.runtime.errors import InputError
-from edgediff.runtime.sampling import DEFAULT_STEPS, METHODS, sample, timesteps
+from edgediff.runtime.sampling import DEFAULT_STEPS, METHODS, check_grid, sample, timesteps
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class SampleRequest:
     seed: int = 0
     batch: int | None = None  # default: the engine's largest batch, at most n
     spacing: str | None = None  # None: the bundle's own grid at its step count (runtime/grids.py), else trailing
+    grid: tuple[int, ...] | None = None  # explicit decreasing timesteps for any sampler but DDPM (--grid SPEC)
     tweedie_every: int = 0  # keep x0_hat every K steps (0: none)
 
     def check(self, T: int, max_batch: int) -> None:
@@ -43,6 +44,8 @@ class SampleRequest:
         if self.tweedie_every < 0:
             raise InputError(f"--every {self.tweedie_every}: expected a positive step interval")
         timesteps(T, self.nfe(T), self.spacing or "trailing")
+        if self.grid is not None:
+            check_grid(np.asarray(self.grid, dtype=np.int64), T, len(self.grid))
 
     def nfe(self, T: int) -> int:
         """Network evaluations per sample (DDPM default: all T steps; DDIM 50; the solvers 15)."""
@@ -68,7 +71,9 @@ def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None,
     """The request as the bundle needs it, and its timestep grid: a distilled bundle runs its own
     sampler (DDIM, eta 0) at its own timesteps, and anything else it was not made for is refused; a
     bundle with its own DDIM grid (manifest "sampling") runs on it when the request names neither a
-    spacing nor another step count."""
+    spacing nor another step count. An explicit ``req.grid`` places every sampler's steps (DDPM runs all T)."""
+    if req.grid is not None:
+        return _explicit_grid(req, distilled)
     if not distilled:
         req = replace(req, eta=1.0 if req.eta is None else req.eta)
         if sampling and req.method == "ddim" and req.spacing is None and req.steps in (None, int(sampling["steps"])):
@@ -84,8 +89,23 @@ def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None,
     return replace(req, steps=nfe, eta=float(distilled.get("eta", 0.0))), np.asarray(distilled["timesteps"], dtype=np.int64)
 
 
+def _explicit_grid(req: SampleRequest, distilled: dict[str, Any] | None) -> tuple[SampleRequest, Any]:
+    grid = tuple(int(v) for v in req.grid or ())
+    if distilled:
+        raise InputError(f"--grid: this bundle was distilled for its own {distilled['nfe']} timesteps; leave --grid out")
+    if req.method == "ddpm":
+        raise InputError("--grid: DDPM runs every one of the T steps; use --sampler ddim (or a solver) to place fewer")
+    if req.spacing is not None:
+        raise InputError(f"--grid and --spacing {req.spacing} both place the steps: give one of them")
+    if req.steps not in (None, len(grid)):
+        raise InputError(f"--steps {req.steps} and --grid's {len(grid)} steps disagree: leave --steps out")
+    return replace(req, steps=len(grid), grid=grid, eta=1.0 if req.eta is None else req.eta), np.asarray(grid, dtype=np.int64)
+
+
 def grid_label(req: SampleRequest, grid: Any) -> str:
     """How a request's steps are placed, for reports: the bundle's own grid or the named spacing."""
+    if req.grid is not None:
+        return "the given grid"
     return "the bundle's own grid" if grid is not None else str(req.spacing or "trailing")
 
 

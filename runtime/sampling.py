@@ -96,7 +96,7 @@ def sample(
         raise InputError(f"rng is a {type(rng).__name__}: expected a numpy.random.Generator")
     if steps is None:
         steps = schedule.T if method == "ddpm" else min(DEFAULT_STEPS[method], schedule.T)
-    ts = timesteps(schedule.T, steps, spacing) if grid is None else _check_grid(grid, schedule.T, steps)
+    ts = timesteps(schedule.T, steps, spacing) if grid is None else check_grid(grid, schedule.T, steps)
     if method in SOLVERS:
         return _solve(denoiser, schedule, shape, method, ts, rng, callback, progress)
     if method == "ddpm" and steps < schedule.T:
@@ -163,10 +163,10 @@ def _plan(schedule: NoiseSchedule, ts: np.ndarray, method: str, eta: float, vari
     return steps
 
 
-def _check_grid(grid: Any, T: int, steps: int) -> np.ndarray:
-    """An explicit timestep grid (a distilled bundle's): strictly decreasing integers in [0, T-1]."""
+def check_grid(grid: Any, T: int, steps: int) -> np.ndarray:
+    """An explicit timestep grid (a distilled bundle's, or --grid): strictly decreasing integers in [0, T-1]."""
     ts = np.asarray(grid)
-    if ts.ndim != 1 or len(ts) != steps or ts.dtype.kind not in "iu" or ts.min() < 0 or ts.max() > T - 1 \
+    if ts.ndim != 1 or ts.size == 0 or len(ts) != steps or ts.dtype.kind not in "iu" or ts.min() < 0 or ts.max() > T - 1 \
             or np.any(np.diff(ts) >= 0):
         raise InputError(f"timestep grid {ts.tolist()[:8]}: expected {steps} strictly decreasing integers in [0, {T - 1}]")
     return ts.astype(np.int64)

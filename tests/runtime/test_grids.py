@@ -56,3 +56,48 @@ def test_the_bundle_grid_is_the_default_only_where_the_request_leaves_it_open():
         assert grid is None and req.spacing == (other.spacing or "trailing")
     req, grid = for_bundle(SampleRequest(n=4), None, None)
     assert grid is None and req.spacing == "trailing" and grid_label(req, grid) == "trailing"
+
+
+GIVEN = tuple(grids.from_spec("99-40:3,40-0:5", 100).tolist())
+
+
+@pytest.mark.parametrize("method", ["ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"])
+def test_a_given_grid_places_any_samplers_steps_over_the_bundles_own(method):
+    req, grid = for_bundle(SampleRequest(n=4, method=method, grid=GIVEN), None, SAMPLING)
+    assert grid.tolist() == list(GIVEN) and req.steps == 8 and req.eta == 1.0 and req.spacing is None
+    assert grid_label(req, grid) == "the given grid"
+    again, grid2 = for_bundle(req, None, SAMPLING)
+    assert again == req and grid2.tolist() == list(GIVEN)
+    req.check(100, 16)
+
+
+@pytest.mark.parametrize("req, distilled, words", [
+    (SampleRequest(n=4, grid=GIVEN), {"nfe": 4, "timesteps": [99, 75, 50, 25]}, "distilled for its own 4 timesteps"),
+    (SampleRequest(n=4, method="ddpm", grid=GIVEN), None, "DDPM runs every one"),
+    (SampleRequest(n=4, spacing="leading", grid=GIVEN), None, "both place the steps"),
+    (SampleRequest(n=4, steps=10, grid=GIVEN), None, "--steps 10 and --grid's 8 steps disagree"),
+])
+def test_a_given_grid_that_cannot_apply_is_refused(req, distilled, words):
+    with pytest.raises(InputError, match=words):
+        for_bundle(req, distilled, SAMPLING)
+
+
+@pytest.mark.parametrize("grid", [(), (100, 5), (5, 9), (9, 9, 1)])
+def test_a_given_grid_outside_the_schedule_is_refused_before_any_work(grid):
+    with pytest.raises(InputError, match="strictly decreasing integers in"):
+        SampleRequest(n=4, method="sde-dpmpp2m", steps=len(grid) or None, grid=grid).check(100, 16)
+
+
+def test_the_sampler_walks_the_given_grid(unet_bundle):
+    """Every step's Tweedie estimate is kept: the timesteps the SDE solver visited are the grid's."""
+    pytest.importorskip("onnxruntime")
+    from edgediff.runtime import load
+    from edgediff.runtime.generate import generate
+
+    d = load(unet_bundle, backend="ort")
+    run = generate(d, SampleRequest(n=3, method="sde-dpmpp2m", grid=GIVEN, seed=2, tweedie_every=1))
+    assert run.nfe == 8 and run.tweedie_t.tolist() == list(GIVEN)
+    uniform = generate(d, SampleRequest(n=3, method="sde-dpmpp2m", steps=8, seed=2, tweedie_every=1))
+    assert uniform.tweedie_t.tolist() != list(GIVEN) and not np.allclose(uniform.x, run.x)
+    again = generate(d, SampleRequest(n=3, method="sde-dpmpp2m", grid=GIVEN, seed=2))
+    np.testing.assert_array_equal(again.x, run.x)

@@ -30,6 +30,16 @@ def test_evaluate_reports_evm_for_qpsk(tmp_path):
     assert report["bundle"] == "rf-qpsk"  # a shipped prior by its name, not this checkout's path
 
 
+def test_evaluate_places_the_solvers_steps_on_a_given_grid(tmp_path):
+    out = tmp_path / "r.json"
+    spec = "999-400:3,400-100:3,100-0:3"
+    res = edgediff("evaluate", "rf-qpsk", "--n", "16", "--sampler", "sde-dpmpp2m", "--grid", spec, "--json", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    sampler = json.loads(out.read_text())["sampler"]
+    assert sampler["method"] == "sde-dpmpp2m" and sampler["steps"] == 9 and sampler["grid"] == spec
+    assert f"sde-dpmpp2m-9 on the given grid ({spec})" in res.stdout
+
+
 def test_the_denoise_curve_and_the_error_split(tmp_path):
     out = tmp_path / "r.json"
     res = edgediff("evaluate", "rf-qpsk", "--n", "32", "--steps", "4", "--denoise-curve", "--json", out, "--quiet")

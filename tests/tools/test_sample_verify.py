@@ -87,6 +87,9 @@ def tampered(tmp_path, bundle):
         (["{bundle}", "--eta", "nan"], "is not a finite number"),
         (["{bundle}", "--batch", "17"], "--batch 17 is outside 1..16"),
         (["{bundle}", "--out", "{tmp}/nope/s.npy"], "does not exist"),
+        (["{bundle}", "--grid", "99-60:4,50-0:6"], "does not start where"),
+        (["{bundle}", "--grid", "99-60:4,60-0:6", "--steps", "5"], "--steps 5 and --grid's 10 steps disagree"),
+        (["{bundle}", "--grid", "99-60:4", "--sampler", "ddpm"], "DDPM runs every one"),
     ],
 )
 def test_sample_bad_inputs_one_line_exit_2_nothing_written(tmp_path, unet_bundle, args, match):
@@ -118,6 +121,18 @@ def test_torch_backend_without_the_run_names_the_flag_that_gives_it_weights(tmp_
     res = edgediff("sample", b, "--backend", "torch", "--run", b, "--n", 2, "--out", out)
     assert res.returncode == 0, res.stderr
     assert np.load(out).shape[0] == 2
+
+
+def test_sample_walks_a_given_grid_and_says_so(tmp_path, unet_bundle):
+    """--grid places a solver's steps: the Tweedie trajectory's timesteps are the grid's, and the SigMF
+    metadata's generator names it."""
+    spec = "99-40:3,40-0:5"
+    res = edgediff("sample", unet_bundle, "--n", 3, "--sampler", "sde-dpmpp2m", "--grid", spec, "--format", "sigmf",
+                   "--out", tmp_path / "s", "--tweedie", tmp_path / "t.npz", "--every", 1, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert np.load(tmp_path / "t.npz")["t"].tolist() == [99, 79, 60, 40, 32, 24, 16, 8]
+    meta = json.loads((tmp_path / "s.sigmf-meta").read_text())
+    assert f"sde-dpmpp2m-8 grid={spec} " in meta["annotations"][0]["core:generator"]
 
 
 def test_verify_passes_and_reports_every_case(unet_bundle):

@@ -11,7 +11,7 @@ from edgediff.runtime.bundle import label
 from edgediff.tools.cli import cli
 from edgediff.tools.cli.outputs import check_outputs
 from edgediff.tools.cli.types import SEED, count, non_negative
-from edgediff.tools.cli.options import engine_options, load_denoiser
+from edgediff.tools.cli.options import GRID_HELP, engine_options, grid_timesteps, load_denoiser
 
 
 def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, str]:
@@ -65,6 +65,7 @@ def _data_seed(denoiser) -> int:
 @click.option("--eta", type=non_negative(10.0), help="DDIM: [1; a distilled bundle: its own]")
 @click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]),
               help="Where DDIM's steps land (as in `sample`). [the bundle's own grid, if it carries one; else trailing]")
+@click.option("--grid", "grid_spec", help=GRID_HELP)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON.")
 @click.option("--denoise-curve", is_flag=True,
@@ -75,7 +76,7 @@ def _data_seed(denoiser) -> int:
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, seed, json_out, denoise_curve, force, quiet, **engine) -> None:
+def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec, seed, json_out, denoise_curve, force, quiet, **engine) -> None:
     """Sample N frames from BUNDLE and compare them with N held-out frames: mean-PSD log-spectral
     distance, envelope Wasserstein-1, blind EVM (PSK) and chirp IF linearity (chirps); radar maps:
     targets per map, sidelobe level, noise floor and clutter share under a CA-CFAR detector."""
@@ -96,7 +97,8 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, seed, json
         raise InputError(f"--denoise-curve: dataset {dataset!r} is neither a PSK dataset (judged by the blind receiver: "
                          f"one of {', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT) nor rf-chirp "
                          "(judged by its pulses)")
-    request, grid = for_bundle(SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed, spacing=spacing),
+    request, grid = for_bundle(SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed, spacing=spacing,
+                                             grid=grid_timesteps(grid_spec, denoiser.schedule.T)),
                                denoiser.distilled, denoiser.sampling)
     request.check(denoiser.schedule.T, denoiser.max_batch)
     total = -(-n // min(denoiser.max_batch, n)) * request.nfe(denoiser.schedule.T)
@@ -111,10 +113,14 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, seed, json
         lines = describe
     report["sampler"] = {"method": request.method, "steps": run.nfe, "eta": request.eta, "seed": seed,
                          "backend": denoiser.backend}
-    if request.method == "ddim" and not denoiser.distilled:
+    if grid_spec:
+        report["sampler"]["grid"] = grid_spec
+    elif request.method == "ddim" and not denoiser.distilled:
         report["sampler"]["grid"] = grid_label(request, grid)
     report["bundle"] = label(denoiser.bundle.root)
-    if grid is not None and not denoiser.distilled:
+    if grid_spec:
+        click.echo(f"{request.method}-{run.nfe} on the given grid ({grid_spec})")
+    elif grid is not None and not denoiser.distilled:
         click.echo(f"DDIM-{run.nfe} on the bundle's own grid ({denoiser.sampling.get('spec') or 'its timesteps'}; "
                    "--spacing trailing for the uniform one)")
     for line in lines(report):

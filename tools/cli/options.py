@@ -59,3 +59,15 @@ def stream_options(f: Callable[..., Any]) -> Callable[..., Any]:
         return f(*args, **kwargs)
 
     return wrapper
+
+
+GRID_HELP = ("Place the sampler's steps yourself, in `export grid`'s form HI-LO:K,... (K steps from t HI down "
+             "toward LO): e.g. --sampler sde-dpmpp2m --grid 999-400:6,400-100:7,100-0:7. [the bundle's own grid "
+             "(DDIM), else --spacing]")
+
+
+def grid_timesteps(spec: str | None, T: int) -> tuple[int, ...] | None:
+    """``--grid SPEC`` as the bundle's timesteps (one-line errors from ``runtime.grids``), or None."""
+    from edgediff.runtime.grids import from_spec
+
+    return None if spec is None else tuple(int(v) for v in from_spec(spec, T))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from edgediff.tools.cli import cli
-from edgediff.tools.cli.options import engine_options, load_denoiser
+from edgediff.tools.cli.options import GRID_HELP, engine_options, grid_timesteps, load_denoiser
 from edgediff.tools.cli.types import SEED, count, non_negative, positive
 
 
@@ -24,6 +24,7 @@ from edgediff.tools.cli.types import SEED, count, non_negative, positive
 @click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]),
               help="Where DDIM's steps land. [the bundle's own grid at its step count, if it carries one "
                    "(`edgediff export grid`); else trailing]")
+@click.option("--grid", "grid_spec", help=GRID_HELP)
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--batch", type=count(1), help="Samples per engine call (default: the engine's largest batch).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output file (.npy, or a SigMF base name).")
@@ -35,7 +36,7 @@ from edgediff.tools.cli.types import SEED, count, non_negative, positive
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def sample(bundle, n, sampler, steps, eta, spacing, seed, batch, out, fmt, sample_rate, tweedie, every, plot, force,
+def sample(bundle, n, sampler, steps, eta, spacing, grid_spec, seed, batch, out, fmt, sample_rate, tweedie, every, plot, force,
            quiet, **engine) -> None:
     """Sample BUNDLE: N frames in batches, in the training data's units, written atomically."""
     from edgediff.runtime.atomic import save_npy, save_npz
@@ -45,9 +46,9 @@ def sample(bundle, n, sampler, steps, eta, spacing, seed, batch, out, fmt, sampl
 
     main = dict(zip(("--out", "--out (meta)"), sigmf_paths(out))) if fmt == "sigmf" else {"--out": out}
     check_outputs({**main, "--tweedie": tweedie, "--plot": plot}, force=force)
-    request = SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed, batch=batch, spacing=spacing,
-                            tweedie_every=every if tweedie else 0)
     denoiser = load_denoiser(bundle, **engine)
+    request = SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed, batch=batch, spacing=spacing,
+                            grid=grid_timesteps(grid_spec, denoiser.schedule.T), tweedie_every=every if tweedie else 0)
     # a distilled bundle brings its own steps and eta; a bundle with its own grid, its grid
     request, grid = for_bundle(request, denoiser.distilled, denoiser.sampling)
     request.check(denoiser.schedule.T, denoiser.max_batch)
@@ -56,7 +57,7 @@ def sample(bundle, n, sampler, steps, eta, spacing, seed, batch, out, fmt, sampl
     total = -(-n // per_batch) * request.nfe(denoiser.schedule.T)
     with click.progressbar(length=total, label=f"{sampler} x{n}", hidden=quiet, show_pos=True) as bar:
         run = generate(denoiser, request, progress=bar.update)
-    placed = " grid=bundle" if grid is not None and not denoiser.distilled else ""
+    placed = f" grid={grid_spec}" if grid_spec else " grid=bundle" if grid is not None and not denoiser.distilled else ""
     generator = (f"edgediff {denoiser.bundle.manifest.get('edgediff')} {sampler}-{run.nfe}{placed} eta={request.eta} seed={seed} "
                  f"batch={per_batch} backend={denoiser.backend}")
     written: tuple = ()
