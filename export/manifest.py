@@ -66,7 +66,7 @@ def read(root: Path) -> dict[str, Any]:
 
 
 def set_sampling(root: Path, record: dict[str, Any] | None) -> dict[str, Any]:
-    """Give the bundle at ``root`` its own DDIM grid (runtime/grids.py), or take it away (None), by
+    """Give the bundle at ``root`` its own grid (runtime/grids.py; DDIM's, or the sampler it names), or take it away (None), by
     rewriting its manifest atomically; the files and their hashes are untouched. Returns the manifest."""
     manifest = read(root)
     if manifest.get("distilled"):

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from edgediff.runtime import grids
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.sampling import DEFAULT_STEPS, METHODS, check_grid, sample, timesteps
 
@@ -19,7 +20,7 @@ from edgediff.runtime.sampling import DEFAULT_STEPS, METHODS, check_grid, sample
 @dataclass(frozen=True)
 class SampleRequest:
     n: int
-    method: str = "ddim"
+    method: str | None = None  # None: the bundle's own sampler (manifest "sampling" method), else DDIM
     steps: int | None = None
     eta: float | None = None  # None: 1 (stochastic steps forgive model error), 0 for a distilled bundle
     seed: int = 0
@@ -32,7 +33,7 @@ class SampleRequest:
         """Every bad value is refused before any work starts (so nothing is half-written)."""
         if self.n < 1:
             raise InputError(f"--n {self.n}: expected at least 1 sample")
-        if self.method not in METHODS:
+        if (self.method or "ddim") not in METHODS:
             raise InputError(f"--sampler {self.method!r} is unknown: expected one of {', '.join(METHODS)}")
         if self.steps is not None and not 1 <= self.steps <= T:
             raise InputError(f"--steps {self.steps} is out of range: expected 1..{T} (the bundle's T)")
@@ -49,7 +50,8 @@ class SampleRequest:
 
     def nfe(self, T: int) -> int:
         """Network evaluations per sample (DDPM default: all T steps; DDIM 50; the solvers 15)."""
-        return self.steps or (T if self.method == "ddpm" else min(DEFAULT_STEPS[self.method], T))
+        method = self.method or "ddim"
+        return self.steps or (T if method == "ddpm" else min(DEFAULT_STEPS[method], T))
 
 
 @dataclass
@@ -70,16 +72,21 @@ def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None,
                sampling: dict[str, Any] | None = None) -> tuple[SampleRequest, Any]:
     """The request as the bundle needs it, and its timestep grid: a distilled bundle runs its own
     sampler (DDIM, eta 0) at its own timesteps, and anything else it was not made for is refused; a
-    bundle with its own DDIM grid (manifest "sampling") runs on it when the request names neither a
-    spacing nor another step count. An explicit ``req.grid`` places every sampler's steps (DDPM runs all T)."""
+    bundle with its own grid (manifest "sampling") runs its sampler (DDIM unless the record names another;
+    also the sampler of a request that names none) on it when the request names neither a spacing nor
+    another step count. An explicit ``req.grid`` places every sampler's steps (DDPM runs all T)."""
+    if not distilled:
+        req = replace(req, method=req.method or grids.method_of(sampling) or "ddim")
     if req.grid is not None:
         return _explicit_grid(req, distilled)
     if not distilled:
         req = replace(req, eta=1.0 if req.eta is None else req.eta)
-        if sampling and req.method == "ddim" and req.spacing is None and req.steps in (None, int(sampling["steps"])):
+        if sampling and req.method == grids.method_of(sampling) and req.spacing is None \
+                and req.steps in (None, int(sampling["steps"])):
             return replace(req, steps=int(sampling["steps"])), np.asarray(sampling["timesteps"], dtype=np.int64)
         return replace(req, spacing=req.spacing or "trailing"), None
     nfe, sampler = int(distilled["nfe"]), str(distilled.get("sampler", "ddim"))
+    req = replace(req, method=req.method or sampler)
     if req.steps not in (None, nfe):
         raise InputError(f"--steps {req.steps}: this bundle was distilled for {nfe} steps; leave --steps out or use {nfe}")
     if req.method != sampler:

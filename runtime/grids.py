@@ -3,7 +3,8 @@
 The uniform ("trailing") grid spends as many network calls where nothing is decided as where a frame's
 kind is decided. A bundle may carry its own grid in its manifest, ``"sampling": {"steps": n,
 "timesteps": [...], "spec": "..."}``; ``sample`` and ``evaluate`` run DDIM at that step count on it
-unless ``--spacing`` (or ``--steps`` of another count) is given. A grid is written as segments
+unless ``--spacing`` (or ``--steps`` of another count) is given. With ``"method"`` (one of :data:`SAMPLERS`)
+the record names the bundle's default sampler too: the sampler a request that names none runs, on the grid. A grid is written as segments
 ``HI-LO:K`` (``"999-950:3,950-840:25,840-400:10,400-0:12"``): K steps evenly from HI down toward LO,
 LO itself not included, segments joined end to start.
 """
@@ -18,6 +19,8 @@ import numpy as np
 from edgediff.runtime.errors import InputError
 
 SEGMENT = re.compile(r"^(\d+)-(\d+):(\d+)$")
+#: Samplers a bundle's own grid may name as its default (DDPM runs every step: no grid).
+SAMPLERS = ("ddim", "dpmpp2m", "sde-dpmpp2m", "unipc")
 
 
 def from_spec(spec: str, T: int) -> np.ndarray:
@@ -44,10 +47,14 @@ def from_spec(spec: str, T: int) -> np.ndarray:
     return np.asarray(steps, dtype=np.int64)
 
 
-def record(spec: str, T: int, why: str = "") -> dict[str, Any]:
-    """The manifest's ``sampling`` record of a spec."""
+def record(spec: str, T: int, why: str = "", method: str = "ddim") -> dict[str, Any]:
+    """The manifest's ``sampling`` record of a spec (``method``: the bundle's default sampler on it)."""
+    if method not in SAMPLERS:
+        raise InputError(f"sampler {method!r} cannot be a bundle's default: expected one of {', '.join(SAMPLERS)}")
     ts = from_spec(spec, T)
     out: dict[str, Any] = {"steps": len(ts), "timesteps": ts.tolist(), "spec": spec}
+    if method != "ddim":  # a DDIM grid's record stays as it was
+        out["method"] = method
     if why:
         out["why"] = why
     return out
@@ -64,4 +71,11 @@ def problem(sampling: Any, T: int) -> str | None:
         return f"steps and as many decreasing integer timesteps in 0..{T - 1}"
     if not isinstance(sampling.get("spec", ""), str) or not isinstance(sampling.get("why", ""), str):
         return "spec and why as text"
+    if sampling.get("method", "ddim") not in SAMPLERS:
+        return f"method one of {', '.join(SAMPLERS)}"
     return None
+
+
+def method_of(sampling: dict[str, Any] | None) -> str | None:
+    """The sampler a bundle's own grid is for (DDIM unless the record names another); None without one."""
+    return None if not sampling else str(sampling.get("method", "ddim"))

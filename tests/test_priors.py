@@ -84,7 +84,7 @@ def test_a_shipped_prior_carries_its_recipe_s_own_grid_and_no_other():
     for name in NAMES:
         bundle = Bundle.open(name)
         if name in GRIDS:
-            spec, why = GRIDS[name]
-            assert bundle.manifest["sampling"] == grids.record(spec, bundle.schedule.T, why)
+            own = GRIDS[name]
+            assert bundle.manifest["sampling"] == grids.record(own.spec, bundle.schedule.T, own.why, own.method)
         else:
             assert "sampling" not in bundle.manifest

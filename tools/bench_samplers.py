@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgediff.runtime import grids
 from edgediff.runtime.bundle import label
 from edgediff.runtime.generate import SampleRequest, for_bundle, generate
 
@@ -55,17 +56,21 @@ def quality(denoiser: Any, n: int, grid: tuple[tuple[str, int], ...] = GRID, tim
     ref = None if dataset == "gmm2d" else reference(dataset, n, int(denoiser.sample_shape[-1]), int(data.get("seed", 0)))
     rows: list[dict[str, Any]] = []
     held_out: dict[str, Any] = {}
-    own = getattr(denoiser, "sampling", None)  # a bundle's own DDIM grid: its default, and the uniform one beside it
+    own = getattr(denoiser, "sampling", None)  # a bundle's own grid: its default, and the uniform one beside it
+    own_method = grids.method_of(own) if not getattr(denoiser, "distilled", None) else None
     runs = [(method, steps, None) for method, steps in grid]
-    if own and not getattr(denoiser, "distilled", None):
-        at = next((i for i, (m, k, _) in enumerate(runs) if m == "ddim" and k == own["steps"]), len(runs) - 1)
-        runs.insert(at + 1, ("ddim", int(own["steps"]), "trailing"))
+    if own_method:
+        at = next((i for i, (m, k, _) in enumerate(runs) if m == own_method and k == own["steps"]), None)
+        if at is not None or own_method == "ddim":  # the own grid, and the uniform steps beside it
+            runs.insert(len(runs) if at is None else at + 1, (own_method, int(own["steps"]), "trailing"))
+        else:  # the bundle's default solver on its grid, first
+            runs.insert(0, (own_method, int(own["steps"]), None))
     for method, steps, spacing in runs:
         request, placed = for_bundle(SampleRequest(n=n, method=method, steps=steps, seed=0, spacing=spacing),
                                      getattr(denoiser, "distilled", None), own)
         run = generate(denoiser, request)
         row: dict[str, Any] = {"sampler": method, "nfe": run.nfe}
-        if own and method == "ddim":
+        if own_method and method == own_method:
             row["grid"] = "own" if placed is not None else "trailing"
         if ref is None:
             row.update(gmm_row(run.x))

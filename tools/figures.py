@@ -45,8 +45,9 @@ class Figure:
 
     @property
     def samples_by_default(self) -> bool:
-        """Whether it samples its priors with DDIM at the default steps, which a prior's own grid changes
-        (runtime/grids.py); the posterior methods and the other samplers run their own timesteps."""
+        """Whether it samples its priors with the default sampler at its default steps, which a prior's own
+        grid (and the sampler it names) changes (runtime/grids.py); the posterior methods and the samplers
+        named on the command line run their own timesteps."""
         return self.args[:2] in (("plot", "constellation"), ("plot", "samples")) or self.args[0] == "bench-samplers" or (
             self.args[0] == "evaluate" and not {"--sampler", "--steps", "--spacing"} & set(self.args))
 
@@ -143,6 +144,8 @@ def identity(prior: str) -> dict[str, str]:
     found = {"stage": run, "model_sha256": manifest["files"]["model.onnx"]["sha256"]}
     if manifest.get("sampling"):  # its own DDIM grid: the default sampler's figures depend on it too
         found["grid"] = str(manifest["sampling"].get("spec") or manifest["sampling"].get("timesteps"))
+        if manifest["sampling"].get("method", "ddim") != "ddim":  # the default sampler it names changes them too
+            found["grid"] += f" ({manifest['sampling']['method']})"
     return found
 
 

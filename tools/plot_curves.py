@@ -15,7 +15,7 @@ from edgediff.tools.plots import pyplot, save
 
 def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
     """One panel per teacher bundle: its quality measure against NFE, one line per sampler on the uniform
-    grid, the bundle's own DDIM grid (``grid: own``) as a diamond beside it; a distilled bundle of the
+    grid, the bundle's own DDIM grid (``grid: own``; a solver's too, where its grid names it) as a diamond beside it; a distilled bundle of the
     same dataset is drawn into that panel as a star labelled with its name."""
     plt = pyplot()
     from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgediff.runtime.errors import InputError
 
@@ -85,15 +85,24 @@ SHIPPED = {"rf-qpsk": "qpsk-stage4", "rf-chirp": "rf-chirp", "rf-mix": "mix-stag
 DISTILLED: dict[str, tuple[str, dict]] = {}
 #: DDIM-50 dense at low t, for priors whose frames carry their own receiver noise (README, every distance has its floor).
 LOW_T_GRID = "999-500:10,500-150:20,150-0:20"
-#: Shipped priors with their own DDIM grid (runtime/grids.py; manifest "sampling"): name -> (spec, why).
+
+
+class OwnGrid(NamedTuple):
+    """A shipped prior's own grid (runtime/grids.py; manifest "sampling") and the sampler it is the default for."""
+    spec: str
+    why: str
+    method: str = "ddim"
+
+
+#: Shipped priors with their own grid: name -> OwnGrid.
 GRIDS = {
-    "rf-qpsk-fast": (LOW_T_GRID,
+    "rf-qpsk-fast": OwnGrid(LOW_T_GRID,
                      "rf-qpsk's grid: the same receiver noise in every frame, the same smoothing by coarse low-noise "
                      "steps (LSD 2.4 -> 1.4 dB on 2048 frames at two seeds, EVM and share alike or better)"),
-    "rf-qpsk": (LOW_T_GRID,
+    "rf-qpsk": OwnGrid(LOW_T_GRID,
                 "coarse stochastic steps smooth away each frame's own receiver noise: 20 of DDIM-50's steps below "
                 "t = 150 (uniform: 7) keep the spectrum and the frames' tail (README, every distance has its floor)"),
-    "rf-mix": ("999-950:4,950-800:18,800-400:12,400-0:16",
+    "rf-mix": OwnGrid("999-950:4,950-800:18,800-400:12,400-0:16",
                "a frame's kind is decided at t 950-800: 18 of DDIM-50's steps there (uniform: 7) keep more "
                "chirps (README, rf-mix's missing chirps)"),
 }
@@ -178,8 +187,8 @@ def build(names: list[str], runs: Path, out: Path, *, device: str = "auto", amp:
         out.mkdir(parents=True, exist_ok=True)
         manifest = export_bundle(run, out / name, OnnxExportOptions(force=True))
         if name in GRIDS:
-            spec, why = GRIDS[name]
-            set_sampling(out / name, grids.record(spec, int(manifest["schedule"]["T"]), why))
+            own = GRIDS[name]
+            set_sampling(out / name, grids.record(own.spec, int(manifest["schedule"]["T"]), own.why, own.method))
         written.append(out / name)
         log(f"{name}: bundle {out / name}")
     return written

@@ -113,12 +113,12 @@ def data_seed(bundle: Path) -> int:
 
 
 def _sampling(bundle: Path) -> dict[str, Any]:
-    """A bundle's own DDIM grid record (manifest "sampling"); {} when it has none."""
+    """A bundle's own grid record (manifest "sampling", with its sampler); {} when it has none."""
     return json.loads((bundle / "manifest.json").read_text()).get("sampling") or {}
 
 
 def _carry_grid(shipped: Path, candidate: Path) -> dict[str, Any]:
-    """Give ``candidate`` the ``shipped`` bundle's own DDIM grid, if it has one; returns it ({} when none)."""
+    """Give ``candidate`` the ``shipped`` bundle's own grid (and sampler), if it has one; returns it ({} when none)."""
     from edgediff.export.manifest import set_sampling
 
     record = _sampling(shipped)
@@ -196,7 +196,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         shipped = out_root / name if (out_root / name / "manifest.json").is_file() else None
         carried = _carry_grid(shipped, candidate) if shipped else {}  # both measured, and shipped, on one grid
         if carried:
-            log(f"{name}: the shipped prior's own DDIM grid carried over ({carried.get('spec')}); "
+            log(f"{name}: the shipped prior's own grid carried over ({carried.get('spec')}); "
                 "a stage that decides elsewhere may want it re-tuned (edgediff export grid)")
         # both against one set of held-out frames, the shipped prior's: each stage trains at its own seed
         # (priors continue), and a distance to another draw of the data moves by its own spread (rf-chirp's LSD)

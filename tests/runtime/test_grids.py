@@ -101,3 +101,25 @@ def test_the_sampler_walks_the_given_grid(unet_bundle):
     assert uniform.tweedie_t.tolist() != list(GIVEN) and not np.allclose(uniform.x, run.x)
     again = generate(d, SampleRequest(n=3, method="sde-dpmpp2m", grid=GIVEN, seed=2))
     np.testing.assert_array_equal(again.x, run.x)
+
+
+SDE_OWN = grids.record("99-60:4,60-0:6", 100, "", "sde-dpmpp2m")
+
+
+def test_a_grid_that_names_a_solver_makes_it_the_default_on_the_grid():
+    assert SDE_OWN["method"] == "sde-dpmpp2m" and "method" not in SAMPLING and grids.problem(SDE_OWN, 100) is None
+    req, grid = for_bundle(SampleRequest(n=4), None, SDE_OWN)
+    assert req.method == "sde-dpmpp2m" and req.steps == 10 and grid.tolist() == SDE_OWN["timesteps"]
+    again, grid2 = for_bundle(req, None, SDE_OWN)  # the CLI and generate() both pass a request through
+    assert again == req and grid2.tolist() == grid.tolist()
+    for other in (SampleRequest(n=4, method="ddim"), SampleRequest(n=4, method="sde-dpmpp2m", steps=20),
+                  SampleRequest(n=4, spacing="trailing")):
+        req, grid = for_bundle(other, None, SDE_OWN)
+        assert grid is None and req.spacing == "trailing" and req.method == (other.method or "sde-dpmpp2m")
+    assert for_bundle(SampleRequest(n=4), None, None)[0].method == "ddim"
+
+
+def test_a_grid_cannot_name_ddpm_or_an_unknown_sampler():
+    with pytest.raises(InputError, match="cannot be a bundle's default"):
+        grids.record("99-60:4", 100, "", "ddpm")
+    assert grids.problem({**SDE_OWN, "method": "ddpm"}, 100) and grids.problem({**SDE_OWN, "method": 3}, 100)

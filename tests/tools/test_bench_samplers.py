@@ -79,3 +79,24 @@ def test_a_bundle_with_its_own_grid_is_measured_on_it_and_on_the_uniform_one_bes
     assert list(by_label["ddim"].get_ydata()) == [uniform_share_error]
     assert by_label["ddim, its own grid"].get_marker() == "D"
     assert list(by_label["ddim, its own grid"].get_ydata()) == [report["rows"][0]["max_share_error"]]
+
+
+def test_a_bundle_whose_grid_names_a_solver_is_measured_with_it_first(tmp_path):
+    import shutil
+
+    from edgediff.export.manifest import set_sampling
+    from edgediff.runtime import grids, load
+    from edgediff.runtime.bundle import SHIPPED_DIR
+    from edgediff.tools.bench_samplers import describe, quality
+
+    copy = tmp_path / "gmm2d"
+    shutil.copytree(SHIPPED_DIR / "gmm2d", copy)
+    set_sampling(copy, grids.record("999-500:2,500-0:6", 1000, "", "sde-dpmpp2m"))
+    report = quality(load(copy, backend="ort"), 400, grid=(("ddim", 10), ("sde-dpmpp2m", 5)), timing=False)
+    rows = [(r["sampler"], r["nfe"], r.get("grid")) for r in report["rows"]]
+    assert rows == [("sde-dpmpp2m", 8, "own"), ("ddim", 10, None), ("sde-dpmpp2m", 5, "trailing")]
+    assert "sde-dpmpp2m-8   (own grid)" in describe(report)[1]
+    report = quality(load(copy, backend="ort"), 400, grid=(("ddim", 10), ("sde-dpmpp2m", 8)), timing=False)
+    rows = [(r["sampler"], r["nfe"], r.get("grid")) for r in report["rows"]]  # asked for: the grid, then uniform
+    assert rows == [("ddim", 10, None), ("sde-dpmpp2m", 8, "own"), ("sde-dpmpp2m", 8, "trailing")]
+    assert report["rows"][1]["mode_shares"] != report["rows"][2]["mode_shares"]

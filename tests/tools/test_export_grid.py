@@ -83,3 +83,34 @@ def test_a_manifest_with_a_broken_grid_is_refused_by_name(bundle):
         Bundle.open(bundle)
     res = edgediff("sample", bundle, "--n", "2", "--out", bundle.parent / "x.npy")
     assert res.returncode == 2 and "export grid" in res.stderr and not (bundle.parent / "x.npy").exists()
+
+
+def test_a_grid_for_a_solver_makes_it_the_bundles_default_sampler(tmp_path, bundle):
+    """`export grid --sampler sde-dpmpp2m`: `sample` and `evaluate` without --sampler run the SDE solver
+    on the grid; --sampler ddim runs DDIM on its uniform steps, as on a bundle without a grid."""
+    res = edgediff("export", "grid", bundle, "--grid", SPEC, "--sampler", "sde-dpmpp2m")
+    assert res.returncode == 0, res.stderr
+    assert "sde-dpmpp2m (the bundle's default sampler now)-10 runs on t = 99, 89" in res.stdout
+    assert Bundle.open(bundle).manifest["sampling"]["method"] == "sde-dpmpp2m"
+    res = edgediff("sample", bundle, "--n", 3, "--out", tmp_path / "s.npy", "--tweedie", tmp_path / "t.npz",
+                   "--every", 1, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert np.load(tmp_path / "t.npz")["t"].tolist() == [99, 89, 80, 70, 60, 50, 40, 30, 20, 10]
+    d = load(bundle, backend="ort")
+    x = sample(d, d.schedule, (3, *d.sample_shape), method="sde-dpmpp2m", steps=10, grid=d.sampling["timesteps"],
+               rng=np.random.default_rng([0, 0])).x
+    np.testing.assert_allclose(np.load(tmp_path / "s.npy"), d.normalisation.to_user(x), rtol=1e-5, atol=1e-6)
+    res = edgediff("sample", bundle, "--n", 3, "--format", "sigmf", "--out", tmp_path / "g", "--quiet")
+    assert res.returncode == 0, res.stderr
+    meta = json.loads((tmp_path / "g.sigmf-meta").read_text())
+    assert " sde-dpmpp2m-10 grid=bundle " in meta["annotations"][0]["core:generator"]
+
+    res = edgediff("sample", bundle, "--n", 3, "--sampler", "ddim", "--tweedie", tmp_path / "d.npz", "--every", 1,
+                   "--out", tmp_path / "d.npy", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert len(np.load(tmp_path / "d.npz")["t"]) == 50  # DDIM's default 50 steps, uniform: the grid is the solver's
+    res = edgediff("evaluate", bundle, "--n", "16", "--no-evm", "--json", tmp_path / "e.json")
+    assert res.returncode == 0, res.stderr
+    assert "sde-dpmpp2m-10 on the bundle's own grid (99-60:4,60-0:6" in res.stdout
+    report = json.loads((tmp_path / "e.json").read_text())["sampler"]
+    assert report["method"] == "sde-dpmpp2m" and report["steps"] == 10 and report["grid"] == "the bundle's own grid"

@@ -26,12 +26,13 @@ def test_build_trains_missing_stages_then_exports(tmp_path, monkeypatch):
     monkeypatch.setattr(p, "STAGES", {"s1": tiny, "s2": replace(tiny, init="s1", steps=10)})
     monkeypatch.setattr(p, "ALL", {**p.ALL, "s1": tiny, "s2": replace(tiny, init="s1", steps=10)})
     monkeypatch.setattr(p, "SHIPPED", {"toy": "s2"})
-    monkeypatch.setattr(p, "GRIDS", {"toy": ("999-500:3,500-0:5", "its own grid")})
+    monkeypatch.setattr(p, "GRIDS", {"toy": p.OwnGrid("999-500:3,500-0:5", "its own grid", "sde-dpmpp2m")})
     lines: list[str] = []
     written = p.build(["toy"], tmp_path / "runs", tmp_path / "out", device="cpu", progress=False, log=lines.append)
     assert written == [tmp_path / "out" / "toy"] and (tmp_path / "out" / "toy" / "manifest.json").is_file()
     sampling = Bundle.open(tmp_path / "out" / "toy").manifest["sampling"]  # the recipe's grid, and it verifies
     assert sampling["timesteps"] == [999, 833, 666, 500, 400, 300, 200, 100] and sampling["why"] == "its own grid"
+    assert sampling["method"] == "sde-dpmpp2m"  # the recipe's default sampler on it
     assert [line.split(":")[0] for line in lines] == ["s1", "s2", "toy"]
     lines.clear()
     p.build(["toy"], tmp_path / "runs", tmp_path / "out", device="cpu", progress=False, log=lines.append)

@@ -59,8 +59,8 @@ def _data_seed(denoiser) -> int:
 @click.option("--data", type=click.Path(path_type=Path), help="Held-out frames (.npy, N x 2 x L) instead of the built-in set.")
 @click.option("--evm/--no-evm", default=None, help="Blind EVM (default: for PSK datasets).")
 @click.option("--psk", type=click.Choice(["rf-qpsk", "rf-qpsk-fast"]), help="Receiver format for --data frames.")
-@click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]), default="ddim", show_default=True,
-              help="The sampler (as in `sample`).")
+@click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]),
+              help="The sampler (as in `sample`). [the bundle's own, if its grid names one; else ddim]")
 @click.option("--steps", type=count(1), help="Sampler steps (default: the sampler's, DDIM 50).")
 @click.option("--eta", type=non_negative(10.0), help="DDIM: [1; a distilled bundle: its own]")
 @click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]),
@@ -115,13 +115,14 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec,
                          "backend": denoiser.backend}
     if grid_spec:
         report["sampler"]["grid"] = grid_spec
-    elif request.method == "ddim" and not denoiser.distilled:
+    elif (grid is not None or request.method == "ddim") and not denoiser.distilled:
         report["sampler"]["grid"] = grid_label(request, grid)
     report["bundle"] = label(denoiser.bundle.root)
     if grid_spec:
         click.echo(f"{request.method}-{run.nfe} on the given grid ({grid_spec})")
     elif grid is not None and not denoiser.distilled:
-        click.echo(f"DDIM-{run.nfe} on the bundle's own grid ({denoiser.sampling.get('spec') or 'its timesteps'}; "
+        name = "DDIM" if request.method == "ddim" else request.method
+        click.echo(f"{name}-{run.nfe} on the bundle's own grid ({denoiser.sampling.get('spec') or 'its timesteps'}; "
                    "--spacing trailing for the uniform one)")
     for line in lines(report):
         click.echo(line)

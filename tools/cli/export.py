@@ -93,10 +93,14 @@ def export_trt(bundle_dir, precision, profile, workspace, timing_cache, tf32, ve
 @click.option("--grid", "spec", help="Segments HI-LO:K, e.g. 999-950:4,950-820:22,820-400:10,400-0:14: K DDIM steps "
                                      "from t HI down toward LO in each.")
 @click.option("--why", default="", help="A line kept beside the grid in the manifest (how it was chosen).")
+@click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]), default="ddim", show_default=True,
+              help="The sampler the grid is for, and the bundle's default: `sample` and `evaluate` without --sampler "
+                   "run it on the grid.")
 @click.option("--clear", is_flag=True, help="Take the bundle's own grid away (DDIM runs the uniform one again).")
-def export_grid(bundle_dir, spec, why, clear) -> None:
-    """Give BUNDLE_DIR its own DDIM grid: `sample` and `evaluate` place DDIM's steps there by default
-    when asked for that many (or no) steps, and --spacing chooses the uniform ones again. Only the
+def export_grid(bundle_dir, spec, why, sampler, clear) -> None:
+    """Give BUNDLE_DIR its own grid: `sample` and `evaluate` place DDIM's steps (or --sampler's, which
+    becomes the bundle's default) there by default when asked for that many (or no) steps, and
+    --spacing chooses the uniform ones again. Only the
     manifest is rewritten (atomically); the model and its hashes stay. Judge a grid with `evaluate`
     against `evaluate --spacing trailing` before keeping it."""
     from edgediff.export.manifest import set_sampling
@@ -107,10 +111,11 @@ def export_grid(bundle_dir, spec, why, clear) -> None:
     if clear == (spec is not None):
         raise InputError("export grid: give either --grid SPEC or --clear")
     bundle = Bundle.open(bundle_dir)  # a bundle that verifies, or one line saying why not
-    record = None if clear else grids.record(spec, bundle.schedule.T, why)
+    record = None if clear else grids.record(spec, bundle.schedule.T, why, sampler)
     set_sampling(bundle.root, record)
     if record is None:
         click.echo(f"{bundle.root}: own grid removed; DDIM runs the trailing grid")
     else:
-        click.echo(f"{bundle.root}: DDIM-{record['steps']} runs on t = {', '.join(map(str, record['timesteps']))} "
+        name = "DDIM" if sampler == "ddim" else f"{sampler} (the bundle's default sampler now)"
+        click.echo(f"{bundle.root}: {name}-{record['steps']} runs on t = {', '.join(map(str, record['timesteps']))} "
                    "(--spacing trailing for the uniform grid)")

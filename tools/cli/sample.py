@@ -14,9 +14,10 @@ from edgediff.tools.cli.types import SEED, count, non_negative, positive
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--n", "n", type=count(1), default=16, show_default=True, help="Number of samples.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]), default="ddim",
-              show_default=True, help="ddim (with --eta), ddpm, the deterministic multistep solvers DPM-Solver++(2M) "
-                                      "and UniPC, or the stochastic SDE-DPM-Solver++(2M).")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]),
+              help="ddim (with --eta), ddpm, the deterministic multistep solvers DPM-Solver++(2M) "
+                   "and UniPC, or the stochastic SDE-DPM-Solver++(2M). [the bundle's own, if its grid names one "
+                   "(`edgediff export grid --sampler`); else ddim]")
 @click.option("--steps", type=count(1), help="Sampler steps (DDPM: all T; DDIM: 50; dpmpp2m/unipc: 15; sde-dpmpp2m: 20).")
 @click.option("--eta", type=non_negative(10.0),
               help="DDIM stochasticity: 1 is the DDPM posterior on the strided steps (robust to model error), "
@@ -55,6 +56,7 @@ def sample(bundle, n, sampler, steps, eta, spacing, grid_spec, seed, batch, out,
     check_memory(n, denoiser.sample_shape, request, denoiser.schedule.T)
     per_batch = min(batch or denoiser.max_batch, n)
     total = -(-n // per_batch) * request.nfe(denoiser.schedule.T)
+    sampler = request.method
     with click.progressbar(length=total, label=f"{sampler} x{n}", hidden=quiet, show_pos=True) as bar:
         run = generate(denoiser, request, progress=bar.update)
     placed = f" grid={grid_spec}" if grid_spec else " grid=bundle" if grid is not None and not denoiser.distilled else ""
