@@ -13,6 +13,10 @@ import numpy as np
 from edgediff.tools.plots import pyplot, save
 
 
+#: One colour per sampler in every panel, whichever a bundle measures first (its own default may be a solver).
+SAMPLER_COLORS = {"ddim": "C0", "dpmpp2m": "C1", "sde-dpmpp2m": "C2", "unipc": "C3", "ddpm": "C4"}
+
+
 def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
     """One panel per teacher bundle: its quality measure against NFE, one line per sampler on the uniform
     grid, the bundle's own DDIM grid (``grid: own``; a solver's too, where its grid names it) as a diamond beside it; a distilled bundle of the
@@ -34,7 +38,7 @@ def quality_vs_nfe(reports: list[dict[str, Any]], out: Path) -> Path:
         nfes = set()
         for sampler in dict.fromkeys(r["sampler"] for r in rows):
             pts = sorted((r["nfe"], key(r)) for r in rows if r["sampler"] == sampler and r.get("grid") != "own")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sampler)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=sampler, color=SAMPLER_COLORS.get(sampler))
             nfes |= {p[0] for p in pts}
         for r in (r for r in rows if r.get("grid") == "own"):
             ax.plot([r["nfe"]], [key(r)], "D", ms=7, color="black", label=f"{r['sampler']}, its own grid")
