@@ -75,8 +75,8 @@ def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None,
     bundle with its own grid (manifest "sampling") runs its sampler (DDIM unless the record names another;
     also the sampler of a request that names none) on it when the request names neither a spacing nor
     another step count. An explicit ``req.grid`` places every sampler's steps (DDPM runs all T)."""
-    if not distilled:
-        req = replace(req, method=req.method or grids.method_of(sampling) or "ddim")
+    if not distilled:  # --eta is DDIM's knob: a request that sets it and names no sampler asks for DDIM
+        req = replace(req, method=req.method or ("ddim" if req.eta is not None else grids.method_of(sampling)) or "ddim")
     if req.grid is not None:
         return _explicit_grid(req, distilled)
     if not distilled:

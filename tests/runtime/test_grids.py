@@ -117,6 +117,8 @@ def test_a_grid_that_names_a_solver_makes_it_the_default_on_the_grid():
         req, grid = for_bundle(other, None, SDE_OWN)
         assert grid is None and req.spacing == "trailing" and req.method == (other.method or "sde-dpmpp2m")
     assert for_bundle(SampleRequest(n=4), None, None)[0].method == "ddim"
+    req, grid = for_bundle(SampleRequest(n=4, eta=0.0), None, SDE_OWN)  # --eta alone: DDIM's knob, so DDIM
+    assert req.method == "ddim" and req.eta == 0.0 and grid is None and req.spacing == "trailing"
 
 
 def test_a_grid_cannot_name_ddpm_or_an_unknown_sampler():

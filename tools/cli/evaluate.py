@@ -60,7 +60,7 @@ def _data_seed(denoiser) -> int:
 @click.option("--evm/--no-evm", default=None, help="Blind EVM (default: for PSK datasets).")
 @click.option("--psk", type=click.Choice(["rf-qpsk", "rf-qpsk-fast"]), help="Receiver format for --data frames.")
 @click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]),
-              help="The sampler (as in `sample`). [the bundle's own, if its grid names one; else ddim]")
+              help="The sampler (as in `sample`). [the bundle's own, if its grid names one; else ddim; ddim when --eta is given]")
 @click.option("--steps", type=count(1), help="Sampler steps (default: the sampler's, DDIM 50).")
 @click.option("--eta", type=non_negative(10.0), help="DDIM: [1; a distilled bundle: its own]")
 @click.option("--spacing", type=click.Choice(["trailing", "leading", "linspace"]),

@@ -17,7 +17,7 @@ from edgediff.tools.cli.types import SEED, count, non_negative, positive
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]),
               help="ddim (with --eta), ddpm, the deterministic multistep solvers DPM-Solver++(2M) "
                    "and UniPC, or the stochastic SDE-DPM-Solver++(2M). [the bundle's own, if its grid names one "
-                   "(`edgediff export grid --sampler`); else ddim]")
+                   "(`edgediff export grid --sampler`); else ddim; ddim when --eta is given]")
 @click.option("--steps", type=count(1), help="Sampler steps (DDPM: all T; DDIM: 50; dpmpp2m/unipc: 15; sde-dpmpp2m: 20).")
 @click.option("--eta", type=non_negative(10.0),
               help="DDIM stochasticity: 1 is the DDPM posterior on the strided steps (robust to model error), "
