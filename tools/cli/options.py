@@ -62,8 +62,8 @@ def stream_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 GRID_HELP = ("Place the sampler's steps yourself, in `export grid`'s form HI-LO:K,... (K steps from t HI down "
-             "toward LO): e.g. --sampler sde-dpmpp2m --grid 999-400:6,400-100:7,100-0:7. [the bundle's own grid "
-             "(DDIM), else --spacing]")
+             "toward LO): e.g. --sampler sde-dpmpp2m --grid 999-400:6,400-100:7,100-0:7. [the bundle's own grid, "
+             "where it is for the sampler asked, else --spacing]")
 
 
 def grid_timesteps(spec: str | None, T: int) -> tuple[int, ...] | None:
