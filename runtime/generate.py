@@ -76,11 +76,11 @@ def for_bundle(req: SampleRequest, distilled: dict[str, Any] | None,
     also the sampler of a request that names none) on it when the request names neither a spacing nor
     another step count. An explicit ``req.grid`` places every sampler's steps (DDPM runs all T)."""
     if not distilled:  # --eta is DDIM's knob: a request that sets it and names no sampler asks for DDIM
-        req = replace(req, method=req.method or ("ddim" if req.eta is not None else grids.method_of(sampling)) or "ddim")
+        method = req.method or ("ddim" if req.eta is not None else grids.method_of(sampling)) or "ddim"
+        req = replace(req, method=method, eta=1.0 if req.eta is None else req.eta)
     if req.grid is not None:
         return _explicit_grid(req, distilled)
     if not distilled:
-        req = replace(req, eta=1.0 if req.eta is None else req.eta)
         if sampling and req.method == grids.method_of(sampling) and req.spacing is None \
                 and req.steps in (None, int(sampling["steps"])):
             return replace(req, steps=int(sampling["steps"])), np.asarray(sampling["timesteps"], dtype=np.int64)
@@ -106,7 +106,7 @@ def _explicit_grid(req: SampleRequest, distilled: dict[str, Any] | None) -> tupl
         raise InputError(f"--grid and --spacing {req.spacing} both place the steps: give one of them")
     if req.steps not in (None, len(grid)):
         raise InputError(f"--steps {req.steps} and --grid's {len(grid)} steps disagree: leave --steps out")
-    return replace(req, steps=len(grid), grid=grid, eta=1.0 if req.eta is None else req.eta), np.asarray(grid, dtype=np.int64)
+    return replace(req, steps=len(grid), grid=grid), np.asarray(grid, dtype=np.int64)
 
 
 def grid_label(req: SampleRequest, grid: Any) -> str:

@@ -137,6 +137,7 @@ def run(figures: list[Figure], root: Path = ROOT, logs: Path | None = None,
 def identity(prior: str) -> dict[str, str]:
     """What makes a shipped prior this one: the run it was exported from, its model's hash and its own
     DDIM grid, if it has one."""
+    from edgediff.runtime import grids
     from edgediff.runtime.bundle import MANIFEST, resolve
 
     manifest = json.loads((resolve(prior) / MANIFEST).read_text())  # a shipped prior's: ours, not a user's
@@ -144,8 +145,9 @@ def identity(prior: str) -> dict[str, str]:
     found = {"stage": run, "model_sha256": manifest["files"]["model.onnx"]["sha256"]}
     if manifest.get("sampling"):  # its own DDIM grid: the default sampler's figures depend on it too
         found["grid"] = str(manifest["sampling"].get("spec") or manifest["sampling"].get("timesteps"))
-        if manifest["sampling"].get("method", "ddim") != "ddim":  # the default sampler it names changes them too
-            found["grid"] += f" ({manifest['sampling']['method']})"
+        method = grids.method_of(manifest["sampling"])
+        if method != "ddim":  # the default sampler it names changes them too
+            found["grid"] += f" ({method})"
     return found
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgediff.runtime.grids import SAMPLERS
 from edgediff.tools.cli import cli
 from edgediff.tools.cli.types import BATCH_PROFILE, SEED, count, non_negative
 
@@ -93,7 +94,7 @@ def export_trt(bundle_dir, precision, profile, workspace, timing_cache, tf32, ve
 @click.option("--grid", "spec", help="Segments HI-LO:K, e.g. 999-950:4,950-820:22,820-400:10,400-0:14: K DDIM steps "
                                      "from t HI down toward LO in each.")
 @click.option("--why", default="", help="A line kept beside the grid in the manifest (how it was chosen).")
-@click.option("--sampler", type=click.Choice(["ddim", "dpmpp2m", "sde-dpmpp2m", "unipc"]), default="ddim", show_default=True,
+@click.option("--sampler", type=click.Choice(list(SAMPLERS)), default="ddim", show_default=True,
               help="The sampler the grid is for, and the bundle's default: `sample` and `evaluate` without --sampler "
                    "run it on the grid.")
 @click.option("--clear", is_flag=True, help="Take the bundle's own grid away (DDIM runs the uniform one again).")
