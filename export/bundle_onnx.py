@@ -21,7 +21,7 @@ from edgediff.runtime.atomic import atomic_directory, save_npz
 from edgediff.runtime.backends.ort import OrtEngine, OrtOptions, available_providers
 from edgediff.runtime.bundle import sha256_file
 from edgediff.runtime.errors import BundleError, EdgediffError, InputError
-from edgediff.runtime.metrics import compare, json_safe
+from edgediff.runtime.metrics import FP32_PARITY, compare, json_safe
 from edgediff.train.models import config_to_dict, count_parameters
 from edgediff.train.run import load_run
 
@@ -33,10 +33,8 @@ class OnnxExportOptions:
     opset: int = onnx_export.DEFAULT_OPSET
     batch: int | None = None  # fixed batch; None = dynamic in [1, max_batch]
     max_batch: int = 64
-    # fp32's own noise reaches 1.7e-5 on a trained prior at batch 64, t = 0 (SNR 122 dB): a gate at
-    # 1e-5 failed correct exports by chance; an export fault is orders of magnitude above 1e-4
-    atol: float = 1e-4
-    rtol: float = 1e-5
+    atol: float = FP32_PARITY["atol"]  # runtime/metrics.py: why not 1e-5
+    rtol: float = FP32_PARITY["rtol"]
     fp16: bool = False
     force: bool = False
     seed: int = 0

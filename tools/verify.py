@@ -18,11 +18,11 @@ import numpy as np
 from edgediff.runtime.backends import BundleDenoiser
 from edgediff.runtime.errors import EdgediffError
 from edgediff.runtime import metrics
-from edgediff.runtime.metrics import compare, json_safe
+from edgediff.runtime.metrics import FP32_PARITY, compare, json_safe
 from edgediff.runtime.sampling import sample
 
 #: Elementwise (atol + rtol |ref|) for fp32 engines; relative L2 for reduced precision.
-TOLERANCES = {"fp32": {"atol": 1e-5, "rtol": 1e-5}, "trt-fp32": {"atol": 1e-4, "rtol": 1e-4},
+TOLERANCES = {"fp32": FP32_PARITY, "trt-fp32": {"atol": 1e-4, "rtol": 1e-4},
               "fp16": {"rel_l2": 1e-2}, "bf16": {"rel_l2": 3e-2}, "int8": {"rel_l2": 0.15}}
 #: Bound on the median |dx| of the end-to-end check (errors accumulate over steps; judge the median).
 #: An int8 model is judged per call here; whether it still works end to end is the receiver gate's job.

@@ -48,7 +48,9 @@ def test_arm64_samples_match_x86_and_verify_passes(tmp_path, arm_env, unet_bundl
     check = arm64.run(arm_env, ["verify", str(unet_bundle)])
     assert check.returncode == 0, check.stdout + check.stderr
     assert "ok   reference.npz" in check.stdout and "passed" in check.stdout
-    for name in ("gmm2d", "rf-qpsk"):  # shipped priors, by name: linear and cosine schedules' fingerprints on ARM's libm
+    # shipped priors, by name: linear and cosine schedules' fingerprints on ARM's libm; rf-chirp's reference is
+    # the one ARM's fp32 kernels come closest to a 1e-5 bound with (1.48e-5, SNR 120 dB: metrics.FP32_PARITY)
+    for name in ("gmm2d", "rf-chirp"):
         shipped = arm64.run(arm_env, ["verify", name])
         assert shipped.returncode == 0 and "passed" in shipped.stdout, shipped.stdout + shipped.stderr
     machine = arm64.run(arm_env, ["doctor"])

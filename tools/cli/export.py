@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgediff.runtime.grids import SAMPLERS
+from edgediff.runtime.metrics import FP32_PARITY
 from edgediff.tools.cli import cli
 from edgediff.tools.cli.types import BATCH_PROFILE, SEED, count, non_negative
 
@@ -22,8 +23,10 @@ def export() -> None:
 @click.option("--opset", type=click.IntRange(17, 30), default=18, show_default=True, help="ONNX opset (17 or newer).")
 @click.option("--batch", type=count(1, 65536), help="Fix the batch size (default: dynamic).")
 @click.option("--max-batch", type=count(1, 65536), default=64, show_default=True, help="Largest batch of the dynamic profile.")
-@click.option("--atol", type=non_negative(1.0), default=1e-4, show_default=True, help="Parity gate absolute tolerance.")
-@click.option("--rtol", type=non_negative(1.0), default=1e-5, show_default=True, help="Parity gate relative tolerance.")
+@click.option("--atol", type=non_negative(1.0), default=FP32_PARITY["atol"], show_default=True,
+              help="Parity gate absolute tolerance.")
+@click.option("--rtol", type=non_negative(1.0), default=FP32_PARITY["rtol"], show_default=True,
+              help="Parity gate relative tolerance.")
 @click.option("--fp16", is_flag=True, help="Also write model.fp16.onnx (norms, softmax, embedding kept fp32).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle directory.")
 def export_onnx(run_dir, out, opset, batch, max_batch, atol, rtol, fp16, force) -> None:
