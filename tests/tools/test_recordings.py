@@ -155,15 +155,17 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 @pytest.mark.slow
-def test_peak_memory_does_not_grow_with_the_recording(tmp_path):
+def test_peak_memory_does_not_grow_with_the_recording(tmp_path, unet_bundle):
     """1 MB against 20 MB of samples, one step each: an implementation that held the recording (or
-    its output) in memory would grow by 40-80 MB; the bound is 10 MB (measured: ~1 MB)."""
+    its output) in memory would grow by 40-80 MB; the bound is 10 MB (measured: +2 MB). The session's
+    tiny U-Net streams it (10 s here, rf-qpsk's network 25 s): the framing and I/O are under test, and
+    its small activations leave any other peak in sight (the scale pass's 1 M-sample chunks: +39 MB)."""
     rng = np.random.default_rng(0)
     peaks = {}
     for name, n in (("small", 131_072), ("large", 2_621_440)):
         z = (rng.standard_normal(n) + 1j * rng.standard_normal(n)).astype(np.complex64) * 0.3
         np.save(tmp_path / f"{name}.npy", z)
-        proc = subprocess.run([sys.executable, "-c", PEAK, "denoise", "rf-qpsk", "--y", str(tmp_path / f"{name}.npy"),
+        proc = subprocess.run([sys.executable, "-c", PEAK, "denoise", str(unet_bundle), "--y", str(tmp_path / f"{name}.npy"),
                                "--sigma-y", "0.1", "--steps", "1", "--out", str(tmp_path / f"{name}-out.npy"), "--quiet"],
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr
