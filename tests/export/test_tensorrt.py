@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from edgediff.export.tensorrt_build import (
+    TOLERANCE,
     BuildSettings,
     Profile,
     engine_entry,
@@ -123,6 +124,26 @@ def test_validation_thresholds():
     bad[0, 0, 0] = np.nan
     report = judge(ref, bad, "fp16")
     assert not report["passed"] and report["finite"] is False and report["max_abs"] == "inf"
+
+
+def test_verify_holds_each_plan_to_no_tighter_a_bound_than_its_build_validated():
+    """`edgediff verify` reads a plan's precision from its manifest entry; a --tf32 build records fp32 with tf32
+    set, validated at fp32-tf32's relative bound, which verify's elementwise fp32 bound would fail."""
+    from types import SimpleNamespace
+
+    from edgediff.tools import verify
+
+    for entry, key in (({"precision": "fp32", "tf32": False}, "fp32"), ({"precision": "fp32", "tf32": True}, "fp32-tf32"),
+                       ({"precision": "fp16", "tf32": False}, "fp16"), ({"precision": "int8"}, "int8")):
+        denoiser = SimpleNamespace(backend="trt", engine=SimpleNamespace(entry=entry))
+        precision = verify.precision_of(denoiser)
+        assert precision in verify.E2E_MEDIAN
+        built, checked = TOLERANCE[key], verify.TOLERANCES[precision]
+        assert all(checked[k] >= v for k, v in built.items()), (entry, built, checked)
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((4, 2, 64))
+    tf32_like = ref * (1 + 5e-4 * rng.standard_normal(ref.shape))  # TF32's 10-bit mantissa, within its build bound
+    assert judge(ref, tf32_like, "fp32-tf32")["passed"] and verify.judge(ref, tf32_like, "fp32-tf32")["passed"]
 
 
 DEVICE = cuda.DeviceInfo(0, "Orin (nvgpu)", 8, 7, 8 << 30, 12060, 12060)
