@@ -115,13 +115,13 @@ def end_to_end(denoiser: BundleDenoiser, batch: int, method: str, steps: int | N
 
 
 def research_loop(denoiser: BundleDenoiser, method: str, steps: int | None, batch: int, repeats: int) -> dict[str, Any]:
-    """The usual research-repository way: the same network in a torch eager loop (train.reference)."""
+    """The usual research-repository way: the same network in a torch eager loop (train.reference); ``denoiser``
+    is the torch backend's, whose model it drives."""
     import torch
 
-    from edgediff.runtime.backends import load
     from edgediff.train import reference
 
-    model = load(denoiser.bundle.root, backend="torch").engine.model
+    model = denoiser.engine.model
     shape = (batch, *denoiser.sample_shape)
 
     def run() -> None:
@@ -178,10 +178,10 @@ TORCH_SCRIPT = PEAK_RSS + textwrap.dedent(
     import torch
     from edgediff.runtime.bundle import Bundle
     from edgediff.train import reference
-    from edgediff.train.run import load_run
+    from edgediff.train.torch_engine import TorchEngine
     t1 = time.perf_counter()
     bundle = Bundle.open(sys.argv[1])
-    config, model = load_run(bundle.manifest["source_run"]["path"])
+    model = TorchEngine.from_bundle(bundle, run_dir=sys.argv[2] if len(sys.argv) > 2 else None).model
     t2 = time.perf_counter()
     reference.sample(lambda x, t: model(x, t), bundle.schedule, (1, *bundle.sample_shape), np.random.default_rng(0),
                      method="ddim", steps=20)
@@ -192,9 +192,9 @@ TORCH_SCRIPT = PEAK_RSS + textwrap.dedent(
 )
 
 
-def process_footprint(bundle: Path, script: str) -> dict[str, Any]:
+def process_footprint(bundle: Path, script: str, *args: str) -> dict[str, Any]:
     """Run a fresh process that loads the bundle and samples; report its import/load times and peak RSS."""
-    proc = subprocess.run([sys.executable, "-c", script, str(bundle)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", script, str(bundle), *args], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -53,3 +53,25 @@ def test_research_baseline_script_compares_in_one_run(mlp_bundle):
     lines = [ln for ln in res.stdout.splitlines() if "research loop" in ln]
     assert len(lines) == 2 and lines[0].startswith("ddpm-100") and lines[1].startswith("ddim-50")
     assert all("x faster" in ln for ln in lines)
+
+
+def test_bench_of_a_shipped_prior_times_torch_on_its_own_weights(tmp_path, monkeypatch):
+    """A shipped prior's exporting run is never here: the torch rows read its weights back from model.onnx and
+    say so, where bench refused the defaults outright; a board without torch benches ONNX Runtime alone."""
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench", "gmm2d", "--batch", "1", "--repeats", "2", "--warmup",
+                          "1", "--no-ddpm", "--quality-samples", "16", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "its weights read back from" in res.stdout and "model.onnx" in res.stdout
+    report = json.loads(out.read_text())
+    assert set(report["backends"]) == {"ort", "torch"} and "error" not in report["torch_process"]
+    assert report["research_loop"]["ddim-50"]["median"] > 0
+
+    import importlib.util
+
+    from edgediff.tools.cli import bench
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    assert bench.default_backends() == ["ort"]

@@ -15,8 +15,11 @@ from edgediff.tools.cli.types import CommaList, count, positive, within
 
 @cli.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--backends", type=CommaList(click.Choice(["ort", "torch", "trt"]), unique=True), default="ort,torch",
-              show_default=True, help="Comma-separated: ort, torch, trt.")
+@click.option("--backends", type=CommaList(click.Choice(["ort", "torch", "trt"]), unique=True),
+              help="Comma-separated: ort, torch, trt. [ort, and torch where it is installed]")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path),
+              help="The torch backend's weights: the exporting run's folder, or a bundle's (its model.onnx read back). "
+                   "[the run the manifest names; where it is not here, BUNDLE's own model.onnx]")
 @click.option("--batch", "batches", type=CommaList(count(1, 1 << 16), unique=True), default="1,16,64", show_default=True,
               help="Batch sizes for the NFE latency (each within every engine's range).")
 @click.option("--repeats", type=count(1, 100_000), default=30, show_default=True, help="Timed repeats per measurement.")
@@ -29,7 +32,8 @@ from edgediff.tools.cli.types import CommaList, count, positive, within
 @click.option("--precisions", type=CommaList(click.Choice(["int8", "dynamic", "fp16"]), unique=True),
               help="Also ONNX Runtime rows for the bundle's int8 / fp16 models and ORT's dynamic quantization "
                    "(made here, in a temporary file).")
-def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, json_out, threads, force, precisions) -> None:
+def bench(bundle, backends, run_dir, batches, repeats, warmup, ddpm, quality_samples, json_out, threads, force,
+          precisions) -> None:
     """Measure BUNDLE on each backend: NFE latency, sampler overhead, end-to-end time, footprint."""
     import tempfile
 
@@ -37,9 +41,10 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
     from edgediff.runtime.backends import load
     from edgediff.tools import bench as b
 
-    names, batch_list = backends, batches
+    names, batch_list = backends or default_backends(), batches
     check_outputs({"--json": json_out}, force=force)
-    denoisers = {n: load(bundle, backend=n, threads=threads) for n in names}
+    denoisers = {n: load(bundle, backend=n, threads=threads, run_dir=torch_weights(bundle, run_dir) if n == "torch" else None)
+                 for n in names}
     scratch = tempfile.TemporaryDirectory()
     for p in precisions or []:
         if p == "dynamic":
@@ -66,7 +71,8 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
         d = denoisers["torch"]
         report["research_loop"] = {f"{m}-{s or d.schedule.T}": b.research_loop(d, m, s, 1, 1 if s is None else 3)
                                    for m, s in (([("ddpm", None)] if ddpm else []) + [("ddim", 50)])}
-        report["torch_process"] = b.process_footprint(bundle, b.TORCH_SCRIPT)
+        weights = torch_weights(bundle, run_dir, quiet=True)
+        report["torch_process"] = b.process_footprint(bundle, b.TORCH_SCRIPT, *([str(weights)] if weights else []))
     report["lean_process"] = b.process_footprint(bundle, b.LEAN_SCRIPT)
     report["sample_cli"] = b.sample_cli_footprint(bundle)
     report["install_footprint"] = {"edgediff[ort]": b.install_footprint(["edgediff", "onnxruntime"]),
@@ -81,6 +87,29 @@ def bench(bundle, backends, batches, repeats, warmup, ddpm, quality_samples, jso
     if json_out is not None:
         write_json(json_out, report)
         click.echo(f"wrote {json_out}")
+
+
+def default_backends() -> list[str]:
+    """ONNX Runtime, and torch beside it where torch is installed (a board has none: its bench runs ort alone)."""
+    import importlib.util
+
+    return ["ort", "torch"] if importlib.util.find_spec("torch") is not None else ["ort"]
+
+
+def torch_weights(bundle: Path, run_dir: Path | None, quiet: bool = False) -> Path | None:
+    """--run, else the exporting run where it is here, else the bundle itself: its model.onnx read back into torch
+    (a shipped prior's run is never here; the same weights, so the same network to time)."""
+    from edgediff.runtime.bundle import Bundle
+
+    if run_dir is not None:
+        return run_dir
+    b = Bundle.open(bundle)
+    source = Path(str(b.manifest.get("source_run", {}).get("path", "")))
+    if str(source) and (source / "weights.safetensors").is_file():
+        return None
+    if not quiet:
+        click.echo(f"torch: the exporting run is not here; its weights read back from {b.root / 'model.onnx'}")
+    return b.root
 
 
 def ratios(report: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +160,9 @@ def table(report: dict[str, Any]) -> list[str]:
         lines.append("  torch research loop: " + ", ".join(f"{k} {v['median']:.3f}" for k, v in report["research_loop"].items()))
     for key in ("lean_process", "torch_process"):
         p = report.get(key)
-        if p and "error" not in p:
+        if p and "error" in p:
+            lines.append(f"process ({key.replace('_', ' ')}): not measured: {p['error']}")
+        elif p:
             what = "edgediff runtime on onnxruntime, torch blocked" if key == "lean_process" else "torch research loop"
             lines.append(f"process ({what}): peak RSS {p['peak_rss_mb']:.0f} MB, import {p['import_s']:.2f} s, "
                          f"load {p['load_s']:.3f} s, DDIM-20 {p['sample_ddim20_s']:.2f} s")
