@@ -55,7 +55,10 @@ def judge(ref: np.ndarray, got: np.ndarray, precision: str) -> dict[str, Any]:
     return metrics.judge(ref, got, TOLERANCES[precision])
 
 
-def verify(denoiser: BundleDenoiser, *, steps: int = 20, n: int = 4, seed: int = 0) -> VerifyReport:
+def verify(denoiser: BundleDenoiser, *, steps: int = 20, n: int = 4, seed: int = 0,
+           run_dir: Any = None) -> VerifyReport:
+    """``run_dir``: the torch model's weights (the exporting run, or a bundle whose model.onnx is read back;
+    default: the run the manifest names)."""
     precision = precision_of(denoiser)
     report = VerifyReport(precision)
     ref = denoiser.bundle.reference()
@@ -68,7 +71,7 @@ def verify(denoiser: BundleDenoiser, *, steps: int = 20, n: int = 4, seed: int =
     try:
         from edgediff.runtime.backends import load
 
-        torch_denoiser = load(denoiser.bundle.root, backend="torch")
+        torch_denoiser = load(denoiser.bundle.root, backend="torch", run_dir=run_dir)
     except EdgediffError as exc:
         report.notes.append(f"no torch comparison: {exc}")
         return report

@@ -173,6 +173,18 @@ def test_verify_takes_another_machines_fp32_noise(tmp_path, unet_bundle):
     assert res.returncode == 0 and "ok   reference.npz" in res.stdout, res.stdout + res.stderr
 
 
+def test_verify_compares_with_torch_where_its_note_says(tmp_path):
+    """A shipped prior's run is never here: the note names --run; given it, the torch checks run."""
+    pytest.importorskip("torch")
+    res = edgediff("verify", "gmm2d")
+    assert res.returncode == 0 and "no torch comparison" in res.stdout and "--run " in res.stdout
+    from edgediff.runtime.bundle import resolve
+
+    res = edgediff("verify", "gmm2d", "--run", resolve("gmm2d"))
+    assert res.returncode == 0 and "no torch comparison" not in res.stdout, res.stdout + res.stderr
+    assert res.stdout.count("  ok   torch model, fresh inputs") == 4 and "passed: 6 checks" in res.stdout
+
+
 def test_verify_without_torch_checks_the_stored_reference(unet_bundle):
     code = (
         "import importlib.abc, sys\n"

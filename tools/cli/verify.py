@@ -26,7 +26,7 @@ def verify(bundle, steps, n, seed, **engine) -> None:
     # its first check replays reference.npz at a bound at least as tight as the load's self-test, and reports
     # what it found: the self-test would run the same batch once more (37 s of an ARM64 board's emulation)
     denoiser = load_denoiser(bundle, **{**engine, "no_self_test": True})
-    report = run_verify(denoiser, steps=steps, n=n, seed=seed)
+    report = run_verify(denoiser, steps=steps, n=n, seed=seed, run_dir=engine.get("run_dir"))
     click.echo(f"verify {bundle} on {denoiser.backend} ({denoiser.provider}), tolerance {report.precision}")
     for case in report.cases:
         click.echo("  " + format_case(case))
