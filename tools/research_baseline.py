@@ -1,8 +1,9 @@
 """The usual way against ours, in one run: a research-repository torch eager loop vs edgediff on ORT.
 
-    python -m edgediff.tools.research_baseline BUNDLE [--repeats 3]
+    python -m edgediff.tools.research_baseline BUNDLE [--repeats 3] [--run DIR]
 
-Both sample the same network (the bundle's exporting run) with DDPM-T and DDIM-50 at batch 1; the
+Both sample the same network (the bundle's exporting run, ``--run``, or where neither is here the bundle's
+own model.onnx read back, as ``edgediff bench`` does) with DDPM-T and DDIM-50 at batch 1; the
 torch loop is :func:`edgediff.train.reference.sample`, tensors and model calls all in torch eager.
 """
 
@@ -16,12 +17,14 @@ import click
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--repeats", type=int, default=3, show_default=True)
-def main(bundle: Path, repeats: int) -> None:
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), help="The torch network's weights (as in `bench`).")
+def main(bundle: Path, repeats: int, run_dir: Path | None) -> None:
     from edgediff.runtime import load
     from edgediff.tools import bench
+    from edgediff.tools.cli.bench import torch_weights
 
     ort = load(bundle, backend="ort")
-    torch_d = load(bundle, backend="torch")
+    torch_d = load(bundle, backend="torch", run_dir=torch_weights(bundle, run_dir))
     T = ort.schedule.T
     click.echo(f"machine: {bench.machine()}")
     for method, steps in (("ddpm", None), ("ddim", 50)):
