@@ -114,6 +114,21 @@ def end_to_end(denoiser: BundleDenoiser, batch: int, method: str, steps: int | N
     return {k: (v / batch if k != "n" else v) for k, v in s.items()}
 
 
+def torch_weights(bundle: Path | str, run_dir: Path | None) -> tuple[Path | None, str | None]:
+    """Where the torch backend takes its weights, and a note when the bundle's own stand in: ``run_dir`` (--run),
+    else the exporting run where it is here (None: the manifest's), else the bundle itself, its model.onnx read
+    back into torch (a shipped prior's run is never here; the same weights, so the same network to time)."""
+    from edgediff.runtime.bundle import Bundle
+
+    if run_dir is not None:
+        return run_dir, None
+    b = Bundle.open(bundle)
+    source = str(b.manifest.get("source_run", {}).get("path", ""))
+    if source and (Path(source) / "weights.safetensors").is_file():
+        return None, None
+    return b.root, f"torch: the exporting run is not here; its weights read back from {b.root / 'model.onnx'}"
+
+
 def research_loop(denoiser: BundleDenoiser, method: str, steps: int | None, batch: int, repeats: int) -> dict[str, Any]:
     """The usual research-repository way: the same network in a torch eager loop (train.reference); ``denoiser``
     is the torch backend's, whose model it drives."""

@@ -21,10 +21,11 @@ import click
 def main(bundle: Path, repeats: int, run_dir: Path | None) -> None:
     from edgediff.runtime import load
     from edgediff.tools import bench
-    from edgediff.tools.cli.bench import torch_weights
-
     ort = load(bundle, backend="ort")
-    torch_d = load(bundle, backend="torch", run_dir=torch_weights(bundle, run_dir))
+    weights, note = bench.torch_weights(bundle, run_dir)
+    if note:
+        click.echo(note)
+    torch_d = load(bundle, backend="torch", run_dir=weights)
     T = ort.schedule.T
     click.echo(f"machine: {bench.machine()}")
     for method, steps in (("ddpm", None), ("ddim", 50)):

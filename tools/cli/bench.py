@@ -43,8 +43,10 @@ def bench(bundle, backends, run_dir, batches, repeats, warmup, ddpm, quality_sam
 
     names, batch_list = backends or default_backends(), batches
     check_outputs({"--json": json_out}, force=force)
-    denoisers = {n: load(bundle, backend=n, threads=threads, run_dir=torch_weights(bundle, run_dir) if n == "torch" else None)
-                 for n in names}
+    weights, note = b.torch_weights(bundle, run_dir) if "torch" in names else (None, None)
+    if note:
+        click.echo(note)
+    denoisers = {n: load(bundle, backend=n, threads=threads, run_dir=weights if n == "torch" else None) for n in names}
     scratch = tempfile.TemporaryDirectory()
     for p in precisions or []:
         if p == "dynamic":
@@ -71,7 +73,6 @@ def bench(bundle, backends, run_dir, batches, repeats, warmup, ddpm, quality_sam
         d = denoisers["torch"]
         report["research_loop"] = {f"{m}-{s or d.schedule.T}": b.research_loop(d, m, s, 1, 1 if s is None else 3)
                                    for m, s in (([("ddpm", None)] if ddpm else []) + [("ddim", 50)])}
-        weights = torch_weights(bundle, run_dir, quiet=True)
         report["torch_process"] = b.process_footprint(bundle, b.TORCH_SCRIPT, *([str(weights)] if weights else []))
     report["lean_process"] = b.process_footprint(bundle, b.LEAN_SCRIPT)
     report["sample_cli"] = b.sample_cli_footprint(bundle)
@@ -94,22 +95,6 @@ def default_backends() -> list[str]:
     import importlib.util
 
     return ["ort", "torch"] if importlib.util.find_spec("torch") is not None else ["ort"]
-
-
-def torch_weights(bundle: Path, run_dir: Path | None, quiet: bool = False) -> Path | None:
-    """--run, else the exporting run where it is here, else the bundle itself: its model.onnx read back into torch
-    (a shipped prior's run is never here; the same weights, so the same network to time)."""
-    from edgediff.runtime.bundle import Bundle
-
-    if run_dir is not None:
-        return run_dir
-    b = Bundle.open(bundle)
-    source = Path(str(b.manifest.get("source_run", {}).get("path", "")))
-    if str(source) and (source / "weights.safetensors").is_file():
-        return None
-    if not quiet:
-        click.echo(f"torch: the exporting run is not here; its weights read back from {b.root / 'model.onnx'}")
-    return b.root
 
 
 def ratios(report: dict[str, Any]) -> dict[str, Any]:
