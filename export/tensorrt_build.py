@@ -29,7 +29,8 @@ import numpy as np
 from edgediff.runtime.atomic import atomic_path, write_bytes
 from edgediff.runtime.backends import cuda
 from edgediff.runtime.backends.ort import OrtEngine, OrtOptions
-from edgediff.runtime.backends.trt import TrtEngine, import_tensorrt, version_tuple
+from edgediff.runtime.backends.trt import VALIDATION_TOLERANCE, TrtEngine, import_tensorrt, version_tuple
+from edgediff.runtime.backends.trt import tolerance_key as plan_tolerance_key
 from edgediff.runtime.bundle import Bundle, sha256_file
 from edgediff.runtime.errors import BackendUnavailableError, BundleError, InputError
 from edgediff.runtime import metrics
@@ -46,9 +47,8 @@ DEFAULT_WORKSPACE_MIB = 512  # fits the builder on 8 GB Jetson boards
 FP32_LAYER_TYPES = ("NORMALIZATION", "SOFTMAX", "REDUCE")
 #: Layers whose ONNX node name starts with one of these scopes stay fp32 (the timestep embedding).
 FP32_SCOPES = ("embed",)
-#: Validation thresholds against ONNX Runtime fp32 on the CPU.
-TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-4}, "fp32-tf32": {"rel_l2": 1e-3}, "fp16": {"rel_l2": 1e-2},
-             "bf16": {"rel_l2": 3e-2}, "int8": {"rel_l2": 0.1}}
+#: Validation thresholds against ONNX Runtime fp32 on the CPU (runtime/backends/trt.py, which verify reads too).
+TOLERANCE = VALIDATION_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,7 @@ def plan_filename(compute_capability: str, trt_version: str, precision: str) -> 
 
 
 def tolerance_key(settings: BuildSettings) -> str:
-    if settings.precision == "fp32":
-        return "fp32-tf32" if settings.tf32 else "fp32"
-    return settings.precision
+    return plan_tolerance_key(settings.precision, settings.tf32)
 
 
 def judge(reference: np.ndarray, candidate: np.ndarray, key: str) -> dict[str, Any]:

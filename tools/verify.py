@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 
 from edgediff.runtime.backends import BundleDenoiser
+from edgediff.runtime.backends.trt import VALIDATION_TOLERANCE, tolerance_key
 from edgediff.runtime.errors import EdgediffError
 from edgediff.runtime import metrics
 from edgediff.runtime.metrics import FP32_PARITY, compare, json_safe
 from edgediff.runtime.sampling import sample
 
 #: Elementwise (atol + rtol |ref|) for fp32 engines; relative L2 for reduced precision.
-#: A TensorRT plan's precision is its manifest entry's (export/tensorrt_build.py), "fp32" read as "trt-fp32".
-TOLERANCES = {"fp32": FP32_PARITY, "trt-fp32": {"atol": 1e-4, "rtol": 1e-4}, "fp32-tf32": {"rel_l2": 1e-3},
-              "fp16": {"rel_l2": 1e-2}, "bf16": {"rel_l2": 3e-2}, "int8": {"rel_l2": 0.15}}
+#: A TensorRT plan is held to the bounds its build validated it at (by tolerance key; its fp32 as "trt-fp32").
+TOLERANCES = {"fp32": FP32_PARITY, "trt-fp32": VALIDATION_TOLERANCE["fp32"],
+              "fp32-tf32": VALIDATION_TOLERANCE["fp32-tf32"], "fp16": {"rel_l2": 1e-2}, "bf16": {"rel_l2": 3e-2}, "int8": {"rel_l2": 0.15}}
 #: Bound on the median |dx| of the end-to-end check (errors accumulate over steps; judge the median).
 #: An int8 model is judged per call here; whether it still works end to end is the receiver gate's job.
 E2E_MEDIAN = {"fp32": 1e-4, "trt-fp32": 1e-3, "fp32-tf32": 1e-2, "fp16": 5e-2, "bf16": 1e-1, "int8": 0.2}
@@ -44,10 +45,8 @@ class VerifyReport:
 def precision_of(denoiser: BundleDenoiser) -> str:
     if denoiser.backend == "trt":
         entry = denoiser.engine.entry
-        p = str(entry.get("precision", "fp32"))
-        if p == "fp32":  # a --tf32 build records fp32 and tf32: its build validated it at fp32-tf32's bound
-            return "fp32-tf32" if entry.get("tf32") else "trt-fp32"
-        return p
+        key = tolerance_key(str(entry.get("precision", "fp32")), bool(entry.get("tf32")))
+        return "trt-fp32" if key == "fp32" else key
     return str(getattr(denoiser.engine, "precision", "fp32"))
 
 

@@ -28,6 +28,16 @@ log = logging.getLogger(__name__)
 TRT_MISSING = "TensorRT is not installed: pip install 'edgediff[gpu]', or use JetPack's python3-libnvinfer"
 INPUT_NAMES = ("x_t", "t")
 OUTPUT_NAME = "eps"
+#: A plan's bounds against ONNX Runtime fp32 on the CPU, by tolerance key: the build validates at these
+#: (export/tensorrt_build.py) and `edgediff verify` holds a plan to no tighter.
+VALIDATION_TOLERANCE = {"fp32": {"atol": 1e-4, "rtol": 1e-4}, "fp32-tf32": {"rel_l2": 1e-3}, "fp16": {"rel_l2": 1e-2},
+                        "bf16": {"rel_l2": 3e-2}, "int8": {"rel_l2": 0.1}}
+
+
+def tolerance_key(precision: str, tf32: bool) -> str:
+    """A plan's tolerance key: its precision, an fp32 build with TF32 allowed being ``fp32-tf32`` (its manifest
+    entry records ``precision`` fp32 and ``tf32``)."""
+    return "fp32-tf32" if precision == "fp32" and tf32 else precision
 
 
 def import_tensorrt(*, allow_lean: bool = False) -> Any:
