@@ -80,3 +80,26 @@ def test_reconstruction_table_matches_its_json():
     ]
     shown = table_after(README.read_text(), "| dataset | case | best diffusion |")
     assert shown == expected, "README reconstruction table differs from docs/bench/reconstruct.json"
+
+
+def progress_row(name: str, p: dict) -> str:
+    slope = "-" if p["slope"] is None else f"{p['slope']:+.2f} ({p['fit_points']})"
+    spent = f"{p['seconds'].get('GPU', 0) / 60:.0f} min / {p['seconds'].get('CPU', 0) / 3600:.1f} h"
+    j = p["projection"]
+    to = j["status"] if j["status"] != "open" else (
+        f"{j['doublings']:.1f} doublings: {j['frames']:.2g} frames, {j['gpu_hours']:.3g} GPU hours")
+    return f"| {name} | {p['frames_seen'] / 1e6:.1f} M | {p['now']:.2f} (≤ {p['target']:g}) | {slope} | {spent} | {to} |"
+
+
+def test_priors_progress_table_matches_its_json_and_the_ledger():
+    from edgediff.tools import priors_progress as pg
+    from edgediff.tools.priors_continue import read_ledger
+
+    bench = json.loads((BENCH / "priors-progress.json").read_text())["priors"]
+    expected = [progress_row(name, p) for name, p in bench.items()]
+    shown = table_after(README.read_text(), "| prior | frames seen | now (target) |")
+    assert shown == expected, "README progress table differs from docs/bench/priors-progress.json"
+    # and the JSON is what the ledger and the evaluate figures say today (a later adoption re-draws it)
+    fresh = pg.as_json(pg.progress(read_ledger()))["priors"]
+    assert [progress_row(n, p) for n, p in json.loads(json.dumps(fresh)).items()] == expected, \
+        "docs/bench/priors-progress.json is stale: edgediff priors figures --stale"

@@ -91,6 +91,10 @@ FIGURES = (
     Figure("showcase", (QPSK, CHIRP), ("showcase", "--out", "{scratch}", "--force"), "the top of the README (make demo)",
            0.5, copies=(("reconstruction.png", "docs/img/demo-reconstruction.png"),
                         ("separation.png", "docs/img/demo-separation.png"))),
+    # last: it reads the ledger and the evaluate figures above (where each prior stands today)
+    Figure("priors-progress", (QPSK, FAST, MIX, CHIRP), ("priors", "progress", "--plot", "docs/img/priors-progress.png",
+                                                         "--json", "docs/bench/priors-progress.json", "--force"),
+           "Training on a GPU (Where the priors stand)", 0.1),
 )
 
 

@@ -5,6 +5,7 @@ its path; the figures of frames, maps and fields are in :mod:`edgediff.tools.plo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -150,4 +151,48 @@ def quality_vs_latency(rows: list[dict[str, Any]], limits: dict[str, float], bas
         ax.set_ylabel("blind EVM median (dB)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, title=f"hollow: over {limits['bundle_mb']:g} MB", title_fontsize=7)
+    return save(fig, out)
+
+
+def progress_curves(found: list[Any], out: Path) -> Path:
+    """One panel per prior (:mod:`edgediff.tools.priors_progress`): its ledger score against frames seen
+    (log2 axis; squares GPU stages, circles CPU ones), the fitted trend carried on toward the target,
+    the target, and a star where the shipped prior stands with today's default sampler."""
+    plt = pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    cols = 2 if len(found) > 1 else 1
+    rows_n = math.ceil(len(found) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.2 * cols, 3.6 * rows_n), squeeze=False, layout="constrained")
+    for ax, p in zip(axes.flat, found):
+        pts = p.points
+        x = np.array([q["frames_seen"] / 1e6 for q in pts])
+        y = np.array([q["score"] for q in pts])
+        ax.plot(x, y, "-", color="0.6", lw=1)
+        for kind, marker in (("GPU", "s"), ("CPU", "o"), ("unknown", "^")):
+            sel = [i for i, q in enumerate(pts) if q["device"] == kind]
+            if sel:
+                ax.plot(x[sel], y[sel], marker, ms=5, ls="none", label=f"{kind} stage", color={"GPU": "C3", "CPU": "C0"}.get(kind, "C7"))
+        if p.slope is not None:  # the fit through its stages, then carried on from now (at most 16x the frames)
+            fit = np.geomspace(p.fit_from, p.frames_seen, 16)
+            ax.plot(fit / 1e6, p.intercept + p.slope * np.log2(fit), "-", color="C2", lw=2, alpha=0.6,
+                    label=f"trend {p.slope:+.2f} / doubling")
+            if p.projection.get("status") == "open":
+                ahead = np.geomspace(p.frames_seen, p.frames_seen * min(16.0, 2 ** p.projection["doublings"]), 16)
+                ax.plot(ahead / 1e6, p.now + p.slope * np.log2(ahead / p.frames_seen), "--", color="C2", lw=1)
+                ax.annotate(f"target at {p.projection['frames']:.2g} frames\n({p.projection['doublings']:.1f} doublings on)", (ahead[-1] / 1e6, p.now + p.slope * np.log2(ahead[-1] / p.frames_seen)),
+                            fontsize=7, ha="right", va="bottom", color="C2")
+        if p.current is not None:
+            ax.plot([p.frames_seen / 1e6], [p.current], "*", ms=13, color="C1", label="now (today's default sampler)")
+        ax.axhline(p.target, color="k", ls=":", lw=1, label=f"target {p.target:g}")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("training frames seen (millions)")
+        ax.set_ylabel(p.measure, fontsize=8)
+        ax.set_title(f"{p.prior}: {p.seconds.get('GPU', 0) / 60:.0f} GPU min, {p.seconds.get('CPU', 0) / 3600:.1f} CPU h recorded",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(found):]:
+        ax.set_visible(False)
     return save(fig, out)

@@ -225,6 +225,32 @@ def cost_plot_cmd(cost_path, runs, out, force) -> None:
     click.echo(f"wrote {plot_curves.quality_vs_latency(rows, cost['limits'], cost['variants'][cost['baseline']]['latency_ms'], out)}")
 
 
+@priors.command("progress")
+@click.option("--ledger", "ledger_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The ledger to read. [priors/ledger.json]")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write the score-against-frames panels here (PNG).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the figures here.")
+@click.option("--force", is_flag=True, help="Replace the PNG or JSON if it exists.")
+def progress_cmd(ledger_path, plot, json_out, force) -> None:
+    """Each shipped prior against its target: score against frames seen (the ledger's stages), the trend
+    per doubling of frames, what it projects in frames and GPU hours, and the GPU and CPU time spent."""
+    from edgediff.runtime.atomic import write_json
+    from edgediff.tools import plot_curves
+    from edgediff.tools import priors_progress as pg
+    from edgediff.tools.cli.outputs import check_outputs
+    from edgediff.tools.priors_continue import LEDGER, read_ledger
+
+    check_outputs({"--plot": plot, "--json": json_out}, force=force)
+    found = pg.progress(read_ledger(ledger_path or LEDGER))
+    for line in pg.table(found):
+        click.echo(line)
+    if json_out is not None:
+        write_json(json_out, pg.as_json(found))
+        click.echo(f"wrote {json_out}")
+    if plot is not None:
+        click.echo(f"wrote {plot_curves.progress_curves(found, plot)}")
+
+
 @priors.command("figures")
 @click.option("--prior", "names", multiple=True, help="Only the figures that read this shipped prior (repeat). [all]")
 @click.option("--stale", "stale_only", is_flag=True,
