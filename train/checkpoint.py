@@ -27,11 +27,28 @@ STEP_DIR = re.compile(r"^step_(\d{8})$")
 FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json")
 
 
+#: The one metadata key of the weights files we write; its value is the metadata as sorted JSON.
+METADATA_KEY = "edgediff"
+
+
 def save_weights(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """Atomically write a flat tensor dict as safetensors."""
+    """Atomically write a flat tensor dict as safetensors. The same tensors and metadata give the same
+    bytes: safetensors writes its metadata map in a random order per call, so ours travels as one key
+    (:data:`METADATA_KEY`, sorted JSON) and a file's sha256 names its content."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    header = None if metadata is None else {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def weights_metadata(path: Path) -> dict[str, str]:
+    """The metadata :func:`save_weights` wrote (files from before it was one key: their keys as they are)."""
+    def read(file: str) -> dict[str, str]:
+        with safe_open(file, framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta[METADATA_KEY]) if set(meta) == {METADATA_KEY} else dict(meta)
+
+    return _read_safetensors(path, read)
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
