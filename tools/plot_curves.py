@@ -180,7 +180,8 @@ def progress_curves(found: list[Any], out: Path) -> Path:
             if p.projection.get("status") == "open":
                 ahead = np.geomspace(p.frames_seen, p.frames_seen * min(16.0, 2 ** p.projection["doublings"]), 16)
                 ax.plot(ahead / 1e6, p.now + p.slope * np.log2(ahead / p.frames_seen), "--", color="C2", lw=1)
-                ax.annotate(f"target at {p.projection['frames']:.2g} frames\n({p.projection['doublings']:.1f} doublings on)", (ahead[-1] / 1e6, p.now + p.slope * np.log2(ahead[-1] / p.frames_seen)),
+                end = (ahead[-1] / 1e6, p.now + p.slope * np.log2(ahead[-1] / p.frames_seen))
+                ax.annotate(f"target at {p.projection['frames']:.2g} frames\n({p.projection['doublings']:.1f} doublings on)", end,
                             fontsize=7, ha="right", va="bottom", color="C2")
         if p.current is not None:
             ax.plot([p.frames_seen / 1e6], [p.current], "*", ms=13, color="C1", label="now (today's default sampler)")

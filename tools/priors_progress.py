@@ -101,8 +101,9 @@ def stages(entry: dict[str, Any], prior: str) -> list[dict[str, Any]]:
 
 
 def fit_trend(points: list[dict[str, Any]], frames_now: int) -> tuple[float, float, int, int] | None:
-    """(score change per doubling, score at log2(frames) = 0, first frames seen used, points used) through the points within
-    :data:`TREND_DOUBLINGS` doublings of ``frames_now``; None with fewer than two distinct frame counts."""
+    """(score change per doubling, score at log2(frames) = 0, first frames seen used, points used) through
+    the points within :data:`TREND_DOUBLINGS` doublings of ``frames_now``; None with fewer than two
+    distinct frame counts."""
     first = frames_now / 2**TREND_DOUBLINGS
     use = [p for p in points if p["frames_seen"] >= first]
     x = np.log2([p["frames_seen"] for p in use])
@@ -178,7 +179,8 @@ def progress(ledger: dict[str, Any], bench: Path = ROOT / "docs" / "bench") -> l
 
 def table(found: list[Progress]) -> list[str]:
     """The rows ``edgediff priors progress`` prints."""
-    lines = [f"{'prior':<13} {'frames seen':>11}  {'now (target)':<18} {'per doubling (fit points)':>26}  {'GPU / CPU time':<17} to target"]
+    lines = [f"{'prior':<13} {'frames seen':>11}  {'now (target)':<18} {'per doubling (fit points)':>26}  "
+             f"{'GPU / CPU time':<17} to target"]
     for p in found:
         now = "-" if p.now is None else f"{p.now:.2f}"
         slope = "-" if p.slope is None else f"{p.slope:+.2f} ({p.fit_points})"
