@@ -28,3 +28,14 @@ def test_readme_python_examples_run(unet_bundle):
         exec(compile(code.replace("bundles/qpsk", str(unet_bundle)), "README.md", "exec"), namespace)
         if "frames" in namespace:
             assert namespace["frames"].shape == (8, 2, 32)
+
+
+def test_the_contents_line_links_every_section_by_its_anchor():
+    text = README.read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("**Contents:**"))
+
+    def anchor(heading: str) -> str:  # GitHub's: lower case, punctuation dropped, spaces to hyphens
+        return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+    headings = [anchor(h) for h in re.findall(r"^## (.+)$", text, flags=re.M)]
+    assert re.findall(r"\]\(#([^)]+)\)", line) == headings
