@@ -132,6 +132,17 @@ def project(p: Progress) -> dict[str, Any]:
     return out
 
 
+def _current(figure: Path, prior: str, score: Any) -> float | None:
+    """The shipped prior's score in its README figure (None where the figure is not there)."""
+    if not figure.is_file():
+        return None
+    try:
+        return float(score(prior, json.loads(figure.read_text())))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{figure}: not an evaluate report ({type(exc).__name__}: {exc}); measure it again with "
+                         f"edgediff priors figures --prior {prior}, or restore it from git") from None
+
+
 def gpu_rate(ledger: dict[str, Any]) -> float | None:
     """The fastest frames/s any GPU stage in the ledger trained at (the shipped U-Net priors share one
     architecture, so one prior's rate is another's)."""
@@ -163,8 +174,7 @@ def progress(ledger: dict[str, Any], bench: Path = ROOT / "docs" / "bench") -> l
                    "device": device_kind(str(s.get("device", "")))} for s in rows if isinstance(s.get("score"), (int, float))]
         if not all(math.isfinite(pt["score"]) for pt in points):
             raise InputError(f"ledger: {prior} records a score that is not a number; restore priors/ledger.json from git")
-        figure = bench / target.figure
-        current = score(prior, json.loads(figure.read_text())) if figure.is_file() else None
+        current = _current(bench / target.figure, prior, score)
         p = Progress(prior, target.measure, target.score, rows[-1]["frames_seen"] if rows else 0, points, current,
                      seconds, unrecorded, len(entry.get("declined", [])), gpu_rate=rate)
         trend = fit_trend(points, p.frames_seen)

@@ -7,6 +7,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
+from edgediff.runtime.errors import InputError
 from edgediff.tools import priors_progress as pg
 from edgediff.tools.cli import cli
 from edgediff.tools.priors_continue import read_ledger
@@ -45,6 +46,13 @@ def test_today_s_figure_sets_where_the_prior_stands(tmp_path):
     (tmp_path / pg.TARGETS["rf-qpsk-fast"].figure).write_text(json.dumps(report))
     (p,) = pg.progress(_ledger([-10.0, -11.0, -12.0, -13.0]), bench=tmp_path)
     assert p.current == -23.0 and p.projection == {"status": "met"}
+
+
+@pytest.mark.parametrize("text", ["{not json", json.dumps({"generated": {"evm": "x"}}), json.dumps([1])])
+def test_a_broken_figure_is_one_line_naming_it(tmp_path, text):
+    (tmp_path / pg.TARGETS["rf-qpsk-fast"].figure).write_text(text)
+    with pytest.raises(InputError, match="evaluate-rf-qpsk-fast.json: not an evaluate report"):
+        pg.progress(_ledger([-10.0, -11.0]), bench=tmp_path)
 
 
 def test_a_flat_or_rising_record_says_frames_alone_will_not_reach_it(tmp_path):
