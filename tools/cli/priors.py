@@ -244,11 +244,11 @@ def progress_cmd(ledger_path, plot, json_out, force) -> None:
     found = pg.progress(read_ledger(ledger_path or LEDGER))
     for line in pg.table(found):
         click.echo(line)
+    if plot is not None:  # first: a missing matplotlib then leaves no JSON behind either
+        click.echo(f"wrote {plot_curves.progress_curves(found, plot)}")
     if json_out is not None:
         write_json(json_out, pg.as_json(found))
         click.echo(f"wrote {json_out}")
-    if plot is not None:
-        click.echo(f"wrote {plot_curves.progress_curves(found, plot)}")
 
 
 @priors.command("figures")
