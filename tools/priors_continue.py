@@ -150,19 +150,24 @@ def carry(runs: Path, out: Path, names: tuple[str, ...] | None = None,
     there. Returns the copied runs."""
     import shutil
 
+    from edgediff.runtime.atomic import atomic_directory
+
     ledger = read_ledger() if ledger is None else ledger
+    found = [newest_stage(name, runs, CARRIED, skip=declined(ledger, prior_of(name)))
+             for name in ((*CONTINUED, *GROWN) if names is None else names)]
+    found = [run for run in found if run is not None]
+    if found and out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file: give a folder to carry the runs into")
+    for run in found:  # all checked before any is copied: a refused carry leaves no half-filled folder
+        if (out / run.name).exists():
+            raise InputError(f"{out / run.name} exists: carry into an empty folder")
     copied = []
-    for name in (*CONTINUED, *GROWN) if names is None else names:
-        newest = newest_stage(name, runs, CARRIED, skip=declined(ledger, prior_of(name)))
-        if newest is None:
-            continue
-        target = out / newest.name
-        if target.exists():
-            raise InputError(f"{target} exists: carry into an empty folder")
-        target.mkdir(parents=True)
-        for f in CARRIED:
-            shutil.copyfile(newest / f, target / f)
-        copied.append(target)
+    for run in found:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_directory(out / run.name) as tmp:  # each run whole or not at all
+            for f in CARRIED:
+                shutil.copyfile(run / f, tmp / f)
+        copied.append(out / run.name)
     return copied
 
 

@@ -254,6 +254,15 @@ def test_carry_takes_the_newest_stage_of_each_prior_and_only_its_weights_and_con
     assert (number, init) == (7, str(out / "rf-qpsk-s6" / "weights.safetensors"))
     with pytest.raises(InputError, match="carry into an empty folder"):
         pc.carry(runs, out)
+    # refused before anything is copied: rf-qpsk's run would go first, rf-chirp's target is in the way
+    other = tmp_path / "carry2"
+    (other / "rf-chirp-s2").mkdir(parents=True)
+    with pytest.raises(InputError, match="rf-chirp-s2 exists"):
+        pc.carry(runs, other)
+    assert [p.name for p in other.iterdir()] == ["rf-chirp-s2"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file: give a folder"):
+        pc.carry(runs, tmp_path / "file")
 
 
 CARRY_FILES = ("config.json", "weights.safetensors")
