@@ -162,8 +162,9 @@ def carry(runs: Path, out: Path, names: tuple[str, ...] | None = None,
         if (out / run.name).exists():
             raise InputError(f"{out / run.name} exists: carry into an empty folder")
     copied = []
-    for run in found:
+    if found:
         out.mkdir(parents=True, exist_ok=True)
+    for run in found:
         with atomic_directory(out / run.name) as tmp:  # each run whole or not at all
             for f in CARRIED:
                 shutil.copyfile(run / f, tmp / f)

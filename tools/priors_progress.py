@@ -10,7 +10,7 @@ points plus the QPSK frames' EVM over ten (its target, 5 points and -20 dB, read
 
 The trend is a least-squares line of score against log2(frames seen) through the scored stages within
 :data:`TREND_DOUBLINGS` doublings of the frames seen now: the per-doubling slope issue 19 tracks. Its
-projection (doublings, frames, and GPU hours at the fastest rate a GPU stage in the ledger trained at)
+projection (doublings, frames, and GPU hours at the fastest rate a GPU stage of these priors trained at)
 is an extrapolation of a record whose samplers changed along the way; it tells which priors frames
 alone can carry to their targets, not when they will arrive.
 """
@@ -84,7 +84,8 @@ class Progress:
 
 
 def stages(entry: dict[str, Any], prior: str) -> list[dict[str, Any]]:
-    """The entry's stages with their cumulative frames seen, checked against the ledger's own totals."""
+    """The entry's stages with their cumulative frames seen and device kind, checked against the ledger's
+    own totals."""
     rows, seen = [], 0
     if not isinstance(entry.get("stages", []), list):
         raise InputError(f"ledger: {prior}'s stages are not a list; restore priors/ledger.json from git")
@@ -93,7 +94,7 @@ def stages(entry: dict[str, Any], prior: str) -> list[dict[str, Any]]:
         if not isinstance(frames, (int, float)) or frames < 0:
             raise InputError(f"ledger: {prior}'s stage {i + 1} has no frame count; restore priors/ledger.json from git")
         seen += int(frames)
-        rows.append({**s, "frames_seen": seen})
+        rows.append({**s, "frames_seen": seen, "kind": device_kind(str(s.get("device", "")))})
     if rows and entry.get("frames_seen") not in (None, seen):
         raise InputError(f"ledger: {prior}'s stages add up to {seen} frames but it records {entry['frames_seen']}; "
                          "restore priors/ledger.json from git")
@@ -143,40 +144,40 @@ def _current(figure: Path, prior: str, score: Any) -> float | None:
                          f"edgediff priors figures --prior {prior}, or restore it from git") from None
 
 
-def gpu_rate(ledger: dict[str, Any]) -> float | None:
-    """The fastest frames/s any GPU stage in the ledger trained at (the shipped U-Net priors share one
-    architecture, so one prior's rate is another's)."""
-    rates = [s["frames"] / s["seconds"] for e in ledger.values() if isinstance(e, dict)
-             for s in e.get("stages", []) if isinstance(s, dict) and device_kind(str(s.get("device", ""))) == "GPU"
-             and isinstance(s.get("frames"), (int, float)) and isinstance(s.get("seconds"), (int, float)) and s["seconds"] > 0]
-    return max(rates, default=None)
+def timed(stage: dict[str, Any]) -> bool:
+    """Whether a stage recorded its training seconds."""
+    return isinstance(stage.get("seconds"), (int, float)) and stage["seconds"] > 0
+
+
+def gpu_rate(rows: list[dict[str, Any]]) -> float | None:
+    """The fastest frames/s any timed GPU stage among ``rows`` trained at (the shipped U-Net priors share
+    one architecture, so one prior's rate is another's)."""
+    return max((s["frames"] / s["seconds"] for s in rows if s["kind"] == "GPU" and timed(s)), default=None)
 
 
 def progress(ledger: dict[str, Any], bench: Path = ROOT / "docs" / "bench") -> list[Progress]:
     """One :class:`Progress` per prior that has a target, in :data:`TARGETS` order."""
     from edgediff.tools.priors_adopt import score
 
-    found, rate = [], gpu_rate(ledger)
-    for prior, target in TARGETS.items():
-        entry = ledger.get(prior)
-        if not isinstance(entry, dict):
-            continue
-        rows = stages(entry, prior)
+    entries = {prior: e for prior in TARGETS if isinstance(e := ledger.get(prior), dict)}
+    staged = {prior: stages(entry, prior) for prior, entry in entries.items()}
+    found, rate = [], gpu_rate([s for rows in staged.values() for s in rows])
+    for prior, rows in staged.items():
+        target = TARGETS[prior]
         seconds: dict[str, float] = {}
         unrecorded: dict[str, int] = {}
         for s in rows:
-            kind = device_kind(str(s.get("device", "")))
-            if isinstance(s.get("seconds"), (int, float)) and s["seconds"] > 0:
-                seconds[kind] = seconds.get(kind, 0.0) + float(s["seconds"])
+            if timed(s):
+                seconds[s["kind"]] = seconds.get(s["kind"], 0.0) + float(s["seconds"])
             else:
-                unrecorded[kind] = unrecorded.get(kind, 0) + 1
-        points = [{"run": s.get("run"), "frames_seen": s["frames_seen"], "score": float(s["score"]),
-                   "device": device_kind(str(s.get("device", "")))} for s in rows if isinstance(s.get("score"), (int, float))]
+                unrecorded[s["kind"]] = unrecorded.get(s["kind"], 0) + 1
+        points = [{"run": s.get("run"), "frames_seen": s["frames_seen"], "score": float(s["score"]), "device": s["kind"]}
+                  for s in rows if isinstance(s.get("score"), (int, float))]
         if not all(math.isfinite(pt["score"]) for pt in points):
             raise InputError(f"ledger: {prior} records a score that is not a number; restore priors/ledger.json from git")
         current = _current(bench / target.figure, prior, score)
         p = Progress(prior, target.measure, target.score, rows[-1]["frames_seen"] if rows else 0, points, current,
-                     seconds, unrecorded, len(entry.get("declined", [])), gpu_rate=rate)
+                     seconds, unrecorded, len(entries[prior].get("declined", [])), gpu_rate=rate)
         trend = fit_trend(points, p.frames_seen)
         if trend is not None:
             p.slope, p.intercept, p.fit_from, p.fit_points = trend

@@ -24,8 +24,8 @@ from edgediff.runtime.sampling import sample
 
 #: Elementwise (atol + rtol |ref|) for fp32 engines; relative L2 for reduced precision.
 #: A TensorRT plan is held to the bounds its build validated it at (by tolerance key; its fp32 as "trt-fp32").
-TOLERANCES = {"fp32": FP32_PARITY, "trt-fp32": VALIDATION_TOLERANCE["fp32"],
-              "fp32-tf32": VALIDATION_TOLERANCE["fp32-tf32"], "fp16": {"rel_l2": 1e-2}, "bf16": {"rel_l2": 3e-2}, "int8": {"rel_l2": 0.15}}
+TOLERANCES = {"fp32": FP32_PARITY, "trt-fp32": VALIDATION_TOLERANCE["fp32"], "fp32-tf32": VALIDATION_TOLERANCE["fp32-tf32"],
+              "fp16": {"rel_l2": 1e-2}, "bf16": {"rel_l2": 3e-2}, "int8": {"rel_l2": 0.15}}
 #: Bound on the median |dx| of the end-to-end check (errors accumulate over steps; judge the median).
 #: An int8 model is judged per call here; whether it still works end to end is the receiver gate's job.
 E2E_MEDIAN = {"fp32": 1e-4, "trt-fp32": 1e-3, "fp32-tf32": 1e-2, "fp16": 5e-2, "bf16": 1e-1, "int8": 0.2}
