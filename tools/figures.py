@@ -39,7 +39,7 @@ class Figure:
     name: str
     priors: tuple[str, ...]  # the shipped priors it reads
     args: tuple[str, ...]  # the edgediff command; paths relative to the repository root
-    section: str  # where the README quotes it
+    section: str  # where the README quotes it: a heading, (a paragraph in it), or docs/priors.md (a heading there)
     minutes: float  # about how long it takes on 2 CPU cores
     copies: tuple[tuple[str, str], ...] = ()  # (written into a scratch folder, kept as) for --out folders
 
@@ -66,10 +66,10 @@ FIGURES = (
     _evaluate(QPSK, 1024, "--sampler", "sde-dpmpp2m", "--steps", "20", suffix="-sde20"),
     _evaluate(CHIRP, 4096, suffix="-4096"),
     _evaluate(CHIRP, 4096, "--sampler", "sde-dpmpp2m", "--steps", "10", suffix="-sde10"),
-    _evaluate(QPSK, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (Where the error lies)"),
-    _evaluate(FAST, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (Where the error lies)"),
-    _evaluate(MIX, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (rf-mix's missing chirps)"),
-    _evaluate(CHIRP, 512, "--denoise-curve", suffix="-denoise", section="Shipped priors (rf-chirp's short pulses)"),
+    _evaluate(QPSK, 512, "--denoise-curve", suffix="-denoise", section="docs/priors.md (Where the error lies)"),
+    _evaluate(FAST, 512, "--denoise-curve", suffix="-denoise", section="docs/priors.md (Where the error lies)"),
+    _evaluate(MIX, 512, "--denoise-curve", suffix="-denoise", section="docs/priors.md (rf-mix's missing chirps)"),
+    _evaluate(CHIRP, 512, "--denoise-curve", suffix="-denoise", section="docs/priors.md (rf-chirp's short pulses)"),
     Figure("constellation", (QPSK,), ("plot", "constellation", QPSK, "--out", "docs/img/constellation.png", "--force"),
            "Shipped priors", 0.5),
     Figure("reconstruct", (QPSK, CHIRP), ("bench-reconstruct", QPSK, CHIRP, "--frames", "16", "--json",
@@ -87,7 +87,7 @@ FIGURES = (
            "Few steps", 4.0),
     Figure("samplers-mix", (MIX,), ("bench-samplers", MIX, "--n", "512", "--no-timing", "--also", "ddim:100", "--also",
                                     "ddim:200", "--also", "ddpm:1000", "--json", "docs/bench/samplers-mix.json", "--force"),
-           "Shipped priors (rf-mix's missing chirps)", 6.0),
+           "docs/priors.md (rf-mix's missing chirps)", 6.0),
     Figure("showcase", (QPSK, CHIRP), ("showcase", "--out", "{scratch}", "--force"), "the top of the README (make demo)",
            0.5, copies=(("reconstruction.png", "docs/img/demo-reconstruction.png"),
                         ("separation.png", "docs/img/demo-separation.png"))),

@@ -83,7 +83,7 @@ SHIPPED = {"rf-qpsk": "qpsk-stage4", "rf-chirp": "rf-chirp", "rf-mix": "mix-stag
 #: its teacher's 1.42 at DDIM-50 on 4096 frames; the bound is 0.5 dB), so none ships. Its settings:
 #: {"rf-chirp-d4": ("rf-chirp", {"nfe": 4, "start_steps": 64, "steps_per_stage": 1000, "batch": 256, "lr": 1e-4})}
 DISTILLED: dict[str, tuple[str, dict]] = {}
-#: DDIM-50 dense at low t, for priors whose frames carry their own receiver noise (README, every distance has its floor).
+#: DDIM-50 dense at low t, for priors whose frames carry their own receiver noise (docs/priors.md, every distance has its floor).
 LOW_T_GRID = "999-500:10,500-150:20,150-0:20"
 #: SDE-DPM-Solver++'s 25 steps for QPSK frames: dense where the phase is decided and where the receiver noise lives.
 SDE_GRID = "999-700:3,700-300:12,300-150:3,150-0:7"

@@ -59,14 +59,14 @@ STUDY_LR = 2e-3 * math.sqrt(2)  # the recipes' rate at 512, scaled to the stage'
 #: Grown variants (``--study``): a prior's newest weights grown by attention after every residual block
 #: of more U-Net levels (``attn_levels``, train/unet.py; the new attention starts as the identity),
 #: trained beside the prior's own stage from the same weights, at the same rate and budget: that
-#: lever's A/B. The QPSK priors' error is phase wander made at t = 400-600 (README, "Where the error
-#: lies"), where a frame's common phase must be carried across its symbols: level 2 (64 cells) is one
+#: lever's A/B. The QPSK priors' error is phase wander made at t = 400-600 (docs/priors.md, "Where
+#: the error lies"), where a frame's common phase must be carried across its symbols: level 2 (64 cells) is one
 #: cell a symbol for rf-qpsk-fast, two for rf-qpsk; the middle already attends over 32. Level 2 costs
 #: 1.08x the FLOPs (levels 1 and 2: 1.28x, and 1.8x the CPU training time). Their stage runs are
 #: ``NAME-sK`` like the prior's and adopt alike.
 #: rf-chirp's pulses come out short, their extent decided at t = 800-900 (-10 to -16 dB a sample) and
-#: moved neither by frames seen nor by the loss's weighting on the CPU (README, "rf-chirp's short
-#: pulses"): attention at level 2 lets every 4-sample cell weigh the whole frame's energy there.
+#: moved neither by frames seen nor by the loss's weighting on the CPU (docs/priors.md, "rf-chirp's
+#: short pulses"): attention at level 2 lets every 4-sample cell weigh the whole frame's energy there.
 GROWN = {"rf-qpsk-attn": ("rf-qpsk", {"attn_levels": (2,)}),
          "rf-qpsk-fast-attn": ("rf-qpsk-fast", {"attn_levels": (2,)}),
          "rf-chirp-attn": ("rf-chirp", {"attn_levels": (2,)})}

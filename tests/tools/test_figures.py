@@ -31,6 +31,28 @@ def test_every_figure_is_a_valid_command_on_shipped_priors_writing_into_docs(fig
     assert outputs and all(o.startswith(("docs/bench/", "docs/img/")) for o in outputs)
 
 
+def test_every_figure_names_a_place_that_quotes_it():
+    """`priors figures --list` tells where each figure is quoted, so that the prose can be rewritten after a
+    re-measurement: a heading of the README, a bold paragraph in it, or a heading of docs/priors.md, which
+    took the priors' history out of the README."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    docs = {"README": (root / "README.md").read_text(), "docs/priors.md": (root / "docs" / "priors.md").read_text()}
+    places = {name: re.findall(r"^#+ (.+)$", text, flags=re.M) + re.findall(r"^\*\*(.+?)\*\*", text, flags=re.M)
+              for name, text in docs.items()}
+    for f in fg.FIGURES:
+        if f.section.startswith("the top of the README"):
+            continue
+        m = re.fullmatch(r"(.+?)(?: \((.+)\))?", f.section)
+        doc, part, inner = ("docs/priors.md", m.group(2), None) if m.group(1) == "docs/priors.md" else \
+            ("README", m.group(1), m.group(2))
+        assert any(h.startswith(part) for h in places[doc]), f"{f.name}: no heading {part!r} in {doc}"
+        if inner:
+            assert any(h.startswith(inner) for h in places[doc]), f"{f.name}: no {inner!r} in {doc}"
+
+
 def test_a_prior_selects_the_figures_that_read_it():
     fast = [f.name for f in fg.select(["rf-qpsk-fast"])]
     assert fast == ["evaluate-rf-qpsk-fast", "evaluate-rf-qpsk-fast-denoise", "separate", "separate-smc", "priors-progress"]
