@@ -30,8 +30,9 @@ def test_readme_python_examples_run(unet_bundle):
             assert namespace["frames"].shape == (8, 2, 32)
 
 
-def test_the_contents_line_links_every_section_by_its_anchor():
-    text = README.read_text()
+@pytest.mark.parametrize("page", [README, README.parent / "docs" / "priors.md"], ids=lambda p: p.name)
+def test_the_contents_line_links_every_section_by_its_anchor(page):
+    text = page.read_text()
     line = next(ln for ln in text.splitlines() if ln.startswith("**Contents:**"))
 
     def anchor(heading: str) -> str:  # GitHub's: lower case, punctuation dropped, spaces to hyphens
