@@ -236,31 +236,59 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def _load_init(model: nn.Module, path: str, config: RunConfig) -> RunConfig:
-    """Load the starting weights: a safetensors file (a run's, whose normalisation is kept), or a
-    bundle (its model.onnx, proved on its reference; its normalisation is kept): a later stage sees
-    the units its weights learnt, whatever its own data set would give. A U-Net with ``attn_levels``
-    may start from the same network without them: it is grown (the new attention starts as the
-    identity, so the grown network computes what the weights computed)."""
+    """Load the starting weights: a safetensors file (a run's), or a bundle (its model.onnx, proved on
+    its reference). Where they learnt this run's data set (a later stage of the same prior), the
+    normalisation they learnt is kept, whatever a new draw of the data would give; where they learnt
+    another (a shipped prior fine-tuned on your recordings, one prior started from another), the frames
+    keep this run's own normalisation, unit RMS as the weights learnt theirs, whatever units the new data
+    come in. A U-Net with ``attn_levels`` may start from the same network without them: it is grown (the
+    new attention starts as the identity, so the grown network computes what the weights computed)."""
     if _grows(path, config):
         return _grow(model, path, config)
+    theirs = None  # (normalisation, data) the weights learnt, where known
     if is_bundle(path):
         _check_bundle_fits(path, config)
         weights = weights_from_bundle(path, model)
-        bundle_norm = Bundle.open(path).normalisation
-        if bundle_norm != config.normalisation:
-            log.info("init_from %s: keeping the bundle's normalisation %s", path, bundle_norm)
-            config = replace(config, normalisation=bundle_norm)
+        bundle = Bundle.open(path)
+        theirs = (bundle.normalisation, bundle.manifest.get("data"))
     else:
         weights = checkpoint.load_weights(Path(path))
         parent = Path(path).parent
-        if (parent / "config.json").is_file():  # a run's weights: keep that run's units too
-            config = replace(config, normalisation=RunConfig.load(parent).normalisation)
+        if (parent / "config.json").is_file():
+            run = RunConfig.load(parent)
+            theirs = (run.normalisation, run.data.to_dict())
+    if theirs is not None and theirs[0] != config.normalisation:
+        if _same_data(theirs[1], config):
+            log.info("init_from %s: keeping the normalisation its weights learnt %s", path, theirs[0])
+            config = replace(config, normalisation=theirs[0])
+        else:
+            log.info("init_from %s: its weights learnt %s, this run trains on %s: keeping this run's own "
+                     "normalisation %s", path, _data_name(theirs[1]), _data_name(config.data.to_dict()),
+                     config.normalisation)
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise InputError(f"init_from {path}: weights do not fit this model ({first}); use a run with the same model") from None
     return config
+
+
+def _data_name(data: dict | None) -> str:
+    if not data:
+        return "data it does not record"
+    return str(data.get("path") or data.get("dataset"))
+
+
+def _same_data(theirs: dict | None, config: RunConfig) -> bool:
+    """Whether weights that learnt ``theirs`` (a manifest's or run's data record) learnt this run's data
+    set: the same built-in, or the same file. A record that does not say counts as the same (bundles
+    from before the record kept their units)."""
+    if not theirs:
+        return True
+    ours = config.data
+    if ours.path or theirs.get("path"):
+        return bool(ours.path and theirs.get("path")) and Path(ours.path).resolve() == Path(theirs["path"]).resolve()
+    return theirs.get("dataset") == ours.dataset
 
 
 def _grows(path: str, config: RunConfig) -> bool:

@@ -107,6 +107,35 @@ def test_training_on_from_a_shipped_prior_keeps_its_units_and_starts_trained(tmp
     assert summary["final_loss"] < 0.1  # a random network starts near 1
 
 
+def _from_shipped_qpsk(tmp_path, data, steps=2):
+    cfg = RunConfig(model=UNet1DConfig(), schedule=NoiseSchedule.cosine(T=1000), data=data,
+                    train=TrainConfig(steps=steps, batch=4, lr=1e-5, warmup=1, seed=0, checkpoint_every=steps,
+                                      log_every=1, prediction="v", loss_weight="min-snr", augment="phase",
+                                      init_from=str(Bundle.open("rf-qpsk").root)))
+    summary = fit(cfg, tmp_path / "run", device="cpu", progress=False)
+    return RunConfig.load(tmp_path / "run").normalisation, summary
+
+
+def test_a_shipped_prior_fine_tuned_on_a_recording_takes_the_recording_to_unit_rms(tmp_path):
+    """Your recording comes in its own units (here QPSK at amplitude 10): the frames keep their own
+    normalisation, unit RMS as the prior learnt its own. With the prior's units, as before the fix, the
+    recording trained at RMS 40 and the first losses read about 100 where predicting zero reads 1."""
+    rng = np.random.default_rng(0)
+    symbols = (rng.choice([-1, 1], (64, 32)) + 1j * rng.choice([-1, 1], (64, 32))) / np.sqrt(2)
+    np.save(tmp_path / "capture.npy", (10 * np.repeat(symbols, 8, axis=1)).astype(np.complex64))
+    norm, summary = _from_shipped_qpsk(tmp_path, DataConfig(dataset=None, path=str(tmp_path / "capture.npy"),
+                                                            length=256, seed=0))
+    assert norm.scale == pytest.approx(10 / np.sqrt(2), rel=1e-3)  # its own: RMS per I/Q component
+    assert summary["final_loss"] < 1.0
+
+
+def test_one_prior_started_from_another_keeps_its_own_data_units(tmp_path):
+    """rf-qpsk-fast started from rf-qpsk's weights (a transfer, not a later stage): its own unit RMS."""
+    norm, _ = _from_shipped_qpsk(tmp_path, DataConfig(dataset="rf-qpsk-fast", n=64, length=256, seed=0))
+    assert norm != Bundle.open("rf-qpsk").normalisation
+    assert norm.scale == pytest.approx(Bundle.open("rf-qpsk-fast").normalisation.scale, rel=0.05)
+
+
 def test_a_bundle_of_another_schedule_is_refused_with_the_option_to_pass(tmp_path):
     cfg = RunConfig(model=UNet1DConfig(), schedule=NoiseSchedule.linear(T=1000),
                     data=DataConfig(dataset="rf-qpsk", n=64, length=256, seed=0),
