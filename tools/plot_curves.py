@@ -168,11 +168,17 @@ def progress_curves(found: list[Any], out: Path) -> Path:
         pts = p.points
         x = np.array([q["frames_seen"] / 1e6 for q in pts])
         y = np.array([q["score"] for q in pts])
-        ax.plot(x, y, "-", color="0.6", lw=1)
+        last = pts[-1].get("lineage", 0) if pts else 0
+        for lineage in sorted({q.get("lineage", 0) for q in pts}):  # a transfer starts a lineage: one line each
+            sel = [i for i, q in enumerate(pts) if q.get("lineage", 0) == lineage]
+            ax.plot(x[sel], y[sel], "-", color="0.6" if lineage == last else "0.85", lw=1,
+                    label=None if lineage == last else "before the transfer (its own frames)")
         for kind, marker in (("GPU", "s"), ("CPU", "o"), ("unknown", "^")):
-            sel = [i for i, q in enumerate(pts) if q["device"] == kind]
-            if sel:
-                ax.plot(x[sel], y[sel], marker, ms=5, ls="none", label=f"{kind} stage", color={"GPU": "C3", "CPU": "C0"}.get(kind, "C7"))
+            for now in (True, False):  # earlier lineages' stages faded
+                sel = [i for i, q in enumerate(pts) if q["device"] == kind and (q.get("lineage", 0) == last) == now]
+                if sel:
+                    ax.plot(x[sel], y[sel], marker, ms=5, ls="none", alpha=1.0 if now else 0.3,
+                            label=f"{kind} stage" if now else None, color={"GPU": "C3", "CPU": "C0"}.get(kind, "C7"))
         if p.slope is not None:  # the fit through its stages, then carried on from now (at most 16x the frames)
             fit = np.geomspace(p.fit_from, p.frames_seen, 16)
             ax.plot(fit / 1e6, p.intercept + p.slope * np.log2(fit), "-", color="C2", lw=2, alpha=0.6,

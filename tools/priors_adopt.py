@@ -42,6 +42,26 @@ def stage_device(run: Path) -> str:
             f"{t.steps} steps, batch {t.batch}, lr {t.lr:g}{start})")
 
 
+def transferred_from(run: Path, prior: str) -> str | None:
+    """The other prior whose weights ``run`` started from (``init_from`` a bundle or a run that learnt
+    another data set: a transfer), else None."""
+    from edgediff.runtime.bundle import Bundle
+    from edgediff.train.bundle_weights import is_bundle
+    from edgediff.train.config import RunConfig
+
+    init = RunConfig.load(run).train.init_from
+    if not init:
+        return None
+    if is_bundle(init):
+        data = Bundle.open(init).manifest.get("data") or {}
+    elif (Path(init).parent / "config.json").is_file():
+        data = RunConfig.load(Path(init).parent).data.to_dict()
+    else:
+        return None
+    other = data.get("dataset")
+    return str(other) if other and other != prior else None
+
+
 def unrecorded_parents(run: Path, name: str | tuple[str, ...], recorded: set[str],
                        log: Callable[[str], Any] = print) -> list[Path]:
     """The stage runs whose weights ``run`` continued (through ``init_from``, oldest first) that the
@@ -232,9 +252,12 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
     parents = unrecorded_parents(run, (name, variant), {s.get("run") for s in entry["stages"]}, log)
     for stage in [*parents, run]:
         frames, seconds = stage_frames(stage)
-        entry["frames_seen"] = int(entry["frames_seen"]) + frames
+        origin = transferred_from(stage, name)  # another prior's weights: a new lineage, its frames counted afresh
+        entry["frames_seen"] = (0 if origin else int(entry["frames_seen"])) + frames
         record = {"run": stage.name, "frames": frames, "seconds": round(seconds, 1),
                   "device": device if device and stage == run else stage_device(stage)}
+        if origin:
+            record["from_prior"] = origin
         if stage == run:
             record |= {"score": round(s_new, 3), "frames_seen_after": entry["frames_seen"], "measured_on": n}
         else:

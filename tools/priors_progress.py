@@ -84,17 +84,20 @@ class Progress:
 
 
 def stages(entry: dict[str, Any], prior: str) -> list[dict[str, Any]]:
-    """The entry's stages with their cumulative frames seen and device kind, checked against the ledger's
-    own totals."""
-    rows, seen = [], 0
+    """The entry's stages with their cumulative frames seen, lineage and device kind, checked against the
+    ledger's own totals. A stage that started from another prior's weights (``from_prior``: a transfer)
+    starts a new lineage, whose frames of this prior's data are counted afresh."""
+    rows, seen, lineage = [], 0, 0
     if not isinstance(entry.get("stages", []), list):
         raise InputError(f"ledger: {prior}'s stages are not a list; restore priors/ledger.json from git")
     for i, s in enumerate(entry.get("stages", [])):
         frames = s.get("frames") if isinstance(s, dict) else None
         if not isinstance(frames, (int, float)) or frames < 0:
             raise InputError(f"ledger: {prior}'s stage {i + 1} has no frame count; restore priors/ledger.json from git")
+        if s.get("from_prior"):
+            seen, lineage = 0, lineage + 1
         seen += int(frames)
-        rows.append({**s, "frames_seen": seen, "kind": device_kind(str(s.get("device", "")))})
+        rows.append({**s, "frames_seen": seen, "lineage": lineage, "kind": device_kind(str(s.get("device", "")))})
     if rows and entry.get("frames_seen") not in (None, seen):
         raise InputError(f"ledger: {prior}'s stages add up to {seen} frames but it records {entry['frames_seen']}; "
                          "restore priors/ledger.json from git")
@@ -171,14 +174,15 @@ def progress(ledger: dict[str, Any], bench: Path = ROOT / "docs" / "bench") -> l
                 seconds[s["kind"]] = seconds.get(s["kind"], 0.0) + float(s["seconds"])
             else:
                 unrecorded[s["kind"]] = unrecorded.get(s["kind"], 0) + 1
-        points = [{"run": s.get("run"), "frames_seen": s["frames_seen"], "score": float(s["score"]), "device": s["kind"]}
-                  for s in rows if isinstance(s.get("score"), (int, float))]
+        points = [{"run": s.get("run"), "frames_seen": s["frames_seen"], "score": float(s["score"]), "device": s["kind"],
+                   "lineage": s["lineage"]} for s in rows if isinstance(s.get("score"), (int, float))]
         if not all(math.isfinite(pt["score"]) for pt in points):
             raise InputError(f"ledger: {prior} records a score that is not a number; restore priors/ledger.json from git")
         current = _current(bench / target.figure, prior, score)
         p = Progress(prior, target.measure, target.score, rows[-1]["frames_seen"] if rows else 0, points, current,
                      seconds, unrecorded, len(entries[prior].get("declined", [])), gpu_rate=rate)
-        trend = fit_trend(points, p.frames_seen)
+        # the trend is the current lineage's: frames an earlier lineage saw are not behind these weights
+        trend = fit_trend([q for q in points if q["lineage"] == rows[-1]["lineage"]], p.frames_seen)
         if trend is not None:
             p.slope, p.intercept, p.fit_from, p.fit_points = trend
         p.projection = project(p)

@@ -34,6 +34,7 @@ def stage(tmp_path, monkeypatch):
     monkeypatch.setattr(pa, "_carry_int8", lambda shipped, candidate, log: True)
     monkeypatch.setattr(pa, "stage_frames", lambda run: (1000, 2.0))
     monkeypatch.setattr(pa, "unrecorded_parents", lambda *args: [])
+    monkeypatch.setattr(pa, "transferred_from", lambda run, prior: None)
     return run, shipped, ledger
 
 
@@ -67,6 +68,46 @@ def test_without_a_fault_the_stage_replaces_the_shipped_prior(stage):
     assert sorted(p.name for p in shipped.iterdir()) == ["rf-chirp"]
     entry = json.loads(ledger.read_text())["rf-chirp"]
     assert entry["frames_seen"] == 1007 and entry["stages"][0]["run"] == "rf-chirp-s3"
+
+
+def test_a_stage_from_another_prior_s_weights_starts_a_lineage(stage, monkeypatch):
+    """A transfer (rf-qpsk-fast from rf-qpsk's weights) is recorded with where it came from, and the
+    prior's frames seen restart at its own: the frames the earlier stages saw are not behind it."""
+    run, shipped, ledger = stage
+    monkeypatch.setattr(pa, "transferred_from", lambda run, prior: "rf-qpsk")
+    assert pa.adopt(run, shipped, 8, ledger, log=print, device="cpu (test)")
+    entry = json.loads(ledger.read_text())["rf-chirp"]
+    assert entry["frames_seen"] == 1000 and entry["stages"][-1]["from_prior"] == "rf-qpsk"
+    assert entry["stages"][-1]["frames_seen_after"] == 1000
+
+
+def test_transferred_from_names_the_prior_whose_data_the_starting_weights_learnt(tmp_path):
+    pytest.importorskip("torch")
+    from edgediff.runtime import NoiseSchedule
+    from edgediff.runtime.atomic import write_json
+    from edgediff.runtime.bundle import Bundle
+    from edgediff.train.config import RunConfig, TrainConfig
+    from edgediff.train.datasets import DataConfig
+    from edgediff.train.models import UNet1DConfig
+
+    def run(name, dataset, init):
+        folder = tmp_path / name
+        folder.mkdir()
+        config = RunConfig(model=UNet1DConfig(), schedule=NoiseSchedule.cosine(T=1000), data=DataConfig(dataset=dataset),
+                           train=TrainConfig(prediction="v", init_from=init))
+        write_json(folder / "config.json", config.to_dict())
+        return folder
+
+    qpsk = run("rf-qpsk-s3", "rf-qpsk", None)
+    assert pa.transferred_from(qpsk, "rf-qpsk") is None  # from scratch
+    later = run("rf-qpsk-s4", "rf-qpsk", str(qpsk / "weights.safetensors"))
+    assert pa.transferred_from(later, "rf-qpsk") is None  # a later stage of the same prior
+    fast = run("rf-qpsk-fast-s7", "rf-qpsk-fast", str(qpsk / "weights.safetensors"))
+    assert pa.transferred_from(fast, "rf-qpsk-fast") == "rf-qpsk"  # from another prior's run
+    shipped = run("rf-qpsk-fast-s8", "rf-qpsk-fast", str(Bundle.open("rf-qpsk").root))
+    assert pa.transferred_from(shipped, "rf-qpsk-fast") == "rf-qpsk"  # from another prior's bundle
+    own = run("rf-qpsk-fast-s9", "rf-qpsk-fast", str(Bundle.open("rf-qpsk-fast").root))
+    assert pa.transferred_from(own, "rf-qpsk-fast") is None
 
 
 @pytest.mark.parametrize("stage_lsd, would", [(1.2, True), (1.6, False)])

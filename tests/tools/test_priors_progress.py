@@ -41,6 +41,27 @@ def test_a_steady_fall_per_doubling_is_fitted_and_projected(tmp_path):
     assert p.seconds == {"GPU": 100.0, "CPU": 3 * 3600.0} and [q["device"] for q in p.points] == ["GPU", "CPU", "CPU", "CPU"]
 
 
+def test_a_transfer_starts_a_lineage_whose_own_frames_and_trend_count(tmp_path):
+    """Stages after one that started from another prior's weights count their own frames from zero, and
+    the trend is theirs alone: the earlier lineage's stages stay on the record, out of the fit."""
+    ledger = _ledger([-10.0, -11.0, -12.0, -13.0])  # 8 M frames, one dB a doubling
+    entry = ledger["rf-qpsk-fast"]
+    entry["stages"] += [{"run": "rf-qpsk-fast-s5", "frames": 500_000, "score": -14.0, "device": "cpu",
+                         "from_prior": "rf-qpsk"},
+                        {"run": "rf-qpsk-fast-s6", "frames": 500_000, "score": -16.0, "device": "cpu"}]
+    entry["frames_seen"] = 1_000_000
+    found = pg.progress(ledger, bench=tmp_path)
+    (p,) = found
+    assert p.frames_seen == 1_000_000
+    assert [q["frames_seen"] for q in p.points][-2:] == [500_000, 1_000_000]
+    assert [q["lineage"] for q in p.points] == [0, 0, 0, 0, 1, 1]
+    assert p.fit_points == 2 and p.slope == pytest.approx(-2.0)  # the new lineage's two stages, not the old four
+    pytest.importorskip("matplotlib")
+    from edgediff.tools.plot_curves import progress_curves
+
+    assert progress_curves(found, tmp_path / "progress.png").read_bytes()[:4] == b"\x89PNG"  # both lineages drawn
+
+
 def test_today_s_figure_sets_where_the_prior_stands(tmp_path):
     report = {"dataset": "rf-qpsk-fast", "generated": {"evm": {"median_db": -23.0}}}
     (tmp_path / pg.TARGETS["rf-qpsk-fast"].figure).write_text(json.dumps(report))
