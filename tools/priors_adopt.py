@@ -45,20 +45,14 @@ def stage_device(run: Path) -> str:
 def transferred_from(run: Path, prior: str) -> str | None:
     """The other prior whose weights ``run`` started from (``init_from`` a bundle or a run that learnt
     another data set: a transfer), else None."""
-    from edgediff.runtime.bundle import Bundle
-    from edgediff.train.bundle_weights import is_bundle
+    from edgediff.train.bundle_weights import learnt_from
     from edgediff.train.config import RunConfig
 
     init = RunConfig.load(run).train.init_from
-    if not init:
+    learnt = learnt_from(init) if init else None
+    if learnt is None:
         return None
-    if is_bundle(init):
-        data = Bundle.open(init).manifest.get("data") or {}
-    elif (Path(init).parent / "config.json").is_file():
-        data = RunConfig.load(Path(init).parent).data.to_dict()
-    else:
-        return None
-    other = data.get("dataset")
+    other = (learnt[1] or {}).get("dataset")
     return str(other) if other and other != prior else None
 
 

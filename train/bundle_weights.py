@@ -11,6 +11,7 @@ the result is proved, not trusted: the rebuilt torch network must reproduce the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,21 @@ REFERENCE_RTOL = 1e-4
 
 def is_bundle(path: str | Path) -> bool:
     return (Path(path) / "manifest.json").is_file()
+
+
+def learnt_from(path: str | Path) -> tuple[Any, dict[str, Any] | None] | None:
+    """(normalisation, data record) that the starting weights at ``path`` learnt: a bundle's manifest, or
+    the run config beside a run's weights file; None where neither is there."""
+    from edgediff.train.config import RunConfig
+
+    if is_bundle(path):
+        bundle = Bundle.open(path)
+        return bundle.normalisation, bundle.manifest.get("data")
+    parent = Path(path).parent
+    if (parent / "config.json").is_file():
+        run = RunConfig.load(parent)
+        return run.normalisation, run.data.to_dict()
+    return None
 
 
 def weights_from_bundle(bundle_dir: str | Path, model: nn.Module, schedule_check: bool = True) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ from edgediff.runtime.atomic import write_json, write_text
 from edgediff.runtime.errors import BundleError, InputError
 from edgediff.runtime.bundle import Bundle
 from edgediff.train import checkpoint, datasets, distributed
-from edgediff.train.bundle_weights import is_bundle, weights_from_bundle
+from edgediff.train.bundle_weights import is_bundle, learnt_from, weights_from_bundle
 from edgediff.train.config import RunConfig, current_versions
 from edgediff.train.distributed import DistContext
 from edgediff.train.models import build_model, config_from_dict, config_to_dict, count_parameters, fit_to_data
@@ -245,18 +245,12 @@ def _load_init(model: nn.Module, path: str, config: RunConfig) -> RunConfig:
     new attention starts as the identity, so the grown network computes what the weights computed)."""
     if _grows(path, config):
         return _grow(model, path, config)
-    theirs = None  # (normalisation, data) the weights learnt, where known
     if is_bundle(path):
         _check_bundle_fits(path, config)
         weights = weights_from_bundle(path, model)
-        bundle = Bundle.open(path)
-        theirs = (bundle.normalisation, bundle.manifest.get("data"))
     else:
         weights = checkpoint.load_weights(Path(path))
-        parent = Path(path).parent
-        if (parent / "config.json").is_file():
-            run = RunConfig.load(parent)
-            theirs = (run.normalisation, run.data.to_dict())
+    theirs = learnt_from(path)  # (normalisation, data) the weights learnt, where known
     if theirs is not None and theirs[0] != config.normalisation:
         if _same_data(theirs[1], config):
             log.info("init_from %s: keeping the normalisation its weights learnt %s", path, theirs[0])
