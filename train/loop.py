@@ -27,8 +27,8 @@ from edgediff.runtime.atomic import write_json, write_text
 from edgediff.runtime.errors import BundleError, InputError
 from edgediff.train import checkpoint, datasets, distributed
 from edgediff.train.config import RunConfig, current_versions
-from edgediff.train.init_weights import load_init
 from edgediff.train.distributed import DistContext
+from edgediff.train.init_weights import load_init
 from edgediff.train.models import build_model, count_parameters, fit_to_data
 from edgediff.train.reference import schedule_tensors
 from edgediff.train.rf_torch import FrameGenerator
@@ -129,7 +129,7 @@ def fit_steps(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx
         model = build_model(config.model).to(dev)  # validates the config before anything is written
         if cfg.init_from:  # a later stage: start from an earlier run's (EMA) weights, or a bundle's
             config = load_init(model, cfg.init_from, config)
-    if config.normalisation != norm:  # the bundle's units win: rescale the resident set to them
+    if config.normalisation != norm:  # the units the starting weights learnt win: rescale the resident set to them
         data = (data * np.float32(norm.scale / config.normalisation.scale)).astype(np.float32)
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
