@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import warnings
 from typing import Any
@@ -45,7 +46,9 @@ class EdgediffGroup(click.Group):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                return super().invoke(ctx)
+                result = super().invoke(ctx)
+                sys.stdout.flush()  # a closed reader shows here, inside the handlers, not at interpreter exit
+                return result
             except EdgediffError as exc:
                 fail(str(exc))
             except KeyboardInterrupt:
@@ -53,6 +56,9 @@ class EdgediffGroup(click.Group):
                 ctx.exit(130)
             except MemoryError:
                 fail("out of memory: ask for fewer samples or frames per run")
+            except BrokenPipeError:  # `edgediff ... | head`: the reader has what it wanted; like any Unix tool, stop
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                ctx.exit(0)
             except OSError as exc:  # the file system said no: a full disk, a permission, a vanished folder
                 if exc.errno is None:
                     raise
