@@ -145,6 +145,14 @@ def test_verify_passes_and_reports_every_case(unet_bundle):
     assert "median |dx|" in lines[-1]
 
 
+def test_verify_offers_no_self_test_flag_it_would_ignore(unet_bundle):
+    # verify's first check is the reference replay that the load's self-test would run: the flag did nothing
+    assert "--no-self-test" not in edgediff("verify", "--help").stdout
+    res = edgediff("verify", unet_bundle, "--no-self-test")
+    assert res.returncode == 2 and "No such option '--no-self-test'" in res.stderr and res.stderr.count("\n") == 1
+    assert "--no-self-test" in edgediff("sample", "--help").stdout  # the commands that self-test keep it
+
+
 def test_verify_fails_on_a_wrong_reference(tmp_path, unet_bundle):
     b = tmp_path / "b"
     shutil.copytree(unet_bundle, b)
