@@ -98,13 +98,20 @@ FIGURES = (
 )
 
 
-def select(priors: list[str]) -> list[Figure]:
-    """The figures that read any of ``priors`` (all of them when none is named)."""
+def select(priors: list[str], names: list[str] | None = None) -> list[Figure]:
+    """The figures that read any of ``priors`` (all of them when none is named), and of those the ones
+    called ``names`` when given."""
     known = sorted({p for f in FIGURES for p in f.priors})
     for p in priors:
         if p not in known:
             raise InputError(f"no README figure reads a prior named {p!r}: expected one of {', '.join(known)}")
-    return [f for f in FIGURES if not priors or set(f.priors) & set(priors)]
+    for n in names or []:
+        if n not in {f.name for f in FIGURES}:
+            raise InputError(f"no README figure is called {n!r}: `edgediff priors figures --list` names them")
+    chosen = [f for f in FIGURES if (not priors or set(f.priors) & set(priors)) and (not names or f.name in names)]
+    if names and not chosen:
+        raise InputError(f"none of the figures {', '.join(names)} reads {', '.join(priors)}: drop --prior or --figure")
+    return chosen
 
 
 def command(figure: Figure, scratch: Path) -> list[str]:

@@ -62,6 +62,16 @@ def test_a_prior_selects_the_figures_that_read_it():
         fg.select(["rf-nope"])
 
 
+def test_a_name_selects_one_figure_and_a_wrong_one_is_one_line():
+    assert [f.name for f in fg.select([], ["separate", "constellation"])] == ["constellation", "separate"]
+    assert [f.name for f in fg.select(["rf-qpsk-fast"], ["separate"])] == ["separate"]
+    with pytest.raises(InputError, match="no README figure is called 'seperate'.*--list"):
+        fg.select([], ["seperate"])
+    with pytest.raises(InputError, match="none of the figures constellation reads rf-mix"):
+        fg.select(["rf-mix"], ["constellation"])
+    assert "--figure" in [p.opts[0] for p in parse(["priors", "figures", "--figure", "separate"]).command.params]
+
+
 def test_the_runner_writes_copies_and_goes_on_past_a_failure(tmp_path):
     (tmp_path / "docs" / "bench").mkdir(parents=True)
     (tmp_path / "docs" / "img").mkdir()

@@ -253,13 +253,15 @@ def progress_cmd(ledger_path, plot, json_out, force) -> None:
 
 @priors.command("figures")
 @click.option("--prior", "names", multiple=True, help="Only the figures that read this shipped prior (repeat). [all]")
+@click.option("--figure", "figure_names", multiple=True,
+              help="Only the figure called this (repeat; --list names them), e.g. after a fix to its command. [all]")
 @click.option("--stale", "stale_only", is_flag=True,
               help="Only the figures not yet measured with today's shipped priors (docs/bench/figures.json).")
 @click.option("--list", "list_only", is_flag=True, help="Print the commands, their expected time and what they were "
                                                         "last measured with; run nothing.")
 @click.option("--mark", is_flag=True, help="Record the chosen figures as measured with today's shipped priors (those "
                                            "of --prior only, when given): for figures run by hand; run nothing.")
-def figures_cmd(names, stale_only, list_only, mark) -> None:
+def figures_cmd(names, figure_names, stale_only, list_only, mark) -> None:
     """Measure again what the README reports from the shipped priors (after `priors adopt`): each
     figure's own command, one after the other, writing into docs/; the prose is yours to update.
     Each figure measured is recorded with the priors it read, so --stale finds what is left."""
@@ -268,7 +270,7 @@ def figures_cmd(names, stale_only, list_only, mark) -> None:
 
     if mark and list_only:
         raise InputError("--mark records and --list only prints: give one of them")
-    chosen = fg.select(list(names))
+    chosen = fg.select(list(names), list(figure_names))
     why = fg.stale(chosen)
     if stale_only:
         chosen = [f for f in chosen if f.name in why]
