@@ -105,8 +105,9 @@ def select(priors: list[str], names: list[str] | None = None) -> list[Figure]:
     for p in priors:
         if p not in known:
             raise InputError(f"no README figure reads a prior named {p!r}: expected one of {', '.join(known)}")
+    named = {f.name for f in FIGURES}
     for n in names or []:
-        if n not in {f.name for f in FIGURES}:
+        if n not in named:
             raise InputError(f"no README figure is called {n!r}: `edgediff priors figures --list` names them")
     chosen = [f for f in FIGURES if (not priors or set(f.priors) & set(priors)) and (not names or f.name in names)]
     if names and not chosen:

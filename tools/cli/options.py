@@ -12,23 +12,33 @@ import click
 log = logging.getLogger(__name__)
 
 
-def engine_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    @click.option("--backend", type=click.Choice(["auto", "ort", "trt", "torch"]), default="auto", show_default=True,
-                  help="Engine: TensorRT plan, ONNX Runtime, or the torch reference.")
-    @click.option("--device", help="ort: cpu|cuda|tensorrt; trt/torch: cuda or cuda:N (default: auto).")
-    @click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
-                  help="ONNX Runtime CPU threads (0: min(2, cores)).")
-    @click.option("--no-spin", is_flag=True, help="Turn off ONNX Runtime thread spinning (less CPU, more latency).")
-    @click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the engine call in a CUDA graph.")
-    @click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Training run for the torch backend.")
-    @click.option("--no-self-test", is_flag=True,
-                  help="Skip running reference.npz through the engine on load (only for a bundle you trust).")
-    @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-                  help="The ONNX model ONNX Runtime runs: fp32, or the bundle's fp16 / int8 model (edgediff export int8).")
+def engine_options(f: Callable[..., Any] | None = None, *, self_test: bool = True) -> Any:
+    """The engine options, as ``@engine_options``; ``@engine_options(self_test=False)`` leaves out
+    ``--no-self-test`` for a command that never self-tests on load (verify: its first check is that replay)."""
+    if f is None:
+        return functools.partial(engine_options, self_test=self_test)
+    options = [
+        click.option("--backend", type=click.Choice(["auto", "ort", "trt", "torch"]), default="auto", show_default=True,
+                     help="Engine: TensorRT plan, ONNX Runtime, or the torch reference."),
+        click.option("--device", help="ort: cpu|cuda|tensorrt; trt/torch: cuda or cuda:N (default: auto)."),
+        click.option("--threads", type=click.IntRange(0, 256), default=0, show_default=True,
+                     help="ONNX Runtime CPU threads (0: min(2, cores))."),
+        click.option("--no-spin", is_flag=True, help="Turn off ONNX Runtime thread spinning (less CPU, more latency)."),
+        click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the engine call in a CUDA graph."),
+        click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Training run for the torch backend."),
+        click.option("--no-self-test", is_flag=True,
+                     help="Skip running reference.npz through the engine on load (only for a bundle you trust).")
+        if self_test else None,
+        click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+                     help="The ONNX model ONNX Runtime runs: fp32, or the bundle's fp16 / int8 model (edgediff export int8)."),
+    ]
+
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         return f(*args, **kwargs)
 
+    for option in reversed([o for o in options if o is not None]):  # the first listed shows first in --help
+        wrapper = option(wrapper)
     return wrapper
 
 

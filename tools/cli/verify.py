@@ -16,7 +16,7 @@ from edgediff.tools.cli.options import engine_options, load_denoiser
 @click.option("--steps", type=count(1), default=20, show_default=True, help="Steps of the end-to-end sampling check.")
 @click.option("--n", "n", type=count(1, 4096), default=4, show_default=True, help="Samples in the end-to-end check.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@engine_options
+@engine_options(self_test=False)  # its first check replays reference.npz: no self-test to skip
 def verify(bundle, steps, n, seed, **engine) -> None:
     """Check BUNDLE's engine against reference.npz, and against the torch model where torch is installed.
     Exits 2 (one line on stderr) when a check is beyond tolerance."""
@@ -25,7 +25,7 @@ def verify(bundle, steps, n, seed, **engine) -> None:
 
     # its first check replays reference.npz at a bound at least as tight as the load's self-test, and reports
     # what it found: the self-test would run the same batch once more (37 s of an ARM64 board's emulation)
-    denoiser = load_denoiser(bundle, **{**engine, "no_self_test": True})
+    denoiser = load_denoiser(bundle, **engine, no_self_test=True)
     report = run_verify(denoiser, steps=steps, n=n, seed=seed, run_dir=engine.get("run_dir"))
     click.echo(f"verify {bundle} on {denoiser.backend} ({denoiser.provider}), tolerance {report.precision}")
     for case in report.cases:
@@ -37,8 +37,3 @@ def verify(bundle, steps, n, seed, **engine) -> None:
         raise EdgediffError(f"verify failed: {len(failed)} of {len(report.cases)} checks beyond tolerance "
                             f"({failed[0]}, ...); rebuild the engine or re-export the bundle")
     click.echo(f"passed: {len(report.cases)} checks")
-
-
-# verify never self-tests on load (its first check is that replay), so the shared --no-self-test would be a
-# flag that does nothing: it is not offered here, and click names it as unknown
-verify.params = [p for p in verify.params if p.name != "no_self_test"]
