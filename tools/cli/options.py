@@ -26,20 +26,15 @@ def engine_options(f: Callable[..., Any] | None = None, *, self_test: bool = Tru
         click.option("--no-spin", is_flag=True, help="Turn off ONNX Runtime thread spinning (less CPU, more latency)."),
         click.option("--cuda-graph", is_flag=True, help="TensorRT: capture the engine call in a CUDA graph."),
         click.option("--run", "run_dir", type=click.Path(path_type=Path), help="Training run for the torch backend."),
-        click.option("--no-self-test", is_flag=True,
-                     help="Skip running reference.npz through the engine on load (only for a bundle you trust).")
-        if self_test else None,
+        *([click.option("--no-self-test", is_flag=True,
+                        help="Skip running reference.npz through the engine on load (only for a bundle you trust).")]
+          if self_test else []),
         click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
                      help="The ONNX model ONNX Runtime runs: fp32, or the bundle's fp16 / int8 model (edgediff export int8)."),
     ]
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return f(*args, **kwargs)
-
-    for option in reversed([o for o in options if o is not None]):  # the first listed shows first in --help
-        wrapper = option(wrapper)
-    return wrapper
+    for option in reversed(options):  # the first listed shows first in --help
+        f = option(f)
+    return f
 
 
 def load_denoiser(bundle: Path, *, backend: str, device: str | None, threads: int, no_spin: bool, cuda_graph: bool,
