@@ -52,18 +52,19 @@ def stream_options(f: Callable[..., Any]) -> Callable[..., Any]:
     from edgediff.runtime.recording import STREAM_TYPES
     from edgediff.tools.cli.types import count, positive
 
-    @click.option("--datatype", type=click.Choice(STREAM_TYPES),
-                  help="Raw streams: interleaved I/Q sample type (SigMF names). [cf32_le; to stdout: the input's]")
-    @click.option("--sample-rate", type=positive(1e15), help="Raw input: sample rate in Hz (for the real-time factor and SigMF output).")
-    @click.option("--scale", type=positive(1e30),
-                  help="Raw input: the stream's RMS per real component (input units); default: a running estimate.")
-    @click.option("--batch", type=count(1, 1 << 16), help="Recordings and streams: frames per engine call [up to 64; "
-                  "fewer: lower latency].")
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return f(*args, **kwargs)
-
-    return wrapper
+    options = [
+        click.option("--datatype", type=click.Choice(STREAM_TYPES),
+                     help="Raw streams: interleaved I/Q sample type (SigMF names). [cf32_le; to stdout: the input's]"),
+        click.option("--sample-rate", type=positive(1e15),
+                     help="Raw input: sample rate in Hz (for the real-time factor and SigMF output)."),
+        click.option("--scale", type=positive(1e30),
+                     help="Raw input: the stream's RMS per real component (input units); default: a running estimate."),
+        click.option("--batch", type=count(1, 1 << 16), help="Recordings and streams: frames per engine call [up to 64; "
+                     "fewer: lower latency]."),
+    ]
+    for option in reversed(options):  # the first listed shows first in --help
+        f = option(f)
+    return f
 
 
 GRID_HELP = ("Place the sampler's steps yourself, in `export grid`'s form HI-LO:K,... (K steps from t HI down "
