@@ -15,6 +15,8 @@ segmentation fault at session creation, so 1.27.0 is pinned.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -33,6 +35,7 @@ MIRROR = "http://deb.debian.org/debian"
 PYTHON = "python3.11"
 WHEELS = ("numpy==1.26.4", "onnxruntime==1.27.0", "click==8.2.1")
 TOOLS_HINT = "apt-get install qemu-user-static debootstrap (Debian packages)"
+CHECKOUT = ("edgediff", "runtime", "train", "export", "tools", "priors", "pyproject.toml", "README.md")
 
 
 def tools_missing() -> list[str]:
@@ -84,28 +87,48 @@ def fetch_wheels(cache: Path) -> Path:
     return site
 
 
+def checkout_digest() -> str:
+    """sha256 over the files the wheel is built from: the checkout as the emulated runtime would see it."""
+    digest = hashlib.sha256()
+    for name in CHECKOUT:
+        top = REPO / name
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        for path in files:
+            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def install_checkout(cache: Path) -> Path:
-    """A wheel built from this checkout, unpacked fresh (the code under test changes every run)."""
+    """A wheel built from this checkout and unpacked, rebuilt when the checkout has changed since the last build."""
+    site, digest = cache / "site-edgediff", checkout_digest()
+    stamp = site / ".checkout-sha256"
+    if stamp.exists() and stamp.read_text().strip() == digest:
+        return site
     dist, src = cache / "dist", cache / "src"
     for path in (dist, src):
         shutil.rmtree(path, ignore_errors=True)
     # build from a copy: setuptools' build/ scratch in the checkout could carry stale modules into the wheel
-    for name in ("edgediff", "runtime", "train", "export", "tools", "priors"):
-        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
+    for name in CHECKOUT:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO / name, src / name)
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(src)])
-    site = cache / "site-edgediff"
     shutil.rmtree(site, ignore_errors=True)
     (wheel,) = dist.glob("edgediff-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
+    stamp.write_text(digest + "\n")
     return site
 
 
 def build(cache: Path = DEFAULT_CACHE) -> dict[str, Path]:
+    """The environment, built under a lock on the cache: processes that build at once (test workers, two
+    shells) take turns, and the later ones find it built instead of rebuilding a tree another one runs from."""
     cache.mkdir(parents=True, exist_ok=True)
-    return {"root": build_root(cache), "deps": fetch_wheels(cache), "edgediff": install_checkout(cache)}
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return {"root": build_root(cache), "deps": fetch_wheels(cache), "edgediff": install_checkout(cache)}
 
 
 def command(env: dict[str, Path], args: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -85,6 +85,40 @@ def test_arm64_cli_errors_keep_the_convention(tmp_path, arm_env):
     assert res.returncode == 2 and "edgediff: error:" in res.stderr and "Traceback" not in res.stderr
 
 
+@needs_tools
+def test_builds_at_once_take_turns_and_build_the_checkout_once(tmp_path, arm_env):
+    """Two processes building one cache at once (two test workers, two shells) both succeed: one builds the
+    checkout's wheel, the other waits on the cache's lock and finds it built; and the build is redone
+    when the checkout changes (its digest), never when only bytecode appears."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for name in ("root", "site-deps"):  # the slow parts, shared with the module's environment
+        (cache / name).symlink_to(arm_env["root"] if name == "root" else arm_env["deps"])
+    argv = [sys.executable, "-m", "edgediff.tools.arm64", "--cache", str(cache), "build"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
+    assert (cache / "site-edgediff" / ".checkout-sha256").read_text().strip() == arm64.checkout_digest()
+    assert (cache / "site-edgediff" / "edgediff" / "__main__.py").is_file()
+
+
+def test_checkout_digest_follows_the_code_not_the_bytecode(tmp_path, monkeypatch):
+    for name in arm64.CHECKOUT:
+        path = tmp_path / name
+        if "." in name:
+            path.write_text(name)
+        else:
+            (path / "sub").mkdir(parents=True)
+            (path / "sub" / "m.py").write_text("x = 1\n")
+    monkeypatch.setattr(arm64, "REPO", tmp_path)
+    first = arm64.checkout_digest()
+    (tmp_path / "runtime" / "sub" / "__pycache__").mkdir()
+    (tmp_path / "runtime" / "sub" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\0")
+    assert arm64.checkout_digest() == first
+    (tmp_path / "runtime" / "sub" / "m.py").write_text("x = 2\n")
+    assert arm64.checkout_digest() != first
+
+
 def test_cache_location_is_ignored_by_git():
     proc = subprocess.run(["git", "check-ignore", "-q", str(arm64.DEFAULT_CACHE)], cwd=arm64.REPO)
     assert proc.returncode == 0 or shutil.which("git") is None
