@@ -88,8 +88,7 @@ def test_arm64_cli_errors_keep_the_convention(tmp_path, arm_env):
 @needs_tools
 def test_builds_at_once_take_turns_and_build_the_checkout_once(tmp_path, arm_env):
     """Two processes building one cache at once (two test workers, two shells) both succeed: one builds the
-    checkout's wheel, the other waits on the cache's lock and finds it built; and the build is redone
-    when the checkout changes (its digest), never when only bytecode appears."""
+    checkout's wheel, the other waits on the cache's lock and finds it built, stamped with the checkout's digest."""
     cache = tmp_path / "cache"
     cache.mkdir()
     for name in ("root", "site-deps"):  # the slow parts, shared with the module's environment
