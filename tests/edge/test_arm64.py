@@ -91,8 +91,8 @@ def test_builds_at_once_take_turns_and_build_the_checkout_once(tmp_path, arm_env
     checkout's wheel, the other waits on the cache's lock and finds it built, stamped with the checkout's digest."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    for name in ("root", "site-deps"):  # the slow parts, shared with the module's environment
-        (cache / name).symlink_to(arm_env["root"] if name == "root" else arm_env["deps"])
+    for name, key in (("root", "root"), ("site-deps", "deps")):  # the slow parts, shared with the module's environment
+        (cache / name).symlink_to(arm_env[key])
     argv = [sys.executable, "-m", "edgediff.tools.arm64", "--cache", str(cache), "build"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]

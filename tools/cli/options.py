@@ -12,6 +12,13 @@ import click
 log = logging.getLogger(__name__)
 
 
+def _decorated(f: Callable[..., Any], options: list[Callable[..., Any]]) -> Callable[..., Any]:
+    """``f`` with click options applied so that the first listed shows first in --help."""
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def engine_options(f: Callable[..., Any] | None = None, *, self_test: bool = True) -> Any:
     """The engine options, as ``@engine_options``; ``@engine_options(self_test=False)`` leaves out
     ``--no-self-test`` for a command that never self-tests on load (verify: its first check is that replay)."""
@@ -32,9 +39,7 @@ def engine_options(f: Callable[..., Any] | None = None, *, self_test: bool = Tru
         click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
                      help="The ONNX model ONNX Runtime runs: fp32, or the bundle's fp16 / int8 model (edgediff export int8)."),
     ]
-    for option in reversed(options):  # the first listed shows first in --help
-        f = option(f)
-    return f
+    return _decorated(f, options)
 
 
 def load_denoiser(bundle: Path, *, backend: str, device: str | None, threads: int, no_spin: bool, cuda_graph: bool,
@@ -62,9 +67,7 @@ def stream_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--batch", type=count(1, 1 << 16), help="Recordings and streams: frames per engine call [up to 64; "
                      "fewer: lower latency]."),
     ]
-    for option in reversed(options):  # the first listed shows first in --help
-        f = option(f)
-    return f
+    return _decorated(f, options)
 
 
 GRID_HELP = ("Place the sampler's steps yourself, in `export grid`'s form HI-LO:K,... (K steps from t HI down "
