@@ -186,3 +186,53 @@ def test_a_declined_stage_records_where_and_how_it_trained(stage, monkeypatch):
     [record] = json.loads(ledger.read_text())["rf-chirp"]["declined"]
     assert (record["run"], record["score"], record["shipped_score"]) == ("rf-chirp-s3", 1.5, 1.4)
     assert record["device"] == "2 CPU cores (one thread, 41 min)"
+
+
+def _measured_by_seed(monkeypatch, lsd):
+    """measure_bundle stood in by ``lsd[(tag, sampler seed)]``; returns the (tag, seed) pairs measured."""
+    calls = []
+
+    def measure(bundle, n, seed=0, held_out_seed=None):
+        tag = (bundle / "model.onnx").read_text().split()[0]
+        calls.append((tag, seed))
+        return {"dataset": "rf-chirp", "generated": {}, "psd_lsd_db": lsd[tag, seed]}
+
+    monkeypatch.setattr(pa, "measure_bundle", measure)
+    return calls
+
+
+def test_a_gain_within_a_draw_that_does_not_hold_at_another_seed_is_declined(stage, monkeypatch):
+    """Stage 19 of rf-qpsk-fast was adopted on -15.69 against -15.68 dB at one sampler seed: a gain that
+    small is measured again at the next seeds, and the first where the stage is not better decides."""
+    run, shipped, ledger = stage
+    calls = _measured_by_seed(monkeypatch, {("stage", 0): 1.39, ("shipped", 0): 1.40,
+                                            ("stage", 1): 1.42, ("shipped", 1): 1.38})
+    before, lines = (shipped / "rf-chirp" / "model.onnx").read_bytes(), []
+    assert not pa.adopt(run, shipped, 8, ledger, log=lines.append, device="cpu (test)")
+    assert calls == [("stage", 0), ("shipped", 0), ("stage", 1), ("shipped", 1)]  # seed 1 decided; no seed 2
+    assert (shipped / "rf-chirp" / "model.onnx").read_bytes() == before
+    [record] = json.loads(ledger.read_text())["rf-chirp"]["declined"]
+    assert record["confirmed_at"] == [{"seed": 1, "score": 1.42, "shipped_score": 1.38}]
+    assert "within one draw, but not at seed 1 (1.42 against 1.38)" in record["why"]
+    assert any("measured again at sampler seeds 1, 2" in line for line in lines)
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_gain_within_a_draw_that_holds_at_every_seed_is_adopted(stage, monkeypatch, dry_run):
+    run, shipped, ledger = stage
+    lsd = {("stage", s): 1.39 - 0.01 * s for s in (0, 1, 2)} | {("shipped", s): 1.40 for s in (0, 1, 2)}
+    calls = _measured_by_seed(monkeypatch, lsd)
+    assert pa.adopt(run, shipped, 8, ledger, log=print, device="cpu (test)", dry_run=dry_run)
+    assert sorted(seed for _, seed in calls) == [0, 0, 1, 1, 2, 2]
+    if not dry_run:
+        [record] = json.loads(ledger.read_text())["rf-chirp"]["stages"]
+        assert [s["seed"] for s in record["confirmed_at"]] == [1, 2] and record["score"] == 1.39
+
+
+def test_a_gain_beyond_a_draw_is_measured_at_one_seed(stage, monkeypatch):
+    run, shipped, ledger = stage
+    calls = _measured_by_seed(monkeypatch, {("stage", 0): 1.30, ("shipped", 0): 1.40})  # 0.10 > 0.05 dB
+    assert pa.adopt(run, shipped, 8, ledger, log=print, device="cpu (test)")
+    assert calls == [("stage", 0), ("shipped", 0)]
+    assert "confirmed_at" not in json.loads(ledger.read_text())["rf-chirp"]["stages"][0]
+    assert pa.within_a_draw("rf-qpsk-fast") == 0.1 and pa.within_a_draw("rf-mix") == 1.0
