@@ -161,6 +161,18 @@ def _sampling(bundle: Path) -> dict[str, Any]:
     return json.loads((bundle / "manifest.json").read_text()).get("sampling") or {}
 
 
+def sampler_words(bundle: Path) -> str:
+    """The ``sample`` default a bundle was measured with, in the ledger's words: "sde-dpmpp2m on
+    999-700:3,...", or "ddim-50 (uniform)" for one without its own grid. A stage's score is that
+    sampler's: the trend through the ledger mixes samplers wherever a prior's default changed."""
+    record = _sampling(bundle)
+    if not record:
+        from edgediff.runtime.sampling import DEFAULT_STEPS
+
+        return f"ddim-{DEFAULT_STEPS['ddim']} (uniform)"
+    return f"{record.get('method', 'ddim')} on {record.get('spec') or str(record['steps']) + ' steps'}"
+
+
 def _carry_grid(shipped: Path, candidate: Path) -> dict[str, Any]:
     """Give ``candidate`` the ``shipped`` bundle's own grid (and sampler), if it has one; returns it ({} when none)."""
     from edgediff.export.manifest import set_sampling
@@ -199,7 +211,8 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
 
 
 def decline(ledger_path: Path, name: str, run: Path, s_new: float, s_old: float, n: int, why: str,
-            log: Callable[[str], Any], device: str | None = None, seeds: list[dict[str, Any]] | None = None) -> None:
+            log: Callable[[str], Any], device: str | None = None, seeds: list[dict[str, Any]] | None = None,
+            sampler: str | None = None) -> None:
     """Record ``run`` as measured and kept out (the ledger's ``declined``, one record per run): the next
     GPU call neither continues from it (``priors continue``, ``priors carry``) nor reuses its name. The
     record says where and how it trained (``device``, else :func:`stage_device`'s words), as an adopted
@@ -211,6 +224,8 @@ def decline(ledger_path: Path, name: str, run: Path, s_new: float, s_old: float,
               "device": device or stage_device(run)}
     if seeds:
         record["confirmed_at"] = seeds
+    if sampler:
+        record["sampler"] = sampler
     entry["declined"] = [d for d in entry.get("declined", []) if d.get("run") != run.name] + [record]
     write_json(ledger_path, ledger)
     log(f"{name}: {run.name} not adopted ({why}); recorded as declined in {ledger_path}: the next stage starts from the shipped prior")
@@ -250,7 +265,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         held_out = data_seed(shipped or candidate)
         new = measure_bundle(candidate, n, held_out_seed=held_out)
         old = measure_bundle(shipped, n, held_out_seed=held_out) if shipped else None
-        dataset = new["dataset"]
+        dataset, sampled_with = new["dataset"], sampler_words(candidate)
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
         beside = aside(new, old) if old else None
@@ -269,7 +284,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             why = "measured no better than the shipped prior" if s_new >= s_old else (
                 f"better by {s_old - s_new:.3f} at sampler seed 0, within one draw, but not at seed {seeds[-1]['seed']} "
                 f"({seeds[-1]['score']:.2f} against {seeds[-1]['shipped_score']:.2f})")
-            decline(ledger_path, name, run, s_new, s_old, n, why, log, device, seeds)
+            decline(ledger_path, name, run, s_new, s_old, n, why, log, device, seeds, sampled_with)
             return False
         if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):
             log(f"{name}: not adopted: the shipped prior has a gated int8 model and the stage's int8 model failed "
@@ -293,7 +308,8 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         if origin:
             record["from_prior"] = origin
         if stage == run:
-            record |= {"score": round(s_new, 3), "frames_seen_after": entry["frames_seen"], "measured_on": n}
+            record |= {"score": round(s_new, 3), "frames_seen_after": entry["frames_seen"], "measured_on": n,
+                       "sampler": sampled_with}
             if seeds:
                 record["confirmed_at"] = seeds
         else:

@@ -69,9 +69,12 @@ def test_the_chirp_flow_of_the_mixed_prior(tmp_path):
     assert list(rows) == [500, 700, 800, 850, 900, 950, 999]
     held = report["held_out"]["chirp_share"]
     assert 0.3 < held < 0.7  # half chirps, half QPSK
-    # from 0 dB SNR the shipped prior keeps the frames' kind; from pure noise it makes too few chirps
+    # from 0 dB SNR the shipped prior keeps the frames' kind; from pure noise (SNR -86 dB) nothing of a frame is
+    # left, so a chirp and a QPSK frame become chirps alike: whatever the share, which is the network's (0.2
+    # against the data's 0.5 with stage 3: a figure for evaluate, not a bound here, or a better stage fails it)
     assert rows[500]["chirps_kept"] > 0.9 and rows[500]["others_to_chirps"] < 0.1 and abs(rows[500]["chirp_share"] - held) < 0.1
-    assert rows[999]["chirp_share"] < held - 0.15
+    assert abs(rows[999]["chirps_kept"] - rows[999]["others_to_chirps"]) < 0.4  # about 3 sd of 48 frames' difference
+    assert rows[500]["chirps_kept"] - rows[500]["others_to_chirps"] > rows[999]["chirps_kept"] - rows[999]["others_to_chirps"] + 0.4
     assert all(0 <= r["chirp_share"] <= 1 for r in rows.values()) and "QPSK -> chirp" in res.stdout
 
 

@@ -68,6 +68,7 @@ def test_without_a_fault_the_stage_replaces_the_shipped_prior(stage):
     assert sorted(p.name for p in shipped.iterdir()) == ["rf-chirp"]
     entry = json.loads(ledger.read_text())["rf-chirp"]
     assert entry["frames_seen"] == 1007 and entry["stages"][0]["run"] == "rf-chirp-s3"
+    assert entry["stages"][0]["sampler"] == "ddim-50 (uniform)"  # no grid of its own: the sample default
 
 
 def test_a_stage_from_another_prior_s_weights_starts_a_lineage(stage, monkeypatch):
@@ -173,6 +174,9 @@ def test_the_shipped_prior_s_own_grid_is_carried_to_the_stage_before_either_is_m
     assert any("own grid carried over (999-0:2)" in line for line in lines)
     after = json.loads((shipped / "rf-chirp" / "manifest.json").read_text())
     assert after["tag"] == "stage" and after["sampling"] == grid
+    # the ledger says which sampler the score is of: a prior's default changes between its stages
+    assert json.loads(ledger.read_text())["rf-chirp"]["stages"][0]["sampler"] == "ddim on 999-0:2"
+    assert pa.sampler_words(shipped.parent / "priors" / "rf-chirp") == "ddim on 999-0:2"
 
 
 def test_a_declined_stage_records_where_and_how_it_trained(stage, monkeypatch):
@@ -185,7 +189,7 @@ def test_a_declined_stage_records_where_and_how_it_trained(stage, monkeypatch):
     assert (shipped / "rf-chirp" / "model.onnx").read_bytes() == before
     [record] = json.loads(ledger.read_text())["rf-chirp"]["declined"]
     assert (record["run"], record["score"], record["shipped_score"]) == ("rf-chirp-s3", 1.5, 1.4)
-    assert record["device"] == "2 CPU cores (one thread, 41 min)"
+    assert record["device"] == "2 CPU cores (one thread, 41 min)" and record["sampler"] == "ddim-50 (uniform)"
 
 
 def _measured_by_seed(monkeypatch, lsd):
