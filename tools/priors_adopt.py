@@ -220,8 +220,9 @@ def decline(ledger_path: Path, name: str, run: Path, s_new: float, s_old: float,
     scores at further sampler seeds of a stage whose gain was within a draw (:func:`confirm`)."""
     ledger = read_ledger(ledger_path)
     entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
+    frames, seconds = stage_frames(run)  # the time a declined stage took is spent all the same (priors progress)
     record = {"run": run.name, "score": round(s_new, 3), "shipped_score": round(s_old, 3), "measured_on": n, "why": why,
-              "device": device or stage_device(run)}
+              "device": device or stage_device(run), "frames": frames, "seconds": round(seconds, 1)}
     if seeds:
         record["confirmed_at"] = seeds
     if sampler:

@@ -67,8 +67,8 @@ class Progress:
     frames_seen: int
     points: list[dict[str, Any]]  # scored stages: run, frames_seen (cumulative), score, device
     current: float | None  # the shipped prior's score with today's default sampler (None: no figure)
-    seconds: dict[str, float]  # recorded training seconds by device kind
-    unrecorded: dict[str, int]  # stages without a seconds record, by device kind
+    seconds: dict[str, float]  # recorded training seconds by device kind, adopted and declined stages alike
+    unrecorded: dict[str, int]  # stages (adopted or declined) without a seconds record, by device kind
     declined: int
     slope: float | None = None  # score change per doubling of frames seen (fitted)
     intercept: float | None = None  # the fitted line's score at log2(frames seen) = 0
@@ -169,7 +169,10 @@ def progress(ledger: dict[str, Any], bench: Path = ROOT / "docs" / "bench") -> l
         target = TARGETS[prior]
         seconds: dict[str, float] = {}
         unrecorded: dict[str, int] = {}
-        for s in rows:
+        # time spent is every stage's, kept or not: a declined stage's minutes were spent all the same
+        declined = [{**d, "kind": device_kind(str(d.get("device", "")))} for d in entries[prior].get("declined", [])
+                    if isinstance(d, dict)]
+        for s in [*rows, *declined]:
             if timed(s):
                 seconds[s["kind"]] = seconds.get(s["kind"], 0.0) + float(s["seconds"])
             else:

@@ -190,6 +190,7 @@ def test_a_declined_stage_records_where_and_how_it_trained(stage, monkeypatch):
     [record] = json.loads(ledger.read_text())["rf-chirp"]["declined"]
     assert (record["run"], record["score"], record["shipped_score"]) == ("rf-chirp-s3", 1.5, 1.4)
     assert record["device"] == "2 CPU cores (one thread, 41 min)" and record["sampler"] == "ddim-50 (uniform)"
+    assert (record["frames"], record["seconds"]) == (1000, 2.0)  # the fixture's stage_frames: its time is counted
 
 
 def _measured_by_seed(monkeypatch, lsd):

@@ -41,6 +41,18 @@ def test_a_steady_fall_per_doubling_is_fitted_and_projected(tmp_path):
     assert p.seconds == {"GPU": 100.0, "CPU": 3 * 3600.0} and [q["device"] for q in p.points] == ["GPU", "CPU", "CPU", "CPU"]
 
 
+def test_declined_stages_count_in_the_time_spent_and_not_in_the_trend(tmp_path):
+    """A declined stage's training time was spent (the issue asks for the GPU minutes spent); its score is
+    not the prior's, so it stays out of the points and the fit."""
+    ledger = _ledger([-10.0, -11.0, -12.0, -13.0])
+    ledger["rf-qpsk-fast"]["declined"] = [
+        {"run": "rf-qpsk-fast-s5", "score": -12.9, "shipped_score": -13.0, "device": "H200 (120 s from s4)", "seconds": 120.0},
+        {"run": "rf-qpsk-fast-s6", "score": -12.8, "shipped_score": -13.0, "device": "cpu (one thread)"}]  # no seconds
+    (p,) = pg.progress(ledger, bench=tmp_path)
+    assert p.seconds == {"GPU": 220.0, "CPU": 3 * 3600.0} and p.unrecorded == {"CPU": 1} and p.declined == 2
+    assert [q["run"] for q in p.points] == [f"rf-qpsk-fast-s{i}" for i in range(1, 5)] and p.slope == pytest.approx(-1.0)
+
+
 def test_a_transfer_starts_a_lineage_whose_own_frames_and_trend_count(tmp_path):
     """Stages after one that started from another prior's weights count their own frames from zero, and
     the trend is theirs alone: the earlier lineage's stages stay on the record, out of the fit."""
