@@ -64,20 +64,24 @@ def describe_flow(rows: list[dict[str, float]], held_out_share: float) -> list[s
 
 def duty_flow(denoiser: Any, frames: np.ndarray, levels: tuple[int, ...] = FLOW_LEVELS,
               seed: int = 0) -> list[dict[str, float]]:
-    """One row per level: t, SNR of x_t (dB), the median pulse duty of the frames sampled down from it
-    and the mean change of each frame's duty from its own. ``frames`` (N, 2, L) pulses, user units."""
+    """One row per level: t, SNR of x_t (dB), the median pulse duty of the frames sampled down from it,
+    the mean change of each frame's duty from its own and the correlation of the two over the frames (how
+    much of its own length a pulse keeps: near 1 from low noise, near 0 from pure noise for any prior).
+    ``frames`` (N, 2, L) pulses, user units."""
     was = pulse_duty(rf.from_iq(np.asarray(frames, dtype=np.float64)))
     rows = []
     for row, down in resampled(denoiser, frames, levels, seed):
         now = pulse_duty(rf.from_iq(down))
-        rows.append(row | {"pulse_duty_median": float(np.median(now)), "duty_change_mean": float(np.mean(now - was))})
+        kept = float(np.corrcoef(now, was)[0, 1]) if np.std(now) > 0 and np.std(was) > 0 else 0.0
+        rows.append(row | {"pulse_duty_median": float(np.median(now)), "duty_change_mean": float(np.mean(now - was)),
+                           "duty_correlation": kept})
     return rows
 
 
 def describe_duty_flow(rows: list[dict[str, float]], held_out_duty: float) -> list[str]:
     lines = [f"  held-out pulses (on for {100 * held_out_duty:.0f}% of the frame, median) noised to each level and "
              "resampled (DDIM-50's grid from there, eta 1):",
-             "       t   SNR dB   pulse on (median)   mean change per frame"]
+             "       t   SNR dB   pulse on (median)   mean change per frame   correlation with its own"]
     lines += [f"    {r['t']:4d} {r['snr_db']:8.1f} {100 * r['pulse_duty_median']:18.0f}% {100 * r['duty_change_mean']:+22.1f}%"
-              for r in rows]
+              f" {r.get('duty_correlation', float('nan')):26.2f}" for r in rows]
     return lines

@@ -95,9 +95,13 @@ def test_the_pulses_of_the_chirp_prior_and_the_floor(tmp_path):
     assert floor["envelope_w1"] < report["envelope_w1"] / 2
     rows = {r["t"]: r for r in report["duty_flow"]}
     assert list(rows) == [500, 700, 800, 850, 900, 950, 999]
-    # from 0 dB SNR the shipped prior keeps each pulse's length; from pure noise its pulses come out short
+    # from 0 dB SNR the shipped prior keeps each pulse's length; from pure noise (SNR -86 dB) nothing of a frame
+    # is left, so its new length owes nothing to its own, whatever the prior (the shipped one makes them short:
+    # a figure for evaluate, not a bound here, or a better stage fails it)
     assert abs(rows[500]["duty_change_mean"]) < 0.03 and abs(rows[500]["pulse_duty_median"] - held) < 0.05
-    assert rows[999]["duty_change_mean"] < -0.05 and "mean change per frame" in res.stdout
+    assert rows[500]["duty_correlation"] > 0.8 and abs(rows[999]["duty_correlation"]) < 0.5  # about 2.8 sd of 32 frames
+    assert rows[500]["duty_correlation"] > rows[999]["duty_correlation"] + 0.4
+    assert "mean change per frame" in res.stdout and "correlation with its own" in res.stdout
 
 
 def test_evaluate_bad_inputs_are_one_line(tmp_path):
