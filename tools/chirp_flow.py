@@ -83,5 +83,5 @@ def describe_duty_flow(rows: list[dict[str, float]], held_out_duty: float) -> li
              "resampled (DDIM-50's grid from there, eta 1):",
              "       t   SNR dB   pulse on (median)   mean change per frame   correlation with its own"]
     lines += [f"    {r['t']:4d} {r['snr_db']:8.1f} {100 * r['pulse_duty_median']:18.0f}% {100 * r['duty_change_mean']:+22.1f}%"
-              f" {r.get('duty_correlation', float('nan')):26.2f}" for r in rows]
+              f" {r['duty_correlation']:26.2f}" for r in rows]
     return lines

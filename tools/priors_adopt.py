@@ -211,22 +211,17 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
 
 
 def decline(ledger_path: Path, name: str, run: Path, s_new: float, s_old: float, n: int, why: str,
-            log: Callable[[str], Any], device: str | None = None, seeds: list[dict[str, Any]] | None = None,
-            sampler: str | None = None) -> None:
+            log: Callable[[str], Any], device: str | None = None, measured: dict[str, Any] | None = None) -> None:
     """Record ``run`` as measured and kept out (the ledger's ``declined``, one record per run): the next
     GPU call neither continues from it (``priors continue``, ``priors carry``) nor reuses its name. The
     record says where and how it trained (``device``, else :func:`stage_device`'s words), as an adopted
-    stage's does: a recipe that lost is worth as much to the next session as one that won. ``seeds``: the
-    scores at further sampler seeds of a stage whose gain was within a draw (:func:`confirm`)."""
+    stage's does: a recipe that lost is worth as much to the next session as one that won. ``measured``: how
+    the scores were taken, as an adopted stage records it (its sampler, and ``confirmed_at`` from :func:`confirm`)."""
     ledger = read_ledger(ledger_path)
     entry = ledger.setdefault(name, {"frames_seen": 0, "stages": []})
     frames, seconds = stage_frames(run)  # the time a declined stage took is spent all the same (priors progress)
     record = {"run": run.name, "score": round(s_new, 3), "shipped_score": round(s_old, 3), "measured_on": n, "why": why,
-              "device": device or stage_device(run), "frames": frames, "seconds": round(seconds, 1)}
-    if seeds:
-        record["confirmed_at"] = seeds
-    if sampler:
-        record["sampler"] = sampler
+              "device": device or stage_device(run), "frames": frames, "seconds": round(seconds, 1), **(measured or {})}
     entry["declined"] = [d for d in entry.get("declined", []) if d.get("run") != run.name] + [record]
     write_json(ledger_path, ledger)
     log(f"{name}: {run.name} not adopted ({why}); recorded as declined in {ledger_path}: the next stage starts from the shipped prior")
@@ -266,17 +261,18 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         held_out = data_seed(shipped or candidate)
         new = measure_bundle(candidate, n, held_out_seed=held_out)
         old = measure_bundle(shipped, n, held_out_seed=held_out) if shipped else None
-        dataset, sampled_with = new["dataset"], sampler_words(candidate)
+        dataset = new["dataset"]
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
         beside = aside(new, old) if old else None
         if beside:
             log(f"{name}: beside the score: {beside}")
-        better, seeds = s_new < s_old, []
-        if better and shipped is not None and s_old - s_new < within_a_draw(dataset):
-            log(f"{name}: better by {s_old - s_new:.3f}, within one draw (< {within_a_draw(dataset):g}): both are "
+        better, seeds, margin = s_new < s_old, [], within_a_draw(dataset)
+        if better and shipped is not None and s_old - s_new < margin:
+            log(f"{name}: better by {s_old - s_new:.3f}, within one draw (< {margin:g}): both are "
                 f"measured again at sampler seeds {', '.join(map(str, CONFIRM_SEEDS))}; adopted only if better at each")
             better, seeds = confirm(candidate, shipped, n, held_out, dataset, log)
+        measured = {"sampler": sampler_words(candidate), **({"confirmed_at": seeds} if seeds else {})}
         if dry_run:
             gate = " (after the int8 gate)" if better and _int8_record(out_root / name) else ""
             log(f"{name}: dry run: {'would go on to adopt' if better else 'would keep the shipped prior'}{gate}; nothing changed")
@@ -285,7 +281,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             why = "measured no better than the shipped prior" if s_new >= s_old else (
                 f"better by {s_old - s_new:.3f} at sampler seed 0, within one draw, but not at seed {seeds[-1]['seed']} "
                 f"({seeds[-1]['score']:.2f} against {seeds[-1]['shipped_score']:.2f})")
-            decline(ledger_path, name, run, s_new, s_old, n, why, log, device, seeds, sampled_with)
+            decline(ledger_path, name, run, s_new, s_old, n, why, log, device, measured)
             return False
         if not _carry_int8(out_root / name, candidate, lambda line: log(f"{name}: int8: {line}")):
             log(f"{name}: not adopted: the shipped prior has a gated int8 model and the stage's int8 model failed "
@@ -309,10 +305,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         if origin:
             record["from_prior"] = origin
         if stage == run:
-            record |= {"score": round(s_new, 3), "frames_seen_after": entry["frames_seen"], "measured_on": n,
-                       "sampler": sampled_with}
-            if seeds:
-                record["confirmed_at"] = seeds
+            record |= {"score": round(s_new, 3), "frames_seen_after": entry["frames_seen"], "measured_on": n, **measured}
         else:
             record |= {"frames_seen_after": entry["frames_seen"], "adopted_with": run.name}
         entry["stages"].append(record)
