@@ -22,8 +22,12 @@ from edgediff.tools.priors_continue import CONTINUED, GROWN, LEDGER, prior_of, r
 #: moves 0.2 dB between sampler seeds on 2048 frames (rf-qpsk-fast, stop 64), and a chirp share by a point
 #: (binomial). Such a stage is measured again, beside the shipped prior, at ``CONFIRM_SEEDS`` and adopted
 #: only if it is better at each of them (rf-qpsk-fast's stage 19 was adopted on -15.69 against -15.68).
+#: EVM's margin is 0.3 dB since stop 66: a stage's difference to the shipped prior, both measured side by side
+#: on the same frames, moved from -0.22 to +0.19 dB between sampler seeds 0, 1 and 2 (rf-qpsk-fast's stages
+#: 19 against 16, 20 against 19 and an average of 20 and 21's weights: -0.18/-0.19/0.00, -0.06/+0.19/0.00,
+#: -0.18/+0.18/-0.22), so a gain of 0.18 dB at one seed, adopted under the 0.1 dB margin, can be a draw.
 WITHIN_A_DRAW = {"rf-chirp": 0.05, "rf-mix": 1.0}
-WITHIN_A_DRAW_EVM_DB = 0.1
+WITHIN_A_DRAW_EVM_DB = 0.3
 CONFIRM_SEEDS = (1, 2)
 
 
