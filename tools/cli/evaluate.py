@@ -48,6 +48,23 @@ def second_reference(denoiser, data: Path | None, dataset: str, n: int) -> np.nd
     return reference(dataset, n, denoiser.sample_shape[1], _data_seed(denoiser) + 1)
 
 
+def flow_levels(flow_t: tuple[int, ...], denoise_curve: bool, dataset: str, T: int) -> tuple[int, ...]:
+    """The levels the chirp (rf-mix) or duty (rf-chirp) flow samples down from: ``--flow-t``'s (sorted),
+    or the default seven."""
+    from edgediff.runtime.errors import InputError
+    from edgediff.tools.chirp_flow import FLOW_LEVELS
+
+    if not flow_t:
+        return FLOW_LEVELS
+    if not denoise_curve or dataset not in ("rf-mix", "rf-chirp"):
+        raise InputError("--flow-t sets the levels of --denoise-curve's chirp flow (rf-mix) or pulse flow (rf-chirp): "
+                         "give --denoise-curve on one of those, or drop --flow-t")
+    bad = [t for t in flow_t if not 1 <= t < T]
+    if bad:
+        raise InputError(f"--flow-t {bad[0]}: expected a timestep in 1..{T - 1} (the bundle's schedule has T = {T})")
+    return tuple(sorted(set(flow_t)))
+
+
 def _data_seed(denoiser) -> int:
     return int((denoiser.bundle.manifest.get("data") or {}).get("seed", 0))
 
@@ -73,10 +90,14 @@ def _data_seed(denoiser) -> int:
                    "from its level, judged by the blind receiver (PSK): tells the network's denoising from the "
                    "sampling path's errors; on rf-mix also the chirp share sampled down from 7 levels up to pure noise; on "
                    "rf-chirp only the pulses' duty sampled down from those 7 levels.")
+@click.option("--flow-t", "flow_t", type=int, multiple=True,
+              help="With --denoise-curve on rf-mix or rf-chirp: a level (timestep) the held-out frames are sampled "
+                   "down from; repeat for several. [500 700 800 850 900 950 999]")
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec, seed, json_out, denoise_curve, force, quiet, **engine) -> None:
+def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec, seed, json_out, denoise_curve, flow_t,
+             force, quiet, **engine) -> None:
     """Sample N frames from BUNDLE and compare them with N held-out frames: mean-PSD log-spectral
     distance, envelope Wasserstein-1, blind EVM (PSK) and chirp IF linearity (chirps); radar maps:
     targets per map, sidelobe level, noise floor and clutter share under a CA-CFAR detector."""
@@ -97,6 +118,7 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec,
         raise InputError(f"--denoise-curve: dataset {dataset!r} is neither a PSK dataset (judged by the blind receiver: "
                          f"one of {', '.join(PSK_DATASETS)}; for your own frames give --psk FORMAT) nor rf-chirp "
                          "(judged by its pulses)")
+    levels = flow_levels(flow_t, denoise_curve, dataset, denoiser.schedule.T)
     request, grid = for_bundle(SampleRequest(n=n, method=sampler, steps=steps, eta=eta, seed=seed, spacing=spacing,
                                              grid=grid_timesteps(grid_spec, denoiser.schedule.T)),
                                denoiser.distilled, denoiser.sampling)
@@ -129,7 +151,7 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec,
     if denoise_curve and dataset == "rf-chirp":
         from edgediff.tools.chirp_flow import describe_duty_flow, duty_flow
 
-        report["duty_flow"] = duty_flow(denoiser, ref, seed=seed)
+        report["duty_flow"] = duty_flow(denoiser, ref, levels, seed=seed)
         for line in describe_duty_flow(report["duty_flow"], report["held_out"]["pulse_duty_median"]):
             click.echo(line)
     elif denoise_curve:
@@ -141,7 +163,7 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec,
         if dataset == "rf-mix":
             from edgediff.tools.chirp_flow import chirp_flow, describe_flow
 
-            report["chirp_flow"] = chirp_flow(denoiser, ref, seed=seed)
+            report["chirp_flow"] = chirp_flow(denoiser, ref, levels, seed=seed)
             for line in describe_flow(report["chirp_flow"], report["held_out"]["chirp_share"]):
                 click.echo(line)
     if json_out is not None:
