@@ -38,18 +38,24 @@ def mean_psd(frames: np.ndarray) -> np.ndarray:
     return np.mean(np.abs(np.fft.fft(z, axis=1)) ** 2, axis=0) / z.shape[1]
 
 
-def methods(soi: Any, interf: Any, steps: int, smc_particles: int = 0) -> dict[str, tuple[str, Callable[..., np.ndarray]]]:
-    """name -> (kind, fn(y, sigma_y, amplitudes, lmmse_start) -> SOI estimate); joint SMC runs half
-    the steps (its NFE per source is particles x steps / 2)."""
+def methods(soi: Any, interf: Any, steps: int, smc_particles: int = 0,
+            samples: int = 1) -> dict[str, tuple[str, Callable[..., np.ndarray], int]]:
+    """name -> (kind, fn(y, sigma_y, amplitudes, lmmse_start) -> SOI estimate, NFE per source); joint SMC
+    runs half the steps (its NFE per source is particles x steps / 2); ``samples`` K > 1 adds joint DDNM+
+    averaging K posterior samples (the posterior mean, K x steps calls)."""
+    half = max(1, steps // 2)
     rows = {
         f"joint DDNM+ ({steps})": ("diffusion", lambda y, s, a, x0: separate(soi, interf, y, s, a, method="joint-ddnm",
-                                                                           steps=steps).soi),
+                                                                           steps=steps).soi, steps),
         f"alpha-RGS ({2 * steps})": ("diffusion", lambda y, s, a, x0: separate(soi, interf, y, s, a, method="alpha-rgs",
-                                                                             steps=2 * steps, init=x0).soi),
+                                                                             steps=2 * steps, init=x0).soi, 2 * steps),
     }
+    if samples > 1:
+        rows[f"joint DDNM+ ({steps}, mean of {samples})"] = ("diffusion", lambda y, s, a, x0: separate(
+            soi, interf, y, s, a, method="joint-ddnm", steps=steps, samples=samples).soi, samples * steps)
     if smc_particles:
-        rows[f"joint SMC ({max(1, steps // 2)}, P={smc_particles})"] = ("diffusion", lambda y, s, a, x0: separate(
-            soi, interf, y, s, a, method="joint-smc", steps=max(1, steps // 2), particles=smc_particles).soi)
+        rows[f"joint SMC ({half}, P={smc_particles})"] = ("diffusion", lambda y, s, a, x0: separate(
+            soi, interf, y, s, a, method="joint-smc", steps=half, particles=smc_particles).soi, smc_particles * half)
     return rows
 
 
@@ -62,7 +68,7 @@ def frames(interferer: str, n: int, length: int, seed: int) -> tuple[np.ndarray,
 
 
 def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarray, sinr: float, steps: int,
-              psds: tuple[np.ndarray, np.ndarray], smc_particles: int = 0) -> dict[str, Any]:
+              psds: tuple[np.ndarray, np.ndarray], smc_particles: int = 0, samples: int = 1) -> dict[str, Any]:
     p_s, p_b0 = 2 * np.mean(s**2), 2 * np.mean(b**2)
     b = b * np.sqrt(p_s / p_b0 * 10 ** (-sinr / 10))
     y = s + b
@@ -81,10 +87,9 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
     score("LMMSE (both covariances)", "baseline", x_lmmse, 0.0, 0)
     scale = p_b0 and 10 ** (-sinr / 10) * p_s / p_b0
     score("fixed Wiener filter", "baseline", fixed_wiener(y, psds[0], psds[1] * scale, 2 * sigma_y**2), 0.0, 0)
-    for name, (kind, fn) in methods(soi_d, interf_d, steps, smc_particles).items():
+    for name, (kind, fn, nfe) in methods(soi_d, interf_d, steps, smc_particles, samples).items():
         start = time.perf_counter()
         est = fn(y, sigma_y, amp, x_lmmse)
-        nfe = 2 * steps if "alpha" in name else smc_particles * max(1, steps // 2) if "SMC" in name else steps
         score(name, kind, est, time.perf_counter() - start, nfe)
     best = min((r for r in rows.values() if r["kind"] == "diffusion"), key=lambda r: (r["ber"], r["mse_db"]))
     rows["_best_diffusion"] = {"ber": best["ber"], "mse_db": min(r["mse_db"] for r in rows.values()
@@ -93,7 +98,7 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
 
 
 def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: tuple[int, ...] = SINRS,
-                  progress: Callable[[str], Any] | None = None, smc_particles: int = 0) -> dict[str, Any]:
+                  progress: Callable[[str], Any] | None = None, smc_particles: int = 0, samples: int = 1) -> dict[str, Any]:
     from edgediff.tools.bench import machine
 
     soi_d = load(soi, backend="ort")
@@ -113,7 +118,7 @@ def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: t
                 mean_psd(datasets.builtin(name, 2000, soi_d.sample_shape[-1], 5)))
         points = {}
         for sinr in sinrs:
-            points[str(sinr)] = run_point(soi_d, interf_d, s, truth, b, float(sinr), steps, psds, smc_particles)
+            points[str(sinr)] = run_point(soi_d, interf_d, s, truth, b, float(sinr), steps, psds, smc_particles, samples)
             if progress is not None:
                 progress(f"{name} {sinr:+d} dB done")
         report["interferers"][name] = points

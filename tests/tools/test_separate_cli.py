@@ -77,12 +77,13 @@ def test_separate_bad_inputs_one_line_nothing_written(mixture, args, match):
 def test_bench_separate_small(tmp_path):
     out = tmp_path / "b.json"
     res = edgediff("bench-separate", "--frames", "4", "--steps", "2", "--sinr", "-6", "--interference", "rf-qpsk-fast",
-                   "--smc-particles", "3", "--json", out, "--plot", tmp_path / "b.png")
+                   "--smc-particles", "3", "--samples", "2", "--json", out, "--plot", tmp_path / "b.png")
     assert res.returncode == 0, res.stderr
     report = json.loads(out.read_text())
     rows = report["interferers"]["rf-qpsk-fast"]["-6"]
     assert {"no mitigation (matched filter on y)", "LMMSE (both covariances)", "fixed Wiener filter",
-            "joint DDNM+ (2)", "alpha-RGS (4)", "joint SMC (1, P=3)"} <= set(rows)
-    assert rows["joint SMC (1, P=3)"]["nfe_per_source"] == 3
+            "joint DDNM+ (2)", "alpha-RGS (4)", "joint SMC (1, P=3)", "joint DDNM+ (2, mean of 2)"} <= set(rows)
+    assert [rows[k]["nfe_per_source"] for k in ("joint DDNM+ (2)", "alpha-RGS (4)", "joint SMC (1, P=3)",
+                                                 "joint DDNM+ (2, mean of 2)")] == [2, 4, 3, 4]
     assert all(0 <= r["ber"] <= 1 and np.isfinite(r["mse_db"]) for k, r in rows.items() if not k.startswith("_"))
     assert "targets" in report and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"

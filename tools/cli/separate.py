@@ -110,10 +110,12 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
 @click.option("--sinr", "sinrs", type=Finite(-60.0, 60.0), multiple=True, help="SINR points in dB (default -24..0 by 3).")
 @click.option("--smc-particles", type=click.IntRange(0, 1 << 12), default=0, show_default=True,
               help="Add joint SMC with this many particles per frame (half the joint steps; NFE = particles x steps / 2).")
+@click.option("--samples", type=click.IntRange(1, 1 << 12), default=1, show_default=True,
+              help="Add joint DDNM+ averaging this many posterior samples (their mean; NFE = samples x steps).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--plot", type=click.Path(path_type=Path), help="BER and MSE against SINR (PNG).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
-def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, json_out, plot, force) -> None:
+def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, samples, json_out, plot, force) -> None:
     """BER and SOI MSE against SINR: joint diffusion and alpha-RGS against matched filter, LMMSE and fixed filter."""
     from edgediff.runtime.atomic import write_json
     from edgediff.tools.bench_separate import SINRS, run_benchmark, table
@@ -122,7 +124,7 @@ def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, json_o
     check_outputs({"--json": json_out, "--plot": plot}, force=force)
     report = run_benchmark(str(soi), [str(i) for i in interferers], frames, steps,
                            tuple(int(round(s)) for s in sinrs) or SINRS, progress=lambda m: click.echo(m, err=True),
-                           smc_particles=smc_particles)
+                           smc_particles=smc_particles, samples=samples)
     for line in table(report):
         click.echo(line)
     if plot is not None:
