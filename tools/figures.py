@@ -39,7 +39,7 @@ class Figure:
     name: str
     priors: tuple[str, ...]  # the shipped priors it reads
     args: tuple[str, ...]  # the edgediff command; paths relative to the repository root
-    section: str  # where the README quotes it: a heading, (a paragraph in it), or docs/priors.md (a heading there)
+    section: str  # where the README quotes it: a heading, (a paragraph in it), or docs/priors.md (a heading or a bold paragraph there)
     minutes: float  # about how long it takes on 2 CPU cores
     copies: tuple[tuple[str, str], ...] = ()  # (written into a scratch folder, kept as) for --out folders
 
@@ -82,6 +82,10 @@ FIGURES = (
     Figure("separate-smc", (QPSK, CHIRP, FAST), ("bench-separate", "--frames", "10", "--steps", "40", "--sinr", "-12",
                                                  "--sinr", "-6", "--sinr", "0", "--smc-particles", "8", "--json",
                                                  "docs/bench/separate-smc.json", "--force"), "Separation", 1.5),
+    Figure("separate-posterior-mean", (QPSK, FAST), ("bench-separate", "--interference", FAST, "--frames", "100", "--steps",
+                                                    "50", "--sinr", "0", "--samples", "16", "--json",
+                                                    "docs/bench/separate-posterior-mean.json", "--force"),
+           "docs/priors.md (Where 0 dB against rf-qpsk-fast stands)", 8.0),
     Figure("samplers", (QPSK, CHIRP, "gmm2d"), ("bench-samplers", QPSK, CHIRP, "gmm2d", "--n", "1024", "--json",
                                                 "docs/bench/samplers.json", "--plot", "docs/img/samplers.png", "--force"),
            "Few steps", 4.0),
