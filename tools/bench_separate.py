@@ -22,7 +22,9 @@ from edgediff.runtime.inverse.separate import Amplitudes, lmmse_separation, sepa
 from edgediff.runtime.receivers import genie_receive
 from edgediff.train import datasets, rf
 
-SINRS = tuple(range(-24, 1, 3))
+#: Up to +6 dB: LMMSE's BER falls below 1e-3 there against both interferers (0.0000 and 0.0002 at stop 68), so
+#: the range in which issue 19's 10x is judged, [1e-3, 1e-1], is bounded on both sides (it reached +3 dB).
+SINRS = tuple(range(-24, 7, 3))
 INTERFERERS = ("rf-chirp", "rf-qpsk-fast")
 
 
@@ -127,17 +129,23 @@ def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: t
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:
-    """Where LMMSE's BER lies in [1e-3, 1e-1]: the best diffusion BER's improvement; MSE gain everywhere."""
+    """Where LMMSE's BER lies in [1e-3, 1e-1]: the best diffusion BER's improvement; MSE gain everywhere.
+    The verdict holds for that whole range only where the SINRs measured bound it: LMMSE above 1e-1 at the
+    lowest and below 1e-3 at the highest (``lmmse_range_bounded``); otherwise ``ber_10x_met`` is False, unknown."""
     out = {}
     for name, points in report["interferers"].items():
         ratios, gains = {}, {}
-        for sinr, rows in points.items():
+        by_sinr = sorted(points.items(), key=lambda p: float(p[0]))
+        lm_ber = [rows["LMMSE (both covariances)"]["ber"] for _, rows in by_sinr]
+        bounded = bool(lm_ber) and lm_ber[0] > 1e-1 and lm_ber[-1] < 1e-3
+        for sinr, rows in by_sinr:
             lm = rows["LMMSE (both covariances)"]
             gains[sinr] = lm["mse_db"] - rows["_best_diffusion"]["mse_db"]
             if 1e-3 <= lm["ber"] <= 1e-1:
                 ratios[sinr] = lm["ber"] / max(rows["_best_diffusion"]["ber"], 1e-6)
         out[name] = {"ber_ratio_where_lmmse_in_1e-3_1e-1": ratios, "mse_gain_db": gains,
-                     "ber_10x_met": bool(ratios) and all(r >= 10 for r in ratios.values()),
+                     "lmmse_range_bounded": bounded,
+                     "ber_10x_met": bounded and bool(ratios) and all(r >= 10 for r in ratios.values()),
                      "mse_3db_met": all(g >= 3 for g in gains.values())}
     return out
 
@@ -151,6 +159,9 @@ def table(report: dict[str, Any]) -> list[str]:
             lines.append(f"  SINR {int(sinr):+3d} dB  {cells}")
         t = report["targets"][name]
         lines.append(f"  targets: BER 10x lower where LMMSE is in [1e-3, 1e-1]: {t['ber_10x_met']} "
-                     f"({', '.join(f'{k} dB: {v:.0f}x' for k, v in t['ber_ratio_where_lmmse_in_1e-3_1e-1'].items()) or 'no such SINR'}); "
+                     f"({', '.join(f'{k} dB: {v:.3g}x' for k, v in t['ber_ratio_where_lmmse_in_1e-3_1e-1'].items()) or 'no such SINR'}); "
                      f"MSE >= 3 dB better everywhere: {t['mse_3db_met']}")
+        if not t["lmmse_range_bounded"]:
+            lines.append("  (the SINRs measured do not bound LMMSE's [1e-3, 1e-1]: add --sinr points below and "
+                         "above it for the whole verdict)")
     return lines

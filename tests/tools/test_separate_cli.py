@@ -87,3 +87,26 @@ def test_bench_separate_small(tmp_path):
                                                  "joint DDNM+ (2, mean of 2)")] == [2, 4, 3, 4]
     assert all(0 <= r["ber"] <= 1 and np.isfinite(r["mse_db"]) for k, r in rows.items() if not k.startswith("_"))
     assert "targets" in report and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_10x_verdict_needs_sinrs_that_bound_lmmses_range():
+    """10x is judged where LMMSE's BER lies in [1e-3, 1e-1]; SINRs that stop inside that range cannot say it
+    is met (stop 68: the default stopped at 0 dB, where LMMSE still read 0.06 against a chirp)."""
+    from edgediff.tools.bench_separate import table, targets
+
+    def point(lmmse, best):
+        return {"LMMSE (both covariances)": {"ber": lmmse, "mse_db": -5.0},
+                "joint DDNM+ (9)": {"ber": best, "mse_db": -20.0}, "_best_diffusion": {"ber": best, "mse_db": -20.0}}
+
+    inside = {"-3": point(0.2, 0.01), "0": point(0.05, 0.001)}  # 50x at 0 dB, but LMMSE is in range at the top
+    whole = {**inside, "3": point(0.02, 0.004), "6": point(0.0002, 0.0)}  # 5x at +3 dB; below 1e-3 at +6
+    report = {"soi": "rf-qpsk", "frames": 9, "interferers": {"short": inside, "whole": whole}}
+    report["targets"] = t = targets(report)
+    assert t["short"]["ber_ratio_where_lmmse_in_1e-3_1e-1"] == {"0": pytest.approx(50)}
+    assert not t["short"]["lmmse_range_bounded"] and not t["short"]["ber_10x_met"]
+    assert t["whole"]["lmmse_range_bounded"] and not t["whole"]["ber_10x_met"]
+    assert t["whole"]["ber_ratio_where_lmmse_in_1e-3_1e-1"] == {"0": pytest.approx(50), "3": pytest.approx(5)}
+    whole["3"] = point(0.02, 0.001)
+    assert targets(report)["whole"]["ber_10x_met"]
+    lines = table(report)
+    assert sum("do not bound LMMSE" in line for line in lines) == 1 and any("3 dB: 5x" in line for line in lines)

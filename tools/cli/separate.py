@@ -107,7 +107,8 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
 @click.option("--frames", type=count(1, 100_000), default=100, show_default=True, help="Frames per SINR point.")
 @click.option("--steps", type=count(1, 100_000), default=100, show_default=True,
               help="Joint steps; alpha-RGS runs twice as many iterations (NFE per source).")
-@click.option("--sinr", "sinrs", type=Finite(-60.0, 60.0), multiple=True, help="SINR points in dB (default -24..0 by 3).")
+@click.option("--sinr", "sinrs", type=Finite(-60.0, 60.0), multiple=True,
+              help="SINR points in dB (default -24..+6 by 3: LMMSE's BER crosses 1e-1 and 1e-3 in it).")
 @click.option("--smc-particles", type=click.IntRange(0, 1 << 12), default=0, show_default=True,
               help="Add joint SMC with this many particles per frame (half the joint steps; NFE = particles x steps / 2).")
 @click.option("--samples", type=click.IntRange(1, 1 << 12), default=1, show_default=True,
