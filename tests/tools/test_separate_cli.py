@@ -42,7 +42,7 @@ def test_separate_writes_both_sources(mixture, method):
     assert (d / "sep.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("sinr_db, chosen", [(-12, "alpha-rgs"), (0, "joint-ddnm")])
+@pytest.mark.parametrize("sinr_db, chosen", [(-12, "alpha-rgs"), (0, "joint-ddnm"), (6, "joint-ddnm")])
 def test_auto_picks_the_method_by_the_sinr_of_the_given_powers(mixture, sinr_db, chosen):
     d, p_s, _ = mixture
     p_b = p_s * 10 ** (-sinr_db / 10)  # the powers decide; the mixture's content does not
@@ -50,6 +50,8 @@ def test_auto_picks_the_method_by_the_sinr_of_the_given_powers(mixture, sinr_db,
                    "--steps", "2", "--soi-power", p_s, "--interference-power", p_b, "--out", d / "s.npy", "--quiet")
     assert res.returncode == 0, res.stderr
     assert f"--method auto: {chosen} (SINR {sinr_db:+.1f} dB" in res.stdout and f", {chosen}, 2 NFE" in res.stdout
+    # where the SOI dominates, a separation can lose bits a matched filter keeps: the command says so
+    assert ("the SOI dominates" in res.stderr) == (sinr_db >= 4.5), res.stderr
 
 
 @pytest.mark.parametrize("args, match", [
