@@ -26,7 +26,7 @@ from edgediff.runtime.errors import InputError, one_line
 #: Dense tensor-core peaks in TFLOP/s (vendor datasheets, SXM parts): (bf16, tf32/fp32 matrix).
 PEAKS = {"H200": (989.4, 494.7), "H100 PCIe": (756.0, 378.0), "H100": (989.4, 494.7), "A100": (312.0, 156.0),
          "L40S": (362.1, 183.0), "L4": (121.0, 60.0), "A10": (125.0, 62.5), "RTX 4090": (165.2, 82.6)}
-VARIANT_KEYS = ("batch", "frames", "amp", "graphs", "fused", "compile", "copies")
+VARIANT_KEYS = ("batch", "frames", "amp", "graphs", "fused", "compile", "copies", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Variant:
     fused: bool = False
     compile: bool = False
     copies: int = 1  # independent models trained at once, each on its own CUDA stream (several priors in one process)
+    channels_last: bool = False  # the 1D convolutions as channels-last 2D ones (NHWC, cuDNN's tensor-core layout)
 
 
 def presets(cuda: bool) -> dict[str, Variant]:
@@ -51,12 +52,15 @@ def presets(cuda: bool) -> dict[str, Variant]:
         # four priors' steps at the stages' batch, their graphs replayed side by side on four streams
         "fast-compile-x4": Variant("fast-compile-x4", 1024, "generated", amp=cuda, graphs=True, fused=True, compile=True,
                                    copies=4),
+        # the stages' compiled step with its convolutions in channels-last memory
+        "fast-compile-cl": Variant("fast-compile-cl", 1024, "generated", amp=cuda, graphs=True, fused=True, compile=True,
+                                   channels_last=True),
     }
 
 
 def parse_variant(text: str, cuda: bool) -> Variant:
     """``NAME`` (a preset) or ``NAME:key=value,...`` (a preset changed, or a new name from ``today``);
-    keys: batch (int), frames (resident|generated), amp/graphs/fused/compile (on|off), copies (int)."""
+    keys: batch (int), frames (resident|generated), amp/graphs/fused/compile/channels_last (on|off), copies (int)."""
     name, _, changes = text.partition(":")
     known = presets(cuda)
     base = known.get(name)
@@ -128,12 +132,13 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
     import torch
 
     from edgediff.train import datasets, step
+    from edgediff.train.layers import use_channels_last
     from edgediff.train.loop import step_seed, ema_decay, frame_source
     from edgediff.train.models import build_model, fit_to_data
     from edgediff.train.reference import schedule_tensors
 
     train = replace(config.train, batch=variant.batch, frames=variant.frames, amp=variant.amp, graphs=variant.graphs,
-                    fused=variant.fused, compile=variant.compile)
+                    fused=variant.fused, compile=variant.compile, channels_last=variant.channels_last)
     data, norm = datasets.load(replace(config.data, n=n_resident))
     config = replace(config, train=train, normalisation=norm, model=fit_to_data(config.model, tuple(data.shape[1:])))
     train, options = step.resolve(train, config.data, device, False)
@@ -142,6 +147,7 @@ def measure(variant: Variant, config: Any, device: Any, *, seconds: float, warmu
     for copy in range(variant.copies):
         torch.manual_seed(copy)
         model = build_model(config.model).to(device)
+        use_channels_last(model, options.channels_last)
         ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
         optimizer = step.make_optimizer(model, train.lr, train.weight_decay, options, device)
         net = torch.compile(model) if options.compile else model

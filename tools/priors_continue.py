@@ -309,6 +309,35 @@ def together_pays(bench: dict[str, Any]) -> tuple[bool, str]:
     return False, f"stages train one process each: {words}, under the {TOGETHER_GAIN}x that one process needs"
 
 
+#: The stages' compiled step with its convolutions in channels-last memory (bench-train's
+#: ``fast-compile-cl``) must move at least this much more than ``fast-compile`` for the stages to take
+#: it: one 8-second timing each, side by side; a gain within a few per cent is not worth a new program.
+CHANNELS_LAST_GAIN = 1.1
+
+
+def channels_last_pays(bench: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the stages should run their convolutions channels-last, and why, from the benchmark's
+    ``fast-compile-cl`` against ``fast-compile`` (the same compiled step at the stages' batch)."""
+    rows = {r.get("variant", {}).get("name"): r for r in bench.get("rows", [])}
+    cl, plain = rows.get("fast-compile-cl"), rows.get("fast-compile")
+    if cl is None or plain is None:
+        return False, "convolutions in torch's layout (the benchmark did not compare channels-last with it)"
+    for name, row in (("fast-compile-cl", cl), ("fast-compile", plain)):
+        why = _failure(bench, name) or ("no frames/s" if "frames_per_s" not in row else None)
+        if why:
+            return False, f"convolutions in torch's layout ({name} failed in the benchmark: {why})"
+    gain = cl["frames_per_s"] / plain["frames_per_s"]
+    words = f"channels-last moved {cl['frames_per_s']:.0f} frames/s against {plain['frames_per_s']:.0f} ({gain:.2f}x)"
+    if gain >= CHANNELS_LAST_GAIN:
+        return True, f"stages run their convolutions channels-last: {words}"
+    return False, f"convolutions in torch's layout: {words}, under the {CHANNELS_LAST_GAIN}x asked"
+
+
+def with_channels_last(stages: list[Stage]) -> list[Stage]:
+    """The stages with their convolutions channels-last (``train.channels_last``)."""
+    return [replace(s, config=replace(s.config, train=replace(s.config.train, channels_last=True))) for s in stages]
+
+
 def launch_together(stages: list[Stage], device: str, log_path: Path, log: Callable[[str], Any] = print) -> int:
     """Train every stage in one process (``edgediff priors train-together``), a CUDA stream each; each
     stage's log in its run's train.log, the process's own output in ``log_path``."""

@@ -42,6 +42,7 @@ class TrainConfig:
     graphs: bool | None = None  # capture the step as a CUDA graph (None: auto, on for one CUDA process)
     fused: bool | None = None  # fused AdamW (None: auto, on for CUDA)
     compile: bool | None = False  # torch.compile the network (None: auto, on when the step is a CUDA graph)
+    channels_last: bool = False  # run the 1D convolutions as channels-last 2D ones (NHWC for cuDNN's bf16 kernels)
     snapshot_every: int = 0  # keep the EMA weights every K steps in snapshots/ (0: none)
     init_from: str | None = None  # start from these weights (safetensors) instead of a random init
 

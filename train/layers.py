@@ -38,8 +38,34 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` (same parameters, same state_dict, same ONNX graph) that can run as a 2D
+    convolution over (B, C, 1, L) in channels-last memory: the NHWC layout cuDNN's bf16 tensor-core
+    kernels work in, where a 1D convolution in torch's only 3D layout (NCL) may pay a transpose on each
+    side of every convolution. Off unless :func:`use_channels_last` turns it on (a training option)."""
+
+    channels_last = False
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if not self.channels_last or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super()._conv_forward(input, weight, bias)
+        x = input.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, L), C fastest
+        out = F.conv2d(x, weight.unsqueeze(2), bias, (1, self.stride[0]), (0, self.padding[0]), (1, self.dilation[0]),
+                       self.groups)
+        return out.squeeze(2)  # (B, C_out, L') viewed, its channels still fastest
+
+
+def use_channels_last(model: nn.Module, on: bool = True) -> int:
+    """Run every 1D convolution of ``model`` as a channels-last 2D one (``on``) or as before; returns
+    how many it set. The arithmetic is the same convolution's (float32 results agree to rounding)."""
+    convs = [m for m in model.modules() if isinstance(m, Conv1d)]
+    for m in convs:
+        m.channels_last = on
+    return len(convs)
+
+
 #: The convolution for frames (B, C, L) and for maps (B, C, H, W).
-CONV = {1: nn.Conv1d, 2: nn.Conv2d}
+CONV = {1: Conv1d, 2: nn.Conv2d}
 
 
 class ResBlock(nn.Module):
@@ -91,7 +117,7 @@ class SelfAttention(nn.Module):
 class Downsample1D(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.conv = Conv1d(channels, channels, 3, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
@@ -100,7 +126,7 @@ class Downsample1D(nn.Module):
 class Upsample1D(nn.Module):
     def __init__(self, channels: int):
         super().__init__()
-        self.conv = nn.Conv1d(channels, channels, 3, padding=1)
+        self.conv = Conv1d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))

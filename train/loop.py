@@ -29,6 +29,7 @@ from edgediff.train import checkpoint, datasets, distributed
 from edgediff.train.config import RunConfig, current_versions
 from edgediff.train.distributed import DistContext
 from edgediff.train.init_weights import load_init
+from edgediff.train.layers import use_channels_last
 from edgediff.train.models import build_model, count_parameters, fit_to_data
 from edgediff.train.reference import schedule_tensors
 from edgediff.train.rf_torch import FrameGenerator
@@ -139,6 +140,8 @@ def fit_steps(config: RunConfig, out: Path, resume: bool, dev: torch.device, ctx
     start, rows = 0, []
     if resume:
         start, rows = _restore(out, model, ema, optimizer, dev)
+    if options.channels_last and not use_channels_last(model):  # before compiling: the layout is part of the program
+        log.info("channels_last: this network has no 1D convolutions, it trains as before")
     net: nn.Module = torch.compile(model) if options.compile else model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.local_rank] if dev.type == "cuda" else None)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from edgediff.runtime.errors import InputError
-from edgediff.train.layers import Downsample1D, SinusoidalEmbedding, Upsample1D
+from edgediff.train.layers import Conv1d, Downsample1D, SinusoidalEmbedding, Upsample1D
 from edgediff.train.unet import UNet
 from edgediff.train.unet2d import UNet2D, UNet2DConfig
 
@@ -90,7 +90,7 @@ class UNet1D(UNet):
             )
         if c.stem_kernel < 1 or c.stem_kernel % 2 == 0:
             raise InputError(f"stem_kernel={c.stem_kernel} must be odd and positive (the output keeps the length)")
-        super().__init__(c, 1, lambda width: nn.Conv1d(c.channels, width, c.stem_kernel, padding=c.stem_kernel // 2),
+        super().__init__(c, 1, lambda width: Conv1d(c.channels, width, c.stem_kernel, padding=c.stem_kernel // 2),
                          Downsample1D, Upsample1D)
 
 

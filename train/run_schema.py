@@ -101,6 +101,7 @@ def _train_fields() -> dict[str, tuple[Check, str]]:
         "max_seconds": (optional(is_number(0.0, 1e9, lo_open=True)), "null or a number > 0"),
         "amp": (flag, "null, true or false"), "frames": (one_of(*FRAMES), " or ".join(FRAMES)),
         "graphs": (flag, "null, true or false"), "fused": (flag, "null, true or false"), "compile": (flag, "null, true or false"),
+        "channels_last": (flag, "null, true or false"),
         "snapshot_every": (is_int(0, 10**12), "an integer >= 0"), "init_from": (optional(is_str), "null or a path"),
     }
 

@@ -49,9 +49,11 @@ class StepOptions:
     graphs: bool = False  # capture the step as one CUDA graph
     fused: bool = False  # fused AdamW kernels (with graphs: capturable, the learning rate a tensor)
     compile: bool = False  # torch.compile the network (default mode, before any capture)
+    channels_last: bool = False  # the 1D convolutions as channels-last 2D ones (train.layers.use_channels_last)
 
     def describe(self) -> str:
         on = [k for k in ("amp", "graphs", "fused", "compile") if getattr(self, k)]
+        on += ["cl"] if self.channels_last else []
         return "+".join(on) if on else "eager"
 
 
@@ -81,7 +83,7 @@ def resolve(train: Any, data: Any, device: torch.device, distributed: bool) -> t
     captured = bool(train.graphs and cuda and not distributed)
     train = replace(train, compile=captured if train.compile is None else train.compile)
     options = StepOptions(amp=train.amp and cuda, graphs=train.graphs and not distributed, fused=train.fused,
-                          compile=train.compile)
+                          compile=train.compile, channels_last=bool(train.channels_last))
     if train.graphs and not (cuda and options.graphs):
         log.info("CUDA graphs need one process on a CUDA device: the graph's program runs eagerly here")
     return train, options

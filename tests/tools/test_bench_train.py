@@ -65,6 +65,17 @@ def test_copies_train_several_models_at_once_and_count_all_their_frames():
     assert row["frames_per_s"] == pytest.approx(row["steps"] * 4 * 4 / row["seconds"])
 
 
+def test_the_channels_last_variant_trains_its_convolutions_in_that_layout():
+    from edgediff.tools import priors
+
+    config = priors.run_config(priors.replace_width(priors.PriorRecipe("rf-qpsk"), 8))
+    v = bt.parse_variant("fast-compile-cl:batch=4,compile=off", cuda=False)
+    assert (v.channels_last, v.batch, v.graphs, v.compile) == (True, 4, True, False)
+    assert not bt.parse_variant("fast-compile-cl:channels_last=off", cuda=False).channels_last
+    row = bt.measure(v, config, torch.device("cpu"), seconds=0.2, warmup=2, n_resident=64, chunk=2)
+    assert row["options"] == "graphs+fused+cl" and row["loss_finite"]
+
+
 @pytest.mark.parametrize("text, match", [("nosuch", "unknown"), ("today:batch=0", "batch"), ("today:frames=disk", "frames"),
                                          ("today:copies=0", "copies"), ("today:copies=65", "copies"),
                                          ("today:graphs=yes", "on or off"), ("today:speed=9", "key 'speed'")])

@@ -27,7 +27,8 @@ FRAMES = 16  # frames each adopt samples from both bundles: its score, not its q
 def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     runs, out = tmp_path / "runs", tmp_path / "out"
     # exactly what a GPU session runs (make gpu-priors: the package linked onto PYTHONPATH, no install)
-    args = f"rf-chirp --runs {runs} --seconds 2 --bench-seconds 0.5 --together on --dry-run"  # the one-process route
+    # the one-process route, its convolutions channels-last
+    args = f"rf-chirp --runs {runs} --seconds 2 --bench-seconds 0.5 --together on --channels-last on --dry-run"
     stage = f"rf-chirp-s{pc.newest_weights('rf-chirp', runs, pc.read_ledger())[0]}"  # past the shipped ledger's
     cmd = ["make", "-s", "-C", str(ROOT), "gpu-priors", f"GPU_PYTHON={sys.executable}", f"OUT={out}",
            f"GPU_SITE={tmp_path / 'site'}", f"GPU_ARGS={args}"]
@@ -36,10 +37,11 @@ def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     assert f"rf-chirp: stage {runs / stage} from " in res.stdout
     config = json.loads((runs / stage / "config.json").read_text())
     assert config["train"]["frames"] == "generated" and config["train"]["init_from"].endswith("priors/rf-chirp")
+    assert config["train"]["channels_last"] is True
     bench = json.loads((out / "bench-train.json").read_text())
-    names = ["today", "fast", "fast-compile-x4"]
+    names = ["today", "fast", "fast-compile", "fast-compile-cl", "fast-compile-x4"]
     assert [r["variant"]["name"] for r in bench["rows"]] == names and all("error" not in r for r in bench["rows"])
-    assert bench["rows"][2]["copies"] == 2  # models at once (on a GPU each on its own stream; four there, two here)
+    assert bench["rows"][3]["options"] == "graphs+fused+cl" and bench["rows"][4]["copies"] == 2  # models at once (on a GPU each on its own stream; four there, two here)
     # each variant's steps profiled, their traces kept beside for the trip back
     assert all("error" not in r["profile"] and r["profile"]["kernels"] > 0 for r in bench["rows"])
     assert sorted(p.name for p in (out / "profile").iterdir()) == sorted(f"{n}.trace.json.gz" for n in names)
@@ -196,6 +198,23 @@ def test_stages_train_together_only_where_four_models_at_once_moved_enough_more(
     assert not no and "1.20x" in why and f"{pc.TOGETHER_GAIN}x" in why
     assert not pc.together_pays(bench(80_000, 0, many_error="RuntimeError: out of memory"))[0]
     assert not pc.together_pays({"rows": []})[0] and not pc.together_pays({})[0]  # no benchmark: processes
+
+
+def test_stages_run_channels_last_only_where_the_benchmark_measured_it_faster(tmp_path):
+    def bench(plain, cl, cl_loss=1.0):
+        return {"rows": [{"variant": {"name": "fast-compile"}, "frames_per_s": plain, "loss_finite": True},
+                         {"variant": {"name": "fast-compile-cl"}, "frames_per_s": cl, "mean_loss": cl_loss,
+                          "loss_finite": cl_loss == cl_loss}]}
+
+    yes, why = pc.channels_last_pays(bench(80_000, 100_000))
+    assert yes and "1.25x" in why and "channels-last" in why
+    no, why = pc.channels_last_pays(bench(80_000, 84_000))
+    assert not no and "1.05x" in why and f"{pc.CHANNELS_LAST_GAIN}x" in why
+    no, why = pc.channels_last_pays(bench(80_000, 200_000, cl_loss=float("nan")))
+    assert not no and "loss nan" in why  # fast but diverged: not taken
+    assert not pc.channels_last_pays({"rows": []})[0] and not pc.channels_last_pays({})[0]
+    stages = pc.with_channels_last(pc.plan(["rf-chirp"], tmp_path / "runs", 2, study=[], dry_run=True))
+    assert stages[0].config.train.channels_last
 
 
 def test_a_failed_fast_step_sends_every_stage_to_todays_step(tmp_path):

@@ -54,8 +54,12 @@ DRY_SECONDS = 5.0
 @click.option("--together", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Train the stages in one process, a CUDA stream each (on), one process each (off), or as the "
                    "benchmark's four-models-at-once variant says (auto).")
+@click.option("--channels-last", "channels_last", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Run the stages' convolutions channels-last (on), in torch's layout (off), or as the benchmark's "
+                   "fast-compile-cl against fast-compile says (auto).")
 @click.option("--dry-run", is_flag=True, help="The same plan at a toy size on the CPU: seconds per stage, tiny batches.")
-def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, device, together, dry_run) -> None:
+def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, device, together, channels_last,
+                 dry_run) -> None:
     """The prepared GPU session: benchmark, continue every shipped prior (NAMES: default all) from its
     newest weights side by side, measure their curves, pack the runs into OUT for the trip back."""
     import json
@@ -81,6 +85,14 @@ def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, devic
         if why:
             click.echo(why)
             pc.rewrite(stages)
+    if channels_last == "auto":
+        layout, why = pc.channels_last_pays(report)
+        click.echo(why)
+    else:
+        layout = channels_last == "on"
+    if layout:
+        stages = pc.with_channels_last(stages)
+        pc.rewrite(stages)
     if together == "auto":
         one_process, why = pc.together_pays(report)
         click.echo(why)
@@ -115,8 +127,11 @@ def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> dict:
     cuda = dev.type == "cuda"
     # fast-compile at the stages' batch: its compilation is cached for the stages of the same U-Net; then
     # four models of it at once, each on its own stream: what several priors in one process would move
-    names = (("today:batch=8", "fast:batch=8", "fast-compile-x4:batch=8,compile=off,copies=2") if dry_run else
-             ("today", "fast", f"fast-compile:batch={pc.GPU_STAGE['batch']}", "fast-compile-x4"))
+    # and the same compiled step with its convolutions channels-last: the stages take it where it pays
+    batch = pc.GPU_STAGE["batch"]
+    names = (("today:batch=8", "fast:batch=8", "fast-compile:batch=8,compile=off", "fast-compile-cl:batch=8,compile=off",
+              "fast-compile-x4:batch=8,compile=off,copies=2") if dry_run else
+             ("today", "fast", f"fast-compile:batch={batch}", f"fast-compile-cl:batch={batch}", "fast-compile-x4"))
     variants = [bt.parse_variant(v, cuda) for v in names]
     # a few steps of each under the profiler afterwards: where the device time goes (traces kept beside)
     report = bt.bench(variants, p.run_config(p.PriorRecipe("rf-qpsk")), dev, seconds=seconds, warmup=4 if dry_run else 10,

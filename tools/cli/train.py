@@ -70,10 +70,12 @@ CUDA_SIGNAL_BATCH = 512
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast. [on for CUDA]")
 @click.option("--fused/--no-fused", default=None, help="Fused AdamW kernels. [on for CUDA]")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (minutes of compilation first).")
+@click.option("--channels-last", is_flag=True,
+              help="Run the U-Net's 1D convolutions as channels-last 2D ones (cuDNN's bf16 layout; bench-train compares).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, attn_levels, schedule, prediction, loss_weight,
           augment, T, steps, batch, lr, ema, normalise, seed, checkpoint_every, out, resume, device, init_from, max_seconds, frames,
-          graphs, amp, fused, compile_, quiet) -> None:
+          graphs, amp, fused, compile_, channels_last, quiet) -> None:
     """Fit the epsilon network with the DDPM loss; writes config.json, weights.safetensors (EMA),
     checkpoints/ and loss.csv into --out. Runs under `torchrun --nproc_per_node=N` too.
 
@@ -89,7 +91,7 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, attn_lev
     if dataset and data_path:
         raise InputError("--dataset and --data were both given: choose a built-in dataset or your file")
     step_options = (init_from, max_seconds, graphs, amp, fused, attn_levels)
-    if resume and (any(v is not None for v in step_options) or compile_):
+    if resume and (any(v is not None for v in step_options) or compile_ or channels_last):
         raise InputError("--resume continues the run as configured: drop --init-from, --max-seconds, --attn-levels "
                          "and the step options")
     if max_seconds is not None and steps is None:
@@ -99,7 +101,7 @@ def train(dataset, data_path, sigmf_frame, hop, n_frames, model, width, attn_lev
         schedule, T, steps, batch, lr, ema, normalise, seed, checkpoint_every, prediction, loss_weight, augment,
         cuda=_cuda_requested(device), attn_levels=attn_levels)
     if config is not None:
-        config = with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fused, compile_)
+        config = with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fused, compile_, channels_last)
     summary = fit(config, out, resume=resume, device=device, ctx=ctx, progress=not quiet)
     if not ctx.is_main:
         return
@@ -116,7 +118,7 @@ def _cuda_requested(device: str) -> bool:
     return torch.cuda.is_available()
 
 
-def with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fused, compile_):
+def with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fused, compile_, channels_last=False):
     """The run config with the options that decide how (not what) the run trains."""
     from dataclasses import replace
 
@@ -130,7 +132,8 @@ def with_speed_options(config, init_from, max_seconds, frames, graphs, amp, fuse
             source = source / "weights.safetensors"  # a run directory: its EMA weights
         init_from = str(source)
     return replace(config, train=replace(config.train, init_from=init_from, max_seconds=max_seconds, frames=frames,
-                                         graphs=graphs, amp=amp, fused=fused, compile=compile_))
+                                         graphs=graphs, amp=amp, fused=fused, compile=compile_,
+                                         channels_last=channels_last))
 
 
 def build_config(dataset, data_path, frame, hop, n_frames, model, width, schedule, T, steps, batch, lr, ema,
