@@ -102,7 +102,8 @@ def _user_checks(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
 
 
 def quantize_gated(bundle_dir: Path, method: str = "percentile", calibration: int = 512, frames: int | None = None,
-                   seed: int = 0, force: bool = False, log: Any = print) -> tuple[dict[str, Any], dict[str, Any]]:
+                   seed: int = 0, force: bool = False, log: Any = print,
+                   weight_bits: int = 7) -> tuple[dict[str, Any], dict[str, Any]]:
     """Quantize ``bundle_dir`` and keep model.int8.onnx only if :func:`gate` passes (``edgediff export
     int8``, and ``priors adopt`` for a prior that shipped one); returns (manifest, gate report).
     A failed gate raises :class:`BundleError` and leaves the bundle as it was."""
@@ -118,9 +119,9 @@ def quantize_gated(bundle_dir: Path, method: str = "percentile", calibration: in
     reclaim(target)  # what a killed earlier run left beside it
     with tempfile.TemporaryDirectory(prefix=tmp_prefix(target), dir=bundle.root) as tmp:
         candidate = Path(tmp) / q.INT8_FILE
-        keep = q.quantize(bundle, candidate, method, calibration, seed)
-        log(f"quantized ({method}, {calibration} calibration inputs over the schedule, {len(keep)} nodes kept "
-            f"in float); gating against fp32")
+        keep = q.quantize(bundle, candidate, method, calibration, seed, weight_bits)
+        log(f"quantized ({method}, {calibration} calibration inputs over the schedule, {weight_bits}-bit weights, "
+            f"{len(keep)} nodes kept in float); gating against fp32")
         report = gate(bundle, candidate, frames, seed)
         if "note" in report:
             log(f"  note: {report['note']}")
@@ -134,7 +135,7 @@ def quantize_gated(bundle_dir: Path, method: str = "percentile", calibration: in
                               "or keep the fp32 model")
         m = q.add_int8(bundle, candidate, {"calibration": {"method": method, "inputs": calibration, "seed": seed,
                                                           "timesteps": "stratified over [0, T)"},
-                                           "float_nodes": len(keep), "gate": report})
+                                           "weight_bits": weight_bits, "float_nodes": len(keep), "gate": report})
     size = m["files"][q.INT8_FILE]["bytes"] / 1e6
     log(f"wrote {target} ({size:.1f} MB, reference error {m['int8']['reference_rel_l2']:.2e}, "
         f"gate {report['seconds']:.0f} s on {report['frames']} frames)")

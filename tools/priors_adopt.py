@@ -195,7 +195,8 @@ def _int8_record(shipped: Path) -> dict[str, Any]:
 
 def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bool:
     """Give ``candidate`` an int8 model when the ``shipped`` bundle has one, quantized and gated with
-    the shipped one's settings (calibration, seed, gate frames): adopting new weights must not drop
+    the shipped one's settings (calibration, seed, gate frames, weight bits: 8 where its record predates
+    them): adopting new weights must not drop
     what ships. False when that gate fails; True when it passes or there is nothing to carry."""
     from edgediff.runtime.errors import BundleError
     from edgediff.tools.int8_gate import quantize_gated
@@ -207,7 +208,8 @@ def _carry_int8(shipped: Path, candidate: Path, log: Callable[[str], Any]) -> bo
     frames = (record.get("gate") or {}).get("frames")
     try:
         quantize_gated(candidate, str(cal.get("method", "percentile")), int(cal.get("inputs", 512)),
-                       int(frames) if frames else None, int(cal.get("seed", 0)), log=log)
+                       int(frames) if frames else None, int(cal.get("seed", 0)), log=log,
+                       weight_bits=int(record.get("weight_bits", 8)))
     except BundleError as exc:
         log(str(exc))
         return False

@@ -45,6 +45,24 @@ def test_the_int8_model_is_a_qdq_graph_in_the_manifest_and_samples(int8_bundle):
     assert np.isfinite(np.load(int8_bundle.parent / "s.npy")).all()
 
 
+def int8_weights(path):
+    """The int8 initializers (the quantized weights) of a QDQ model."""
+    model = onnx.load(str(path))
+    return [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8]
+
+
+def test_weights_keep_to_seven_bits_unless_eight_are_asked_for(tmp_path, int8_bundle):
+    """7-bit weights: pairs of u8 x s8 products cannot saturate the 16-bit sums of x86 CPUs without VNNI."""
+    m = json.loads((int8_bundle / "manifest.json").read_text())
+    assert m["int8"]["weight_bits"] == 7 and m["int8"]["weights"] == "int8 per channel, 7-bit range"
+    seven = int8_weights(int8_bundle / q.INT8_FILE)
+    assert seven and max(int(np.abs(w.astype(np.int32)).max()) for w in seven) <= 64
+    q.quantize(Bundle.open(int8_bundle), tmp_path / "eight.onnx", count=64, weight_bits=8)
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in int8_weights(tmp_path / "eight.onnx")) > 64
+    with pytest.raises(InputError, match="weight-bits"):
+        q.quantize(Bundle.open(int8_bundle), tmp_path / "x.onnx", weight_bits=4)
+
+
 def test_the_self_test_catches_a_swapped_int8_model(tmp_path, int8_bundle):
     bundle = tmp_path / "b"
     shutil.copytree(int8_bundle, bundle)

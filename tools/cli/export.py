@@ -53,14 +53,16 @@ def export_onnx(run_dir, out, opset, batch, max_batch, atol, rtol, fp16, force) 
 @click.option("--gate-frames", type=count(16, 1 << 20),
               help="Frames each model samples for the gate [QPSK 512, chirps 4096, mix 1024, gmm2d 8192].")
 @click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--weight-bits", type=click.Choice(["7", "8"]), default="7", show_default=True,
+              help="Weight range: 7 bits avoid u8s8 saturation on x86 CPUs without VNNI (AVX2); 8 the full range.")
 @click.option("--force", is_flag=True, help="Replace the bundle's existing int8 model.")
-def export_int8(bundle_dir, method, calibration, gate_frames, seed, force) -> None:
+def export_int8(bundle_dir, method, calibration, gate_frames, seed, weight_bits, force) -> None:
     """Quantize BUNDLE_DIR to int8 (QDQ, ONNX Runtime's static quantization, calibrated over the schedule)
     and keep model.int8.onnx only if the receiver gate passes (EVM, LSD, mode shares, reconstruction
     against fp32); otherwise nothing is written. Run it with --precision int8."""
     from edgediff.tools.int8_gate import quantize_gated
 
-    quantize_gated(bundle_dir, method, calibration, gate_frames, seed, force, log=click.echo)
+    quantize_gated(bundle_dir, method, calibration, gate_frames, seed, force, log=click.echo, weight_bits=int(weight_bits))
 
 
 @export.command("trt")
