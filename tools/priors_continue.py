@@ -284,6 +284,18 @@ def step_fallback(stages: list[Stage], bench: dict[str, Any],
     return changed, f"the fast step failed in the benchmark ({fast}): every stage trains with today's step instead"
 
 
+def _side_by_side(bench: dict[str, Any], name: str, base: str) -> tuple[float, float] | str:
+    """The frames/s of the benchmark's variants ``name`` and ``base``, or why they cannot be compared."""
+    rows = {r.get("variant", {}).get("name"): r for r in bench.get("rows", [])}
+    if name not in rows or base not in rows:
+        return f"the benchmark did not compare {name} with {base}"
+    for n in (name, base):
+        why = _failure(bench, n) or ("no frames/s" if "frames_per_s" not in rows[n] else None)
+        if why:
+            return f"{n} failed in the benchmark: {why}"
+    return rows[name]["frames_per_s"], rows[base]["frames_per_s"]
+
+
 #: Four models of the stages' compiled step on four streams (bench-train's ``fast-compile-x4``) must
 #: move at least this much more than one alone for the stages to train in one process: it pays for the
 #: process's serial start (each stage's set-up and compilation in turn, where processes overlap them).
@@ -293,17 +305,12 @@ TOGETHER_GAIN = 1.3
 def together_pays(bench: dict[str, Any]) -> tuple[bool, str]:
     """Whether the stages should train in one process (:mod:`edgediff.train.together`), and why, from
     the benchmark's ``fast-compile-x4`` against ``fast-compile`` (the same step, one model)."""
-    rows = {r.get("variant", {}).get("name"): r for r in bench.get("rows", [])}
-    many, one = rows.get("fast-compile-x4"), rows.get("fast-compile")
-    if many is None or one is None:
-        return False, "stages train one process each (the benchmark did not compare four models at once with one)"
-    for name, row in (("fast-compile-x4", many), ("fast-compile", one)):
-        why = _failure(bench, name) or ("no frames/s" if "frames_per_s" not in row else None)
-        if why:
-            return False, f"stages train one process each ({name} failed in the benchmark: {why})"
-    gain = many["frames_per_s"] / one["frames_per_s"]
-    words = (f"four models on four streams moved {many['frames_per_s']:.0f} frames/s against one's "
-             f"{one['frames_per_s']:.0f} ({gain:.2f}x)")
+    measured = _side_by_side(bench, "fast-compile-x4", "fast-compile")
+    if isinstance(measured, str):
+        return False, f"stages train one process each ({measured})"
+    many, one = measured
+    gain = many / one
+    words = f"four models on four streams moved {many:.0f} frames/s against one's {one:.0f} ({gain:.2f}x)"
     if gain >= TOGETHER_GAIN:
         return True, f"stages train together in one process, a stream each: {words}"
     return False, f"stages train one process each: {words}, under the {TOGETHER_GAIN}x that one process needs"
@@ -318,16 +325,12 @@ CHANNELS_LAST_GAIN = 1.1
 def channels_last_pays(bench: dict[str, Any]) -> tuple[bool, str]:
     """Whether the stages should run their convolutions channels-last, and why, from the benchmark's
     ``fast-compile-cl`` against ``fast-compile`` (the same compiled step at the stages' batch)."""
-    rows = {r.get("variant", {}).get("name"): r for r in bench.get("rows", [])}
-    cl, plain = rows.get("fast-compile-cl"), rows.get("fast-compile")
-    if cl is None or plain is None:
-        return False, "convolutions in torch's layout (the benchmark did not compare channels-last with it)"
-    for name, row in (("fast-compile-cl", cl), ("fast-compile", plain)):
-        why = _failure(bench, name) or ("no frames/s" if "frames_per_s" not in row else None)
-        if why:
-            return False, f"convolutions in torch's layout ({name} failed in the benchmark: {why})"
-    gain = cl["frames_per_s"] / plain["frames_per_s"]
-    words = f"channels-last moved {cl['frames_per_s']:.0f} frames/s against {plain['frames_per_s']:.0f} ({gain:.2f}x)"
+    measured = _side_by_side(bench, "fast-compile-cl", "fast-compile")
+    if isinstance(measured, str):
+        return False, f"convolutions in torch's layout ({measured})"
+    cl, plain = measured
+    gain = cl / plain
+    words = f"channels-last moved {cl:.0f} frames/s against {plain:.0f} ({gain:.2f}x)"
     if gain >= CHANNELS_LAST_GAIN:
         return True, f"stages run their convolutions channels-last: {words}"
     return False, f"convolutions in torch's layout: {words}, under the {CHANNELS_LAST_GAIN}x asked"

@@ -85,20 +85,10 @@ def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, devic
         if why:
             click.echo(why)
             pc.rewrite(stages)
-    if channels_last == "auto":
-        layout, why = pc.channels_last_pays(report)
-        click.echo(why)
-    else:
-        layout = channels_last == "on"
-    if layout:
+    if _decide(channels_last, lambda: pc.channels_last_pays(report)):
         stages = pc.with_channels_last(stages)
         pc.rewrite(stages)
-    if together == "auto":
-        one_process, why = pc.together_pays(report)
-        click.echo(why)
-    else:
-        one_process = together == "on"
-    if one_process:
+    if _decide(together, lambda: pc.together_pays(report)):
         pc.launch_together(stages, device, out / "together.log", log=click.echo)
     else:
         pc.launch(stages, device, log=click.echo)
@@ -114,6 +104,15 @@ def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, devic
     parts = priors_pack.pack([st.run for st in stages], [out / "bench-train.json", out / "summary.json", out / "together.log"], out)
     click.echo(f"packed {len(stages)} runs into {', '.join(p.name for p in parts)} in {out} "
                f"({time.perf_counter() - t0:.0f} s since the plan)")
+
+
+def _decide(choice: str, measured) -> bool:
+    """on / off as asked; auto as the benchmark says (its reason printed)."""
+    if choice != "auto":
+        return choice == "on"
+    yes, why = measured()
+    click.echo(why)
+    return yes
 
 
 def _bench(json_out: Path, device: str, seconds: float, dry_run: bool) -> dict:
