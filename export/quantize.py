@@ -11,9 +11,9 @@ if a receiver says the radio still works.
    7-bit range (``weight_bits`` 7, ORT's ``reduce_range``): an x86 CPU without VNNI (AVX2, AVX-512 before
    VNNI) sums pairs of u8 x s8 products in saturating 16-bit lanes, which full 8-bit weights overflow
    (rf-chirp's 8-bit int8 model missed its reference by 0.153 on an AVX2 EPYC against 0.082 on a VNNI CPU;
-   its 7-bit one by 0.069), on the convolutions and matrix products only, after ``quant_pre_process``. Kept in float: the timestep embedding, the first and the
-   last convolution and the output norm (module scopes ``embed``, ``stem``, ``out``, ``out_norm``),
-   normalisation and softmax (the usual sensitive layers), and the v-to-eps conversion around a
+   its 7-bit one by 0.069), on the convolutions and matrix products only, after ``quant_pre_process``.
+   Kept in float: the timestep embedding, the first and the last convolution and the output norm
+   (module scopes ``embed``, ``stem``, ``out``, ``out_norm``), normalisation and softmax (the usual sensitive layers), and the v-to-eps conversion around a
    v-trained network (its alphas_bar lookup is a MatMul that must not be quantized).
 3. The gate (:mod:`edgediff.tools.int8_gate`) compares the int8 model with the fp32 one on what the data's user measures: blind EVM
    (PSK, within 0.5 dB), mean-PSD LSD (chirps, within 0.2 dB), mode shares (the 2D mixture, within
