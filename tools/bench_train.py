@@ -46,6 +46,8 @@ def presets(cuda: bool) -> dict[str, Variant]:
     """The named variants (bf16 where the device has it)."""
     return {
         "today": Variant("today", 512, "resident", amp=cuda),
+        # today's loop in bf16 on any device: on the CPU, what --amp buys there (AMX-BF16 matrix units)
+        "today-bf16": Variant("today-bf16", 512, "resident", amp=True),
         "fast": Variant("fast", 4096, "generated", amp=cuda, graphs=True, fused=True),
         "fast-512": Variant("fast-512", 512, "generated", amp=cuda, graphs=True, fused=True),
         "fast-compile": Variant("fast-compile", 4096, "generated", amp=cuda, graphs=True, fused=True, compile=True),

@@ -218,7 +218,7 @@ def bench_samplers(bundles, n, no_timing, json_out, plot, force, also) -> None:
               show_default=True)
 @click.option("--width", type=count(8, 1024), default=32, show_default=True, help="U-Net base width (MLP width for gmm2d).")
 @click.option("--variant", "variants", multiple=True, default=("today", "fast"), show_default=True,
-              help="A configuration to compare (repeat the option; in order): a preset (today, fast, fast-512, "
+              help="A configuration to compare (repeat the option; in order): a preset (today, today-bf16, fast, fast-512, "
                    "fast-compile, fast-compile-x4, fast-compile-cl) or NAME:batch=N,frames=resident|generated,amp=on|off,graphs=on|off,"
                    "fused=on|off,compile=on|off,copies=N (N models at once, a CUDA stream each),channels_last=on|off.")
 @click.option("--seconds", type=positive(3600.0), default=10.0, show_default=True, help="Timed seconds per variant.")
