@@ -20,9 +20,26 @@ def doctor(*args):
 def test_doctor_reports_the_machine():
     res = doctor()
     assert res.returncode == 0, res.stderr
-    for key in ("python", "jetson", "numpy", "onnxruntime", "tensorrt", "cuda"):
+    for key in ("python", "jetson", "cpu", "numpy", "onnxruntime", "tensorrt", "cuda"):
         assert any(line.startswith(key) for line in res.stdout.splitlines()), key
     assert "CPUExecutionProvider" in res.stdout
+
+
+X86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_vnni amx_tile amx_bf16\n\nprocessor\t: 1\nflags\t\t: x\n"
+
+
+@pytest.mark.parametrize("cpuinfo, machine, features, says", [
+    (X86, "x86_64", ["AVX2", "AVX-512", "AVX512-VNNI", "AMX-BF16"], ["8-bit weights keep", "train --amp"]),
+    (X86.replace(" avx512_vnni", "").replace(" amx_bf16", ""), "x86_64", ["AVX2", "AVX-512"], ["may saturate"]),
+    ("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm bf16\n", "aarch64", ["NEON dot product", "I8MM"], []),
+    ("", "x86_64", [], []),  # not known (no /proc/cpuinfo): nothing said
+])
+def test_the_cpu_s_features_say_what_int8_and_training_get_here(cpuinfo, machine, features, says):
+    from edgediff.tools.doctor import cpu_advice, cpu_features
+
+    assert cpu_features(cpuinfo) == features  # the first processor's flags, in the table's order
+    advice = cpu_advice(features, machine)
+    assert len(advice) == len(says) and all(s in line for s, line in zip(says, advice))
 
 
 def test_doctor_explains_each_bundle(tmp_path, mlp_bundle):

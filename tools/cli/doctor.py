@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -21,6 +22,9 @@ def doctor(bundles) -> None:
     env = environment()
     click.echo(f"python      {env['python']} on {env['machine']} ({env['system']})")
     click.echo(f"jetson      {env['jetson'] or 'no'}")
+    click.echo(f"cpu         {os.cpu_count()} cores; {', '.join(env['cpu_features']) or 'no feature of note'}")
+    for line in env["cpu_advice"]:
+        click.echo(f"            {line}")
     click.echo(f"numpy       {env['numpy']}")
     if env.get("onnxruntime"):
         click.echo(f"onnxruntime {env['onnxruntime']}: {', '.join(env['onnxruntime_providers'])}")
