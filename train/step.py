@@ -63,7 +63,7 @@ def resolve(train: Any, data: Any, device: torch.device, distributed: bool) -> t
     auto means: on CUDA, frames generated on the device for built-in datasets, bf16 autocast, fused
     AdamW and CUDA graphs (not under DDP); on the CPU, the resident set and the eager step of before.
     bf16 autocast asked for on the CPU runs there (about 1.6x the frames/s where the CPU has AMX-BF16
-    matrix units; slower where it has none, which is said); auto leaves it off, so that a CPU run's
+    matrix units; unmeasured elsewhere and possibly slower, which is said); auto leaves it off, so that a CPU run's
     numbers do not change with the machine it lands on.
     ``compile`` is off unless asked for; None (the GPU stages' setting) compiles where the step is
     captured as a CUDA graph: its warm-up (about a minute) pays back on runs of several minutes.
@@ -90,7 +90,8 @@ def resolve(train: Any, data: Any, device: torch.device, distributed: bool) -> t
     if train.graphs and not (cuda and options.graphs):
         log.info("CUDA graphs need one process on a CUDA device: the graph's program runs eagerly here")
     if options.amp and not cuda and not cpu_has_bf16_matrix_units():
-        log.info("bf16 autocast on a CPU without AMX-BF16 is emulated and slower than float32: drop --amp here")
+        log.info("bf16 autocast on a CPU without AMX-BF16 may be slower than float32 (measure it: edgediff bench-train "
+                 "--device cpu --variant today --variant today-bf16)")
     return train, options
 
 
