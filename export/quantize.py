@@ -13,12 +13,14 @@ if a receiver says the radio still works.
    (rf-chirp's 8-bit int8 model missed its reference by 0.153 on an AVX2 EPYC against 0.082 on a VNNI CPU;
    its 7-bit one by 0.069), on the convolutions and matrix products only, after ``quant_pre_process``.
    Kept in float: the timestep embedding, the first and the last convolution and the output norm
-   (module scopes ``embed``, ``stem``, ``out``, ``out_norm``), normalisation and softmax (the usual sensitive layers), and the v-to-eps conversion around a
-   v-trained network (its alphas_bar lookup is a MatMul that must not be quantized).
-3. The gate (:mod:`edgediff.tools.int8_gate`) compares the int8 model with the fp32 one on what the data's user measures: blind EVM
-   (PSK, within 0.5 dB), mean-PSD LSD (chirps, within 0.2 dB), mode shares (the 2D mixture, within
-   0.02), and for I/Q priors the NMSE of 75 % missing samples filled by DDNM+ (within 0.5 dB); for a
-   user bundle without a receiver, the samples' LSD and power against fp32's (within 0.5 dB each).
+   (module scopes ``embed``, ``stem``, ``out``, ``out_norm``), normalisation and softmax (the usual
+   sensitive layers), and the v-to-eps conversion around a v-trained network (its alphas_bar lookup
+   is a MatMul that must not be quantized).
+3. The gate (:mod:`edgediff.tools.int8_gate`) compares the int8 model with the fp32 one on what the
+   data's user measures: blind EVM (PSK, within 0.5 dB), mean-PSD LSD (chirps, within 0.2 dB), mode
+   shares (the 2D mixture, within 0.02), and for I/Q priors the NMSE of 75 % missing samples filled by
+   DDNM+ (within 0.5 dB); for a user bundle without a receiver, the samples' LSD and power against
+   fp32's (within 0.5 dB each).
    A failing gate raises with what it measured, and nothing is written.
 4. The passing model is written as ``model.int8.onnx`` and the manifest gains an ``int8`` record (the
    calibration, the excluded nodes, the gate's figures, the self-test tolerance) and the file's hash.
