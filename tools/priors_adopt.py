@@ -128,6 +128,20 @@ def confirm(candidate: Path, shipped: Path, n: int, held_out: int, dataset: str,
     return True, seeds
 
 
+def parts(dataset: str, new: dict[str, Any], old: dict[str, Any]) -> str | None:
+    """The two numbers rf-mix's score adds up, the stage's against the shipped prior's, so that a reader sees
+    which of them moved (None for the priors scored by one number)."""
+    share, evm = ([r["generated"].get(k) for r in (new, old)] for k in ("chirp_share", "evm"))
+    if dataset != "rf-mix" or None in share:
+        return None
+    data = new.get("held_out", {}).get("chirp_share")
+    words = [f"chirp share {100 * share[0]:.1f}% against the shipped {100 * share[1]:.1f}%"
+             + (f" (data {100 * data:.1f}%)" if data is not None else "")]
+    if all(e and "median_db" in e for e in evm):
+        words.append(f"QPSK frames' EVM median {evm[0]['median_db']:.2f} against {evm[1]['median_db']:.2f} dB")
+    return ", ".join(words)
+
+
 def aside(new: dict[str, Any], old: dict[str, Any]) -> str | None:
     """What the score does not weigh but a human judging the stage should see: for chirp priors the
     pulses' duty and the envelope W1 of the stage and the shipped prior (the LSD sits near its floor)."""
@@ -270,6 +284,9 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         dataset = new["dataset"]
         s_new, s_old = score(dataset, new), (score(dataset, old) if old else math.inf)
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
+        split = parts(dataset, new, old) if old else None
+        if split:
+            log(f"{name}: the score's parts: {split}")
         beside = aside(new, old) if old else None
         if beside:
             log(f"{name}: beside the score: {beside}")

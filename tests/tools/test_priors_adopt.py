@@ -153,6 +153,20 @@ def test_chirp_stages_show_their_pulses_beside_the_score():
     assert pa.aside({"generated": {"evm": {}}}, {"generated": {"evm": {}}}) is None  # QPSK priors: the EVM says it
 
 
+def test_mix_stages_show_the_two_parts_of_their_score():
+    """rf-mix's score adds the chirp-share error to the QPSK frames' EVM: adopt shows which part moved."""
+    stage = {"dataset": "rf-mix", "generated": {"chirp_share": 0.3301, "evm": {"median_db": -16.93}},
+             "held_out": {"chirp_share": 0.5049}}
+    shipped = {"dataset": "rf-mix", "generated": {"chirp_share": 0.3398, "evm": {"median_db": -16.61}},
+               "held_out": {"chirp_share": 0.5049}}
+    assert pa.parts("rf-mix", stage, shipped) == ("chirp share 33.0% against the shipped 34.0% (data 50.5%), "
+                                                  "QPSK frames' EVM median -16.93 against -16.61 dB")
+    # the parts add up to the score (points of share error, EVM in tens of dB)
+    assert pa.score("rf-mix", stage) == pytest.approx(17.48 - 1.693)
+    assert pa.parts("rf-qpsk", stage, shipped) is None  # one number: the EVM says it all
+    assert pa.parts("rf-mix", {"generated": {}}, shipped) is None  # nothing to split
+
+
 def test_the_shipped_prior_s_own_grid_is_carried_to_the_stage_before_either_is_measured(stage, monkeypatch):
     """A shipped prior that samples on its own DDIM grid (rf-mix) is compared with the stage on that grid,
     and the adopted stage ships with it: adopting new weights must not drop how the prior samples."""
