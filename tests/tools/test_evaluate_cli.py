@@ -107,6 +107,25 @@ def test_the_pulses_of_the_chirp_prior_and_the_floor(tmp_path):
     assert "mean change per frame" in res.stdout and "correlation with its own" in res.stdout
 
 
+def test_a_stage_is_judged_on_the_held_out_frames_of_the_prior_it_would_replace(tmp_path):
+    """--held-out-seed draws the held-out frames at another data seed (the shipped prior's, for a stage that
+    trained at its own): the bundle's own seed gives the default's frames, another seed other frames."""
+    from edgediff.runtime.bundle import SHIPPED_DIR
+
+    own = json.loads((SHIPPED_DIR / "rf-qpsk" / "manifest.json").read_text())["data"]["seed"]
+    reports = {}
+    for tag, extra in (("default", ()), ("own", ("--held-out-seed", own)), ("other", ("--held-out-seed", own + 7))):
+        out = tmp_path / f"{tag}.json"
+        res = edgediff("evaluate", "rf-qpsk", "--n", "16", "--steps", "4", "--json", out, "--quiet", *extra)
+        assert res.returncode == 0, res.stderr
+        reports[tag] = json.loads(out.read_text())
+    assert reports["own"]["held_out"] == reports["default"]["held_out"]
+    assert reports["own"]["generated"] == reports["default"]["generated"]  # the sampler's draws do not move
+    assert reports["other"]["held_out"] != reports["default"]["held_out"]
+    assert reports["other"]["generated"] == reports["default"]["generated"]
+    assert reports["other"]["held_out_seed"] == own + 7 and "held_out_seed" not in reports["default"]
+
+
 def test_evaluate_bad_inputs_are_one_line(tmp_path):
     res = edgediff("evaluate", "rf-chirp", "--n", "16", "--evm")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not a PSK dataset" in res.stderr
@@ -129,6 +148,8 @@ def test_evaluate_bad_inputs_are_one_line(tmp_path):
     np.save(tmp_path / "good.npy", np.ones((16, 2, 256), np.float32))
     res = edgediff("evaluate", user, "--n", "16", "--data", tmp_path / "good.npy", "--denoise-curve")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--denoise-curve" in res.stderr
+    res = edgediff("evaluate", user, "--n", "16", "--data", tmp_path / "good.npy", "--held-out-seed", "3")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--held-out-seed" in res.stderr
 
 
 def test_constellation_plot(tmp_path):

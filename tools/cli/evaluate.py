@@ -14,13 +14,17 @@ from edgediff.tools.cli.types import SEED, count, non_negative
 from edgediff.tools.cli.options import GRID_HELP, engine_options, grid_timesteps, load_denoiser
 
 
-def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, str]:
-    """Held-out frames and the dataset name they stand for: ``--data`` or the bundle's built-in dataset."""
+def reference_frames(denoiser, data: Path | None, n: int, held_out_seed: int | None = None) -> tuple[np.ndarray, str]:
+    """Held-out frames and the dataset name they stand for: ``--data`` or the bundle's built-in dataset, drawn
+    at ``held_out_seed`` (default: the data seed the bundle's run trained at)."""
     from edgediff.runtime.errors import InputError
     from edgediff.tools.arrays import load_array
     from edgediff.tools.evaluate import reference
 
     dataset = (denoiser.bundle.manifest.get("data") or {}).get("dataset")
+    if data is not None and held_out_seed is not None:
+        raise InputError("--held-out-seed draws the built-in held-out frames; --data gives your own: drop one of them")
+    seed = _data_seed(denoiser) if held_out_seed is None else held_out_seed
     if data is not None:
         ref = load_array(data, "--data")
         if ref.ndim != len(denoiser.sample_shape) + 1 or ref.shape[1:] != tuple(denoiser.sample_shape) or not np.isfinite(ref).all():
@@ -32,20 +36,23 @@ def reference_frames(denoiser, data: Path | None, n: int) -> tuple[np.ndarray, s
     if dataset == "radar-rd":
         from edgediff.train.datasets import DataConfig, held_out
 
-        return held_out(DataConfig(dataset=dataset, length=denoiser.sample_shape[1], seed=_data_seed(denoiser)), n), dataset
+        return held_out(DataConfig(dataset=dataset, length=denoiser.sample_shape[1], seed=seed), n), dataset
     if len(denoiser.sample_shape) != 2 or denoiser.sample_shape[0] != 2:
         raise InputError(f"{denoiser.bundle.root}: samples of shape {denoiser.sample_shape} are not I/Q frames: "
                          "evaluate judges RF bundles (gmm2d is judged by `edgediff bench`)")
-    return reference(dataset, n, denoiser.sample_shape[1], _data_seed(denoiser)), dataset
+    return reference(dataset, n, denoiser.sample_shape[1], seed), dataset
 
 
-def second_reference(denoiser, data: Path | None, dataset: str, n: int) -> np.ndarray | None:
-    """N more held-out frames of a built-in I/Q dataset (the distances' floor); none for ``--data``."""
+def second_reference(denoiser, data: Path | None, dataset: str, n: int,
+                     held_out_seed: int | None = None) -> np.ndarray | None:
+    """N more held-out frames of a built-in I/Q dataset (the distances' floor), from the next data seed after
+    the held-out frames'; none for ``--data``."""
     from edgediff.tools.evaluate import reference
 
     if data is not None or len(denoiser.sample_shape) != 2:
         return None
-    return reference(dataset, n, denoiser.sample_shape[1], _data_seed(denoiser) + 1)
+    return reference(dataset, n, denoiser.sample_shape[1],
+                     (_data_seed(denoiser) if held_out_seed is None else held_out_seed) + 1)
 
 
 def flow_levels(flow_t: tuple[int, ...], denoise_curve: bool, dataset: str, T: int) -> tuple[int, ...]:
@@ -84,6 +91,10 @@ def _data_seed(denoiser) -> int:
               help="Where DDIM's steps land (as in `sample`). [the bundle's own grid, if it carries one; else trailing]")
 @click.option("--grid", "grid_spec", help=GRID_HELP)
 @click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--held-out-seed", type=SEED,
+              help="Draw the built-in held-out frames at this data seed, e.g. the shipped prior's, to judge a stage "
+                   "on the same frames as the prior it would replace (as `priors adopt` does). [the data seed "
+                   "the bundle's run trained at]")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the report as JSON.")
 @click.option("--denoise-curve", is_flag=True,
               help="Also noise the held-out frames to 8 levels, denoise each in one call and sample each down "
@@ -96,8 +107,8 @@ def _data_seed(denoiser) -> int:
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec, seed, json_out, denoise_curve, flow_t,
-             force, quiet, **engine) -> None:
+def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec, seed, held_out_seed, json_out,
+             denoise_curve, flow_t, force, quiet, **engine) -> None:
     """Sample N frames from BUNDLE and compare them with N held-out frames: mean-PSD log-spectral
     distance, envelope Wasserstein-1, blind EVM (PSK) and chirp IF linearity (chirps); radar maps:
     targets per map, sidelobe level, noise floor and clutter share under a CA-CFAR detector."""
@@ -108,7 +119,7 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec,
 
     check_outputs({"--json": json_out}, inputs={"--data": data}, force=force)
     denoiser = load_denoiser(bundle, **engine)
-    ref, dataset = reference_frames(denoiser, data, n)
+    ref, dataset = reference_frames(denoiser, data, n, held_out_seed)
     if psk is not None:
         dataset = psk if data is not None else dataset
     if evm and dataset not in PSK_DATASETS:
@@ -131,7 +142,7 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec,
 
         report, lines = evaluate_maps(run.x, ref), describe_maps
     else:
-        report = evaluate_frames(run.x, ref, dataset, evm=evm is not False, second=second_reference(denoiser, data, dataset, n))
+        report = evaluate_frames(run.x, ref, dataset, evm=evm is not False, second=second_reference(denoiser, data, dataset, n, held_out_seed))
         lines = describe
     report["sampler"] = {"method": request.method, "steps": run.nfe, "eta": request.eta, "seed": seed,
                          "backend": denoiser.backend}
@@ -140,6 +151,8 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec,
     elif (grid is not None or request.method == "ddim") and not denoiser.distilled:
         report["sampler"]["grid"] = grid_label(request, grid)
     report["bundle"] = label(denoiser.bundle.root)
+    if held_out_seed is not None:
+        report["held_out_seed"] = held_out_seed
     if grid_spec:
         click.echo(f"{request.method}-{run.nfe} on the given grid ({grid_spec})")
     elif grid is not None and not denoiser.distilled:
