@@ -128,17 +128,25 @@ def confirm(candidate: Path, shipped: Path, n: int, held_out: int, dataset: str,
     return True, seeds
 
 
-def parts(dataset: str, new: dict[str, Any], old: dict[str, Any]) -> str | None:
-    """The two numbers rf-mix's score adds up, the stage's against the shipped prior's, so that a reader sees
-    which of them moved (None for the priors scored by one number)."""
+def parts(dataset: str, new: dict[str, Any], old: dict[str, Any]) -> dict[str, float] | None:
+    """The numbers rf-mix's score adds up, the stage's beside the shipped prior's (kept in the ledger record, so
+    it says which of them moved; None for the priors scored by one number)."""
     share, evm = ([r["generated"].get(k) for r in (new, old)] for k in ("chirp_share", "evm"))
     if dataset != "rf-mix" or None in share:
         return None
-    data = new.get("held_out", {}).get("chirp_share")
-    words = [f"chirp share {100 * share[0]:.1f}% against the shipped {100 * share[1]:.1f}%"
-             + (f" (data {100 * data:.1f}%)" if data is not None else "")]
+    record = {"chirp_share": share[0], "shipped_chirp_share": share[1],
+              "data_chirp_share": new.get("held_out", {}).get("chirp_share")}
     if all(e and "median_db" in e for e in evm):
-        words.append(f"QPSK frames' EVM median {evm[0]['median_db']:.2f} against {evm[1]['median_db']:.2f} dB")
+        record |= {"evm_median_db": evm[0]["median_db"], "shipped_evm_median_db": evm[1]["median_db"]}
+    return {k: round(float(v), 4) for k, v in record.items() if v is not None}
+
+
+def parts_words(p: dict[str, float]) -> str:
+    """:func:`parts` in a log line."""
+    words = [f"chirp share {100 * p['chirp_share']:.1f}% against the shipped {100 * p['shipped_chirp_share']:.1f}%"
+             + (f" (data {100 * p['data_chirp_share']:.1f}%)" if "data_chirp_share" in p else "")]
+    if "evm_median_db" in p:
+        words.append(f"QPSK frames' EVM median {p['evm_median_db']:.2f} against {p['shipped_evm_median_db']:.2f} dB")
     return ", ".join(words)
 
 
@@ -286,7 +294,7 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
         log(f"{name}: stage {run.name} scores {s_new:.2f} against the shipped {s_old:.2f} (lower is better, {n} frames)")
         split = parts(dataset, new, old) if old else None
         if split:
-            log(f"{name}: the score's parts: {split}")
+            log(f"{name}: the score's parts: {parts_words(split)}")
         beside = aside(new, old) if old else None
         if beside:
             log(f"{name}: beside the score: {beside}")
@@ -295,7 +303,8 @@ def adopt(run: Path, out_root: Path, n: int, ledger_path: Path = LEDGER, log: Ca
             log(f"{name}: better by {s_old - s_new:.3f}, within one draw (< {margin:g}): both are "
                 f"measured again at sampler seeds {', '.join(map(str, CONFIRM_SEEDS))}; adopted only if better at each")
             better, seeds = confirm(candidate, shipped, n, held_out, dataset, log)
-        measured = {"sampler": sampler_words(candidate), **({"confirmed_at": seeds} if seeds else {})}
+        measured = {"sampler": sampler_words(candidate), **({"confirmed_at": seeds} if seeds else {}),
+                    **({"parts": split} if split else {})}
         if dry_run:
             gate = " (after the int8 gate)" if better and _int8_record(out_root / name) else ""
             log(f"{name}: dry run: {'would go on to adopt' if better else 'would keep the shipped prior'}{gate}; nothing changed")

@@ -159,12 +159,35 @@ def test_mix_stages_show_the_two_parts_of_their_score():
              "held_out": {"chirp_share": 0.5049}}
     shipped = {"dataset": "rf-mix", "generated": {"chirp_share": 0.3398, "evm": {"median_db": -16.61}},
                "held_out": {"chirp_share": 0.5049}}
-    assert pa.parts("rf-mix", stage, shipped) == ("chirp share 33.0% against the shipped 34.0% (data 50.5%), "
-                                                  "QPSK frames' EVM median -16.93 against -16.61 dB")
+    split = pa.parts("rf-mix", stage, shipped)
+    assert split == {"chirp_share": 0.3301, "shipped_chirp_share": 0.3398, "data_chirp_share": 0.5049,
+                     "evm_median_db": -16.93, "shipped_evm_median_db": -16.61}
+    assert pa.parts_words(split) == ("chirp share 33.0% against the shipped 34.0% (data 50.5%), "
+                                     "QPSK frames' EVM median -16.93 against -16.61 dB")
     # the parts add up to the score (points of share error, EVM in tens of dB)
     assert pa.score("rf-mix", stage) == pytest.approx(17.48 - 1.693)
     assert pa.parts("rf-qpsk", stage, shipped) is None  # one number: the EVM says it all
     assert pa.parts("rf-mix", {"generated": {}}, shipped) is None  # nothing to split
+
+
+def test_a_declined_mix_stage_keeps_its_score_s_parts_in_the_ledger(stage, monkeypatch):
+    """rf-mix's stage 6 lost on the chirp share while its QPSK frames gained: the record says so, not only the sum."""
+    run, shipped, ledger = stage
+    reports = {"stage": (0.334, -16.94), "shipped": (0.3413, -16.61)}
+
+    def measure(bundle, n, seed=0, held_out_seed=None):
+        share, evm = reports[(bundle / "model.onnx").read_text().split()[0]]
+        return {"dataset": "rf-mix", "generated": {"chirp_share": share, "evm": {"median_db": evm}},
+                "held_out": {"chirp_share": 0.5117}}
+
+    monkeypatch.setattr(pa, "measure_bundle", measure)
+    lines = []
+    assert not pa.adopt(run, shipped, 8, ledger, log=lines.append, device="cpu (test)")
+    [record] = json.loads(ledger.read_text())["rf-chirp"]["declined"]
+    assert record["parts"] == {"chirp_share": 0.334, "shipped_chirp_share": 0.3413, "data_chirp_share": 0.5117,
+                               "evm_median_db": -16.94, "shipped_evm_median_db": -16.61}
+    assert record["score"] == pytest.approx((0.5117 - 0.334) * 100 - 1.694, abs=1e-3)  # the parts add up
+    assert any("the score's parts: chirp share 33.4% against the shipped 34.1% (data 51.2%)" in line for line in lines)
 
 
 def test_the_shipped_prior_s_own_grid_is_carried_to_the_stage_before_either_is_measured(stage, monkeypatch):
