@@ -24,7 +24,7 @@ def reference_frames(denoiser, data: Path | None, n: int, held_out_seed: int | N
     dataset = (denoiser.bundle.manifest.get("data") or {}).get("dataset")
     if data is not None and held_out_seed is not None:
         raise InputError("--held-out-seed draws the built-in held-out frames; --data gives your own: drop one of them")
-    seed = _data_seed(denoiser) if held_out_seed is None else held_out_seed
+    seed = _data_seed(denoiser, held_out_seed)
     if data is not None:
         ref = load_array(data, "--data")
         if ref.ndim != len(denoiser.sample_shape) + 1 or ref.shape[1:] != tuple(denoiser.sample_shape) or not np.isfinite(ref).all():
@@ -51,8 +51,7 @@ def second_reference(denoiser, data: Path | None, dataset: str, n: int,
 
     if data is not None or len(denoiser.sample_shape) != 2:
         return None
-    return reference(dataset, n, denoiser.sample_shape[1],
-                     (_data_seed(denoiser) if held_out_seed is None else held_out_seed) + 1)
+    return reference(dataset, n, denoiser.sample_shape[1], _data_seed(denoiser, held_out_seed) + 1)
 
 
 def flow_levels(flow_t: tuple[int, ...], denoise_curve: bool, dataset: str, T: int) -> tuple[int, ...]:
@@ -72,7 +71,10 @@ def flow_levels(flow_t: tuple[int, ...], denoise_curve: bool, dataset: str, T: i
     return tuple(sorted(set(flow_t)))
 
 
-def _data_seed(denoiser) -> int:
+def _data_seed(denoiser, held_out_seed: int | None = None) -> int:
+    """The data seed the held-out frames are drawn at: ``--held-out-seed``'s, else the bundle's run's."""
+    if held_out_seed is not None:
+        return held_out_seed
     return int((denoiser.bundle.manifest.get("data") or {}).get("seed", 0))
 
 
@@ -142,7 +144,8 @@ def evaluate(bundle, n, data, evm, psk, sampler, steps, eta, spacing, grid_spec,
 
         report, lines = evaluate_maps(run.x, ref), describe_maps
     else:
-        report = evaluate_frames(run.x, ref, dataset, evm=evm is not False, second=second_reference(denoiser, data, dataset, n, held_out_seed))
+        report = evaluate_frames(run.x, ref, dataset, evm=evm is not False,
+                                 second=second_reference(denoiser, data, dataset, n, held_out_seed))
         lines = describe
     report["sampler"] = {"method": request.method, "steps": run.nfe, "eta": request.eta, "seed": seed,
                          "backend": denoiser.backend}
