@@ -18,6 +18,7 @@ import numpy as np
 
 from edgediff.runtime.backends import load
 from edgediff.runtime.errors import InputError
+from edgediff.runtime.inverse.methods import travel_order
 from edgediff.runtime.inverse.separate import Amplitudes, lmmse_separation, separate
 from edgediff.runtime.receivers import genie_receive
 from edgediff.train import datasets, rf
@@ -40,11 +41,12 @@ def mean_psd(frames: np.ndarray) -> np.ndarray:
     return np.mean(np.abs(np.fft.fft(z, axis=1)) ** 2, axis=0) / z.shape[1]
 
 
-def methods(soi: Any, interf: Any, steps: int, smc_particles: int = 0,
-            samples: int = 1) -> dict[str, tuple[str, Callable[..., np.ndarray], int]]:
+def methods(soi: Any, interf: Any, steps: int, smc_particles: int = 0, samples: int = 1,
+            travel: tuple[int, int] = (0, 0)) -> dict[str, tuple[str, Callable[..., np.ndarray], int]]:
     """name -> (kind, fn(y, sigma_y, amplitudes, lmmse_start) -> SOI estimate, NFE per source); joint SMC
     runs half the steps (its NFE per source is particles x steps / 2); ``samples`` K > 1 adds joint DDNM+
-    averaging K posterior samples (the posterior mean, K x steps calls)."""
+    averaging K posterior samples (the posterior mean, K x steps calls); ``travel`` (L, R) adds joint DDNM+
+    with the time-travel trick, and with K > 1 the mean of K of its samples."""
     half = max(1, steps // 2)
     rows = {
         f"joint DDNM+ ({steps})": ("diffusion", lambda y, s, a, x0: separate(soi, interf, y, s, a, method="joint-ddnm",
@@ -55,6 +57,13 @@ def methods(soi: Any, interf: Any, steps: int, smc_particles: int = 0,
     if samples > 1:
         rows[f"joint DDNM+ ({steps}, mean of {samples})"] = ("diffusion", lambda y, s, a, x0: separate(
             soi, interf, y, s, a, method="joint-ddnm", steps=steps, samples=samples).soi, samples * steps)
+    if tuple(travel) != (0, 0):
+        length, repeats = travel
+        calls = len(travel_order(steps, travel))
+        for k in sorted({1, samples}):
+            name = f"joint DDNM+ ({steps}, travel {length}x{repeats}" + (f", mean of {k})" if k > 1 else ")")
+            rows[name] = ("diffusion", lambda y, s, a, x0, k=k: separate(
+                soi, interf, y, s, a, method="joint-ddnm", steps=steps, samples=k, travel=travel).soi, k * calls)
     if smc_particles:
         rows[f"joint SMC ({half}, P={smc_particles})"] = ("diffusion", lambda y, s, a, x0: separate(
             soi, interf, y, s, a, method="joint-smc", steps=half, particles=smc_particles).soi, smc_particles * half)
@@ -70,7 +79,8 @@ def frames(interferer: str, n: int, length: int, seed: int) -> tuple[np.ndarray,
 
 
 def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarray, sinr: float, steps: int,
-              psds: tuple[np.ndarray, np.ndarray], smc_particles: int = 0, samples: int = 1) -> dict[str, Any]:
+              psds: tuple[np.ndarray, np.ndarray], smc_particles: int = 0, samples: int = 1,
+              travel: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     p_s, p_b0 = 2 * np.mean(s**2), 2 * np.mean(b**2)
     b = b * np.sqrt(p_s / p_b0 * 10 ** (-sinr / 10))
     y = s + b
@@ -89,7 +99,7 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
     score("LMMSE (both covariances)", "baseline", x_lmmse, 0.0, 0)
     scale = p_b0 and 10 ** (-sinr / 10) * p_s / p_b0
     score("fixed Wiener filter", "baseline", fixed_wiener(y, psds[0], psds[1] * scale, 2 * sigma_y**2), 0.0, 0)
-    for name, (kind, fn, nfe) in methods(soi_d, interf_d, steps, smc_particles, samples).items():
+    for name, (kind, fn, nfe) in methods(soi_d, interf_d, steps, smc_particles, samples, travel).items():
         start = time.perf_counter()
         est = fn(y, sigma_y, amp, x_lmmse)
         score(name, kind, est, time.perf_counter() - start, nfe)
@@ -100,7 +110,8 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
 
 
 def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: tuple[int, ...] = SINRS,
-                  progress: Callable[[str], Any] | None = None, smc_particles: int = 0, samples: int = 1) -> dict[str, Any]:
+                  progress: Callable[[str], Any] | None = None, smc_particles: int = 0, samples: int = 1,
+                  travel: tuple[int, int] = (0, 0)) -> dict[str, Any]:
     from edgediff.tools.bench import machine
 
     soi_d = load(soi, backend="ort")
@@ -120,7 +131,8 @@ def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: t
                 mean_psd(datasets.builtin(name, 2000, soi_d.sample_shape[-1], 5)))
         points = {}
         for sinr in sinrs:
-            points[str(sinr)] = run_point(soi_d, interf_d, s, truth, b, float(sinr), steps, psds, smc_particles, samples)
+            points[str(sinr)] = run_point(soi_d, interf_d, s, truth, b, float(sinr), steps, psds, smc_particles,
+                                          samples, travel)
             if progress is not None:
                 progress(f"{name} {sinr:+d} dB done")
         report["interferers"][name] = points

@@ -8,7 +8,10 @@ DDNM+ (Wang et al. 2023, "Zero-shot image restoration using denoising diffusion 
 gradient-free, any engine. At each step the Tweedie estimate x0_hat is corrected by a range-space
 step x0_c = x0_hat - lambda_t A^+ (A x0_hat - y); the noise-aware variant (their eq. 17) shrinks
 lambda_t when the measurement noise a_t sigma_y would exceed the noise level sigma_t of the next
-step, and spends the rest of the noise budget on fresh noise.
+step, and spends the rest of the noise budget on fresh noise. Their time-travel trick (sec. 3.3; RePaint's
+resampling, Lugmayr et al. 2022) is :func:`travel_order`: after every L steps the sample is noised back
+by the forward process to where those steps began and walks them again, R times, so that what the data
+step settled late is harmonised with what the prior decided early (at (1 + R) times the calls).
 
 DPS (Chung et al. 2023, "Diffusion posterior sampling for general noisy inverse problems"): after
 each DDPM-posterior step, x_prev -= zeta / ||y - A x0_hat|| * grad_{x_t} ||y - A x0_hat(x_t)||^2.
@@ -77,16 +80,46 @@ def _schedule_steps(schedule: Any, steps: int) -> list[tuple[int, int, float, fl
     return [(t, tp, float(schedule.alphas_bar[t]), float(schedule.alphas_bar[tp]) if tp >= 0 else 1.0) for t, tp in pairs]
 
 
+def travel_order(steps: int, travel: tuple[int, int] = (0, 0)) -> list[int]:
+    """The order in which DDNM+ visits its ``steps`` strided steps with the time-travel trick
+    ``travel = (L, R)``: each block of L steps is walked 1 + R times (the last block once, since nothing
+    is left to harmonise with it); (0, 0) walks each step once. Its length is the NFE per sample."""
+    length, repeats = travel
+    if length < 0 or repeats < 0 or (length == 0) != (repeats == 0):
+        raise InputError(f"--travel {length}:{repeats}: expected L:R with L >= 1 steps and R >= 1 repeats "
+                         "(or 0:0 for none)")
+    if length == 0:
+        return list(range(steps))
+    if length >= steps:
+        raise InputError(f"--travel {length}:{repeats}: blocks of {length} steps in {steps} steps leave nothing to "
+                         "walk again (the last block is walked once): give L below the steps, "
+                         f"e.g. {max(1, steps // 10)}:{repeats}")
+    order: list[int] = []
+    for first in range(0, steps, length):
+        block = list(range(first, min(first + length, steps)))
+        order += block * (1 if block[-1] == steps - 1 else 1 + repeats)
+    return order
+
+
 def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, eta: float = 0.85,
-         rng: np.random.Generator, progress: Progress | None = None) -> Reconstruction:
-    """DDNM+ with strided steps; with sigma_y = 0 the result satisfies A x = y exactly (A A^+ = I)."""
+         rng: np.random.Generator, progress: Progress | None = None,
+         travel: tuple[int, int] = (0, 0)) -> Reconstruction:
+    """DDNM+ with strided steps; with sigma_y = 0 the result satisfies A x = y exactly (A A^+ = I).
+    ``travel = (L, R)``: the time-travel trick (:func:`travel_order`)."""
     A, y = problem.operator, problem.y
     # the noise that A^+ carries into x: sigma_y for masks and denoising, less where A^+ averages (sums)
     sigma_y = problem.sigma_y * getattr(A, "pinv_noise_gain", 1.0)
     plan = _schedule_steps(schedule, steps)
+    order = travel_order(len(plan), travel)
     start = time.perf_counter()
     x = rng.standard_normal(problem.shape)
-    for t, _, abar, abar_prev in plan:
+    last = -1
+    for i in order:
+        t, _, abar, abar_prev = plan[i]
+        if i <= last:  # travel back: q(x_t | x_s) from the level the last step reached (s < t)
+            ratio = abar / plan[last][3]
+            x = math.sqrt(ratio) * x + math.sqrt(1 - ratio) * rng.standard_normal(x.shape)
+        last = i
         eps = _eps(denoiser, x, t)
         # 1. Tweedie x0_hat
         x0 = (x - math.sqrt(1 - abar) * eps) / math.sqrt(abar)
@@ -103,7 +136,7 @@ def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, et
             x = x + gamma * (eta * rng.standard_normal(x.shape) + math.sqrt(1 - eta**2) * eps)
         if progress is not None:
             progress(1)
-    return Reconstruction(x, len(plan), float(len(plan)), time.perf_counter() - start)
+    return Reconstruction(x, len(order), float(len(order)), time.perf_counter() - start)
 
 
 def solver_reconstruction(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 20, data: str = "ddnm",

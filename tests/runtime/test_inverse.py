@@ -12,7 +12,7 @@ import pytest
 
 from edgediff.runtime import GaussianDenoiser, InputError, NoiseSchedule
 from edgediff.runtime.inverse.baselines import GaussianPrior, bandlimited, least_squares, linear_interpolation, lmmse
-from edgediff.runtime.inverse.methods import Problem, ddnm, diffpir, dps
+from edgediff.runtime.inverse.methods import Problem, ddnm, diffpir, dps, travel_order
 from edgediff.runtime.inverse.operators import Decimate, Identity, Mask, Matrix, build
 
 SHAPE = (2, 16)
@@ -95,6 +95,28 @@ def test_gradient_free_methods_reproduce_observed_samples_exactly_without_noise(
     np.testing.assert_allclose(op.forward(res.x), y, atol=1e-10)
     assert not np.allclose(res.x, y)  # the unobserved samples were filled in, not left at zero
     assert res.nfe == 50 == res.nfe_equivalent
+
+
+def test_time_travel_walks_each_block_again_and_keeps_the_data_exactly(gaussian):
+    """DDNM+'s time-travel trick: each block of L steps walked 1 + R times, the last block once, so
+    the sample still ends on the data step (observed samples kept exactly without noise)."""
+    assert travel_order(7, (3, 2)) == [0, 1, 2] * 3 + [3, 4, 5] * 3 + [6]
+    assert travel_order(6, (3, 1)) == [0, 1, 2, 0, 1, 2, 3, 4, 5]
+    assert travel_order(5, (0, 0)) == list(range(5))
+    for bad in ((0, 2), (3, 0), (-1, 1), (5, 2)):  # (5, 2) in 5 steps: one block, the last, walked once
+        with pytest.raises(InputError, match="--travel"):
+            travel_order(5, bad)
+    schedule, prior, cov = gaussian
+    rng = np.random.default_rng(3)
+    op = Mask((rng.random(16) < 0.3).astype(float), SHAPE)
+    y = op.forward(rng.multivariate_normal(np.zeros(32), cov, size=4).reshape(4, *SHAPE))
+    calls = []
+    res = ddnm(prior, schedule, Problem(op, y, 0.0), steps=20, rng=np.random.default_rng(0), travel=(5, 2),
+               progress=calls.append)
+    np.testing.assert_allclose(op.forward(res.x), y, atol=1e-10)
+    assert res.nfe == len(calls) == 20 + 2 * 15
+    plain = ddnm(prior, schedule, Problem(op, y, 0.0), steps=20, rng=np.random.default_rng(0))
+    assert not np.allclose(res.x, plain.x)  # the walks back drew fresh noise: another sample
 
 
 @pytest.mark.parametrize("name", ["mask", "identity", "decimate", "matrix"])

@@ -6,6 +6,7 @@ import pytest
 from edgediff.runtime import NoiseSchedule
 from edgediff.runtime.analytic import GaussianDenoiser
 from edgediff.runtime.errors import InputError
+from edgediff.runtime.inverse.methods import travel_order
 from edgediff.runtime.inverse.operators import Matrix
 from edgediff.runtime.inverse.separate import Amplitudes, SumOperator, lmmse_separation, separate, source_amplitudes
 
@@ -71,6 +72,30 @@ def test_averaged_joint_separation_approaches_the_gaussian_posterior_mean():
     # the LMMSE separation is exactly this posterior mean
     np.testing.assert_allclose(lmmse_separation(y, sigma, Amplitudes(1.0, 1.0, ""), (np.zeros(N), cov_s),
                                                 (np.zeros(N), cov_b)), posterior, atol=1e-10)
+
+
+def test_time_travel_brings_few_step_joint_samples_nearer_the_gaussian_posterior():
+    """At 20 steps joint DDNM+'s samples are biased away from the exact posterior (the mean of 300 sits
+    0.11 from E[s | y], relative; 0.03 at 200 steps): walking each block of 5 steps 3 more times halves
+    that (measured 0.058, Monte Carlo error 0.04). The same seeds, so the gap is the method's."""
+    schedule = NoiseSchedule.cosine(T=200)
+    ds, db, cov_s, cov_b = gaussian_pair(schedule)
+    rng = np.random.default_rng(0)
+    sigma = 0.1
+    s = rng.multivariate_normal(np.zeros(N), cov_s, 4)
+    b = rng.multivariate_normal(np.zeros(N), cov_b, 4)
+    y = (s + b + sigma * rng.standard_normal(s.shape)).reshape(4, 2, L)
+    gain = np.linalg.solve(cov_s + cov_b + sigma**2 * np.eye(N), cov_s).T
+    posterior = (y.reshape(4, -1) @ gain.T).reshape(4, 2, L)
+    err = {}
+    for travel in ((0, 0), (5, 3)):
+        res = separate(ds, db, y, sigma, Amplitudes(1.0, 1.0, "given"), method="joint-ddnm", steps=20, samples=300,
+                       seed=1, travel=travel)
+        err[travel] = np.linalg.norm(res.soi - posterior) / np.linalg.norm(posterior)
+        assert res.nfe_per_source == 300 * len(travel_order(20, travel))
+    assert err[(5, 3)] < 0.7 * err[(0, 0)], err
+    with pytest.raises(InputError, match="--travel applies to joint-ddnm"):
+        separate(ds, db, y, sigma, Amplitudes(1.0, 1.0, "given"), method="alpha-rgs", steps=2, travel=(5, 3))
 
 
 def test_alpha_rgs_moves_from_its_start_towards_the_posterior_mean():

@@ -61,6 +61,10 @@ def test_auto_picks_the_method_by_the_sinr_of_the_given_powers(mixture, sinr_db,
     (["--y", "{d}/short.npy"], "the priors expect (2, 256)"),
     (["--soi-power", "1e9"], "leaves nothing"),
     (["--method", "joint-ddnm", "--init", "lmmse"], "applies to alpha-rgs"),
+    (["--method", "alpha-rgs", "--travel", "5:2"], "--travel applies to joint-ddnm"),
+    (["--travel", "5:2"], "--method auto chose alpha-rgs"),  # the mixture's powers: -6 dB
+    (["--method", "joint-ddnm", "--travel", "5"], "'5' has 1 elements: expected 2"),
+    (["--method", "joint-ddnm", "--travel", "5:0"], "element 2 of '5:0'"),
 ])
 def test_separate_bad_inputs_one_line_nothing_written(mixture, args, match):
     d, _, _ = mixture
@@ -89,6 +93,24 @@ def test_bench_separate_small(tmp_path):
                                                  "joint DDNM+ (2, mean of 2)")] == [2, 4, 3, 4]
     assert all(0 <= r["ber"] <= 1 and np.isfinite(r["mse_db"]) for k, r in rows.items() if not k.startswith("_"))
     assert "targets" in report and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_time_travel_in_separate_and_its_bench_rows(mixture, tmp_path):
+    """--travel L:R walks joint DDNM+'s blocks of L steps R more times: its calls are counted as such, in
+    the command's line and in bench-separate's rows (alone, and the mean of --samples of them)."""
+    d, p_s, p_b = mixture
+    res = edgediff("separate", "--soi", "rf-qpsk", "--interference", "rf-chirp", "--y", d / "y.npy",
+                   "--sigma-y", "0.001", "--method", "joint-ddnm", "--steps", "4", "--travel", "2:1",
+                   "--soi-power", p_s, "--interference-power", p_b, "--out", d / "s.npy", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "6 NFE per source per frame" in res.stdout and np.isfinite(np.load(d / "s.npy")).all()
+    out = tmp_path / "t.json"
+    res = edgediff("bench-separate", "--frames", "2", "--steps", "4", "--sinr", "0", "--interference", "rf-qpsk-fast",
+                   "--travel", "2:1", "--samples", "2", "--json", out)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())["interferers"]["rf-qpsk-fast"]["0"]
+    assert [rows[k]["nfe_per_source"] for k in ("joint DDNM+ (4)", "joint DDNM+ (4, travel 2x1)",
+                                                 "joint DDNM+ (4, travel 2x1, mean of 2)")] == [4, 6, 12]
 
 
 def test_the_10x_verdict_needs_sinrs_that_bound_lmmses_range():
