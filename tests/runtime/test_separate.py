@@ -47,21 +47,25 @@ def test_sum_operator_against_its_matrix():
     np.testing.assert_allclose(split[:, :2] / 0.7, split[:, 2:] / 1.9, atol=1e-12)
 
 
+def gaussian_mixtures(sigma=0.1):
+    """Four mixtures of the Gaussian pair's draws and their exact posterior: (ds, db, cov_s, cov_b, y,
+    E[s | y], its covariance)."""
+    ds, db, cov_s, cov_b = gaussian_pair(NoiseSchedule.cosine(T=200))
+    rng = np.random.default_rng(0)
+    s = rng.multivariate_normal(np.zeros(N), cov_s, 4)
+    b = rng.multivariate_normal(np.zeros(N), cov_b, 4)
+    y = (s + b + sigma * rng.standard_normal(s.shape)).reshape(4, 2, L)
+    gain = np.linalg.solve(cov_s + cov_b + sigma**2 * np.eye(N), cov_s).T
+    return ds, db, cov_s, cov_b, y, (y.reshape(4, -1) @ gain.T).reshape(4, 2, L), cov_s - gain @ cov_s
+
+
 def test_averaged_joint_separation_approaches_the_gaussian_posterior_mean():
     """With exact Gaussian priors, E[s | y] = S_s (S_s + S_b + sigma^2 I)^-1 y. The mean of K joint
     posterior samples differs from it by Monte Carlo error (K = 300 gives sqrt(tr C_post / K) / ||E||,
     about 0.02 here) plus the method's own bias (DDNM+/DiffPIR are approximate posterior samplers:
     measured 0.03 / 0.05 at 200 steps with 400 samples). Bound: 3 x MC + 0.06; y / 2 is at 0.56."""
-    schedule = NoiseSchedule.cosine(T=200)
-    ds, db, cov_s, cov_b = gaussian_pair(schedule)
-    rng = np.random.default_rng(0)
     sigma = 0.1
-    s = rng.multivariate_normal(np.zeros(N), cov_s, 4)
-    b = rng.multivariate_normal(np.zeros(N), cov_b, 4)
-    y = (s + b + sigma * rng.standard_normal(s.shape)).reshape(4, 2, L)
-    gain = np.linalg.solve(cov_s + cov_b + sigma**2 * np.eye(N), cov_s).T
-    posterior = (y.reshape(4, -1) @ gain.T).reshape(4, 2, L)
-    post_cov = cov_s - gain @ cov_s
+    ds, db, cov_s, cov_b, y, posterior, post_cov = gaussian_mixtures(sigma)
     k = 300
     mc = np.sqrt(4 * np.trace(post_cov) / k) / np.linalg.norm(posterior)
     for method in ("joint-ddnm", "joint-diffpir"):
@@ -78,15 +82,8 @@ def test_time_travel_brings_few_step_joint_samples_nearer_the_gaussian_posterior
     """At 20 steps joint DDNM+'s samples are biased away from the exact posterior (the mean of 300 sits
     0.11 from E[s | y], relative; 0.03 at 200 steps): walking each block of 5 steps 3 more times halves
     that (measured 0.058, Monte Carlo error 0.04). The same seeds, so the gap is the method's."""
-    schedule = NoiseSchedule.cosine(T=200)
-    ds, db, cov_s, cov_b = gaussian_pair(schedule)
-    rng = np.random.default_rng(0)
     sigma = 0.1
-    s = rng.multivariate_normal(np.zeros(N), cov_s, 4)
-    b = rng.multivariate_normal(np.zeros(N), cov_b, 4)
-    y = (s + b + sigma * rng.standard_normal(s.shape)).reshape(4, 2, L)
-    gain = np.linalg.solve(cov_s + cov_b + sigma**2 * np.eye(N), cov_s).T
-    posterior = (y.reshape(4, -1) @ gain.T).reshape(4, 2, L)
+    ds, db, _, _, y, posterior, _ = gaussian_mixtures(sigma)
     err = {}
     for travel in ((0, 0), (5, 3)):
         res = separate(ds, db, y, sigma, Amplitudes(1.0, 1.0, "given"), method="joint-ddnm", steps=20, samples=300,
