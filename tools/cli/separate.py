@@ -65,9 +65,6 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
     if method not in ("alpha-rgs", "auto") and init == "lmmse":
         raise InputError(f"--init lmmse applies to alpha-rgs; --method {method} starts from noise")
     travel = tuple(travel) if travel else (0, 0)
-    if travel != (0, 0) and method not in ("joint-ddnm", "auto"):
-        raise InputError(f"--travel applies to joint-ddnm (DDNM+'s time-travel trick); --method {method} has no "
-                         "steps to walk again: drop --travel or use --method joint-ddnm")
     y = load_array(y_path, "--y", ndim=(2, 3))
     d_s, d_b = load_denoiser(soi, **engine), load_denoiser(interference, **engine)
     check_pair(d_s, d_b)
@@ -76,16 +73,19 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
         raise InputError(f"--y holds frames of {y.shape[1:]}: the priors expect {tuple(d_s.sample_shape)}")
     amp = source_amplitudes(y, sigma_y, d_s.normalisation.scale, d_b.normalisation.scale, soi_power, interference_power)
     chosen, sinr_db = choose_method(amp)
+    asked = method
     if method == "auto":
         method = chosen
         click.echo(f"--method auto: {method} (SINR {sinr_db:+.1f} dB from the source powers)")
+    if travel != (0, 0) and method != "joint-ddnm":
+        why = f"--method auto chose {method} at SINR {sinr_db:+.1f} dB" if asked == "auto" else \
+            f"--method {method} has no steps to walk again"
+        raise InputError(f"--travel applies to joint-ddnm (DDNM+'s time-travel trick), and {why}: "
+                         "drop --travel or give --method joint-ddnm")
     if sinr_db >= SOI_DOMINATES_DB:
         click.echo(f"note: at SINR {sinr_db:+.1f} dB the SOI dominates: a matched filter on the mixture alone may lose "
                    "fewer bits than a separation, which can lose whole frames (bench-separate at +6 dB); it buys "
                    "the waveform's MSE there, and --samples 4 averages most of those losses away", err=True)
-    if travel != (0, 0) and method != "joint-ddnm":  # auto chose another method
-        raise InputError(f"--travel applies to joint-ddnm, and --method auto chose {method} at SINR {sinr_db:+.1f} dB: "
-                         "give --method joint-ddnm to walk its steps again")
     steps = steps or DEFAULT_STEPS[method]
     start = None
     if method == "alpha-rgs":

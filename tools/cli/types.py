@@ -84,9 +84,9 @@ class CommaList(click.ParamType):
 
 
 #: A TensorRT optimisation profile over the batch: ``MIN:OPT:MAX`` (or one size for a fixed batch).
+BATCH_PROFILE = CommaList(click.IntRange(1, 1 << 16), sep=":", lengths=(1, 3), nondecreasing=True)
 #: DDNM+'s time-travel trick: ``L:R``, blocks of L steps walked R more times (runtime.inverse.methods.travel_order).
 TRAVEL = CommaList(click.IntRange(1, 10_000), sep=":", lengths=(2,))
-BATCH_PROFILE = CommaList(click.IntRange(1, 1 << 16), sep=":", lengths=(1, 3), nondecreasing=True)
 
 
 def within(option: str, values: list[int], lo: int, hi: int, what: str) -> None:
