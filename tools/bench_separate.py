@@ -19,7 +19,7 @@ import numpy as np
 from edgediff.runtime.backends import load
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.inverse.methods import travel_order
-from edgediff.runtime.inverse.separate import Amplitudes, lmmse_separation, separate
+from edgediff.runtime.inverse.separate import Amplitudes, lmmse_separation, restart_calls, separate
 from edgediff.runtime.receivers import genie_receive
 from edgediff.train import datasets, rf
 
@@ -42,28 +42,52 @@ def mean_psd(frames: np.ndarray) -> np.ndarray:
 
 
 def methods(soi: Any, interf: Any, steps: int, smc_particles: int = 0, samples: int = 1,
-            travel: tuple[int, int] = (0, 0)) -> dict[str, tuple[str, Callable[..., np.ndarray], int]]:
+            travel: tuple[int, int] = (0, 0),
+            restart: tuple[int, ...] = ()) -> dict[str, tuple[str, Callable[..., np.ndarray], int]]:
     """name -> (kind, fn(y, sigma_y, amplitudes, lmmse_start) -> SOI estimate, NFE per source); joint SMC
     runs half the steps (its NFE per source is particles x steps / 2); ``samples`` K > 1 adds joint DDNM+
     averaging K posterior samples (the posterior mean, K x steps calls); ``travel`` (L, R) adds joint DDNM+
-    with the time-travel trick, and with K > 1 the mean of K of its samples."""
+    with the time-travel trick, and with K > 1 the mean of K of its samples; ``restart`` (T1, T2, ...) adds the
+    mean of K (walked where ``travel`` is given) restarted one round at each timestep from the SOI so far: it starts
+    from that row's estimate (the same seeds, so the same draws), so its first K samples are not drawn twice; and
+    the same rounds restarted from LMMSE's estimate instead."""
     half = max(1, steps // 2)
+    travel, restart = tuple(travel), tuple(restart)
+    kept: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # row name -> (the mixture, its estimate)
+
+    def name(k: int, walk: tuple[int, int], again: tuple[int, ...] = (), origin: str = "") -> str:
+        parts = [origin or str(steps)] + [f"travel {walk[0]}x{walk[1]}"] * (walk != (0, 0)) + [f"mean of {k}"] * (k > 1)
+        parts += ["restart " + "/".join(map(str, again))] * bool(again)
+        return f"joint DDNM+ ({', '.join(parts)})"
+
+    def joint(k: int, walk: tuple[int, int]) -> Callable[..., np.ndarray]:
+        def fn(y: np.ndarray, s: float, a: Amplitudes, x0: np.ndarray) -> np.ndarray:
+            est = separate(soi, interf, y, s, a, method="joint-ddnm", steps=steps, samples=k, travel=walk).soi
+            kept[name(k, walk)] = (y, est)
+            return est
+        return fn
+
+    def restarted(y: np.ndarray, s: float, a: Amplitudes, x0: np.ndarray) -> np.ndarray:
+        then, est = kept.get(name(samples, travel), (None, None))
+        return separate(soi, interf, y, s, a, method="joint-ddnm", steps=steps, samples=samples, travel=travel,
+                        restart=restart, init=est if then is y else None).soi
+
     rows = {
-        f"joint DDNM+ ({steps})": ("diffusion", lambda y, s, a, x0: separate(soi, interf, y, s, a, method="joint-ddnm",
-                                                                           steps=steps).soi, steps),
+        name(1, (0, 0)): ("diffusion", joint(1, (0, 0)), steps),
         f"alpha-RGS ({2 * steps})": ("diffusion", lambda y, s, a, x0: separate(soi, interf, y, s, a, method="alpha-rgs",
                                                                              steps=2 * steps, init=x0).soi, 2 * steps),
     }
     if samples > 1:
-        rows[f"joint DDNM+ ({steps}, mean of {samples})"] = ("diffusion", lambda y, s, a, x0: separate(
-            soi, interf, y, s, a, method="joint-ddnm", steps=steps, samples=samples).soi, samples * steps)
-    if tuple(travel) != (0, 0):
-        length, repeats = travel
-        calls = len(travel_order(steps, travel))
+        rows[name(samples, (0, 0))] = ("diffusion", joint(samples, (0, 0)), samples * steps)
+    if travel != (0, 0):
         for k in sorted({1, samples}):
-            name = f"joint DDNM+ ({steps}, travel {length}x{repeats}" + (f", mean of {k})" if k > 1 else ")")
-            rows[name] = ("diffusion", lambda y, s, a, x0, k=k: separate(
-                soi, interf, y, s, a, method="joint-ddnm", steps=steps, samples=k, travel=travel).soi, k * calls)
+            rows[name(k, travel)] = ("diffusion", joint(k, travel), k * len(travel_order(steps, travel)))
+    if restart:
+        rows[name(samples, travel, restart)] = ("diffusion", restarted,
+                                                samples * restart_calls(soi.schedule, steps, travel, restart))
+        rows[name(samples, travel, restart, "from LMMSE")] = ("diffusion", lambda y, s, a, x0: separate(
+            soi, interf, y, s, a, method="joint-ddnm", steps=steps, samples=samples, travel=travel, restart=restart,
+            init=x0).soi, samples * restart_calls(soi.schedule, steps, travel, restart, first=False))
     if smc_particles:
         rows[f"joint SMC ({half}, P={smc_particles})"] = ("diffusion", lambda y, s, a, x0: separate(
             soi, interf, y, s, a, method="joint-smc", steps=half, particles=smc_particles).soi, smc_particles * half)
@@ -80,7 +104,7 @@ def frames(interferer: str, n: int, length: int, seed: int) -> tuple[np.ndarray,
 
 def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarray, sinr: float, steps: int,
               psds: tuple[np.ndarray, np.ndarray], smc_particles: int = 0, samples: int = 1,
-              travel: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+              travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = ()) -> dict[str, Any]:
     p_s, p_b0 = 2 * np.mean(s**2), 2 * np.mean(b**2)
     b = b * np.sqrt(p_s / p_b0 * 10 ** (-sinr / 10))
     y = s + b
@@ -99,7 +123,7 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
     score("LMMSE (both covariances)", "baseline", x_lmmse, 0.0, 0)
     scale = p_b0 and 10 ** (-sinr / 10) * p_s / p_b0
     score("fixed Wiener filter", "baseline", fixed_wiener(y, psds[0], psds[1] * scale, 2 * sigma_y**2), 0.0, 0)
-    for name, (kind, fn, nfe) in methods(soi_d, interf_d, steps, smc_particles, samples, travel).items():
+    for name, (kind, fn, nfe) in methods(soi_d, interf_d, steps, smc_particles, samples, travel, restart).items():
         start = time.perf_counter()
         est = fn(y, sigma_y, amp, x_lmmse)
         score(name, kind, est, time.perf_counter() - start, nfe)
@@ -111,7 +135,7 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
 
 def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: tuple[int, ...] = SINRS,
                   progress: Callable[[str], Any] | None = None, smc_particles: int = 0, samples: int = 1,
-                  travel: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+                  travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = ()) -> dict[str, Any]:
     from edgediff.tools.bench import machine
 
     soi_d = load(soi, backend="ort")
@@ -132,7 +156,7 @@ def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: t
         points = {}
         for sinr in sinrs:
             points[str(sinr)] = run_point(soi_d, interf_d, s, truth, b, float(sinr), steps, psds, smc_particles,
-                                          samples, travel)
+                                          samples, travel, restart)
             if progress is not None:
                 progress(f"{name} {sinr:+d} dB done")
         report["interferers"][name] = points

@@ -103,16 +103,22 @@ def travel_order(steps: int, travel: tuple[int, int] = (0, 0)) -> list[int]:
 
 def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, eta: float = 0.85,
          rng: np.random.Generator, progress: Progress | None = None,
-         travel: tuple[int, int] = (0, 0)) -> Reconstruction:
+         travel: tuple[int, int] = (0, 0), start: tuple[int, np.ndarray] | None = None) -> Reconstruction:
     """DDNM+ with strided steps; with sigma_y = 0 the result satisfies A x = y exactly (A A^+ = I).
-    ``travel = (L, R)``: the time-travel trick (:func:`travel_order`)."""
+    ``travel = (L, R)``: the time-travel trick (:func:`travel_order`). ``start = (T, x0)``: begin at the
+    first of the strided steps at or below timestep T from q(x_T | x0), an estimate already at hand,
+    rather than from pure noise at the top (:func:`restart_steps`)."""
     A, y = problem.operator, problem.y
     # the noise that A^+ carries into x: sigma_y for masks and denoising, less where A^+ averages (sums)
     sigma_y = problem.sigma_y * getattr(A, "pinv_noise_gain", 1.0)
     plan = _schedule_steps(schedule, steps)
+    began = time.perf_counter()
+    if start is None:
+        x = rng.standard_normal(problem.shape)
+    else:
+        plan = plan[len(plan) - restart_steps(schedule, steps, start[0]):]
+        x = math.sqrt(plan[0][2]) * start[1] + math.sqrt(1 - plan[0][2]) * rng.standard_normal(problem.shape)
     order = travel_order(len(plan), travel)
-    start = time.perf_counter()
-    x = rng.standard_normal(problem.shape)
     last = -1
     for i in order:
         t, _, abar, abar_prev = plan[i]
@@ -136,7 +142,19 @@ def ddnm(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 100, et
             x = x + gamma * (eta * rng.standard_normal(x.shape) + math.sqrt(1 - eta**2) * eps)
         if progress is not None:
             progress(1)
-    return Reconstruction(x, len(order), float(len(order)), time.perf_counter() - start)
+    return Reconstruction(x, len(order), float(len(order)), time.perf_counter() - began)
+
+
+def restart_steps(schedule: Any, steps: int, t: int) -> int:
+    """How many of ``steps`` strided steps lie at or below timestep ``t``: the network calls of one DDNM+
+    pass restarted there (``ddnm(start=(t, x0))``)."""
+    if not 1 <= t < schedule.T:
+        raise InputError(f"--restart {t}: expected a timestep in 1..{schedule.T - 1} to restart from")
+    count = sum(1 for p in _schedule_steps(schedule, steps) if p[0] <= t)
+    if count == 0:
+        raise InputError(f"--restart {t}: none of the {steps} strided steps lies at or below timestep {t}: "
+                         "restart higher or give more steps")
+    return count
 
 
 def solver_reconstruction(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 20, data: str = "ddnm",

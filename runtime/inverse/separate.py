@@ -12,7 +12,13 @@ range-space step and DiffPIR's proximal step are closed form: the residual y - A
 the sources in proportion a_s : a_b (noise-aware through sigma_y, see :class:`SumOperator`).
 ``travel = (L, R)`` walks joint DDNM+'s steps with the time-travel trick (methods.travel_order): where two
 QPSK signals overlap in band each sample settles nearer the truth (README, Separation), and averaging
-such samples goes past where averaging plain ones levels off.
+such samples goes past where averaging plain ones levels off. ``restart = (T1, T2, ...)`` then runs one round
+per timestep: K more joint samples restarted at T from q(x_T | x0) around the mean so far (the SOI, and
+the interferer as what it leaves of the mixture), their mean the next round's start, or, with ``init``, the
+rounds alone from an estimate at hand (LMMSE's). With Gaussian priors and an exact sampler the posterior
+mean is a fixed point of a round (the restarted samples' mean is linear in where they restart, and
+q(x_T | E[x | y]) has the mean of p(x_T | y)), so the rounds contract what a few-step sampler got wrong;
+with QPSK priors the fixed point sits nearer the symbols than the plain mean does (README, Separation).
 
 alpha-RGS (Jayashankar et al., NeurIPS 2023): MAP with an alpha-posterior under randomised Gaussian
 smoothing. Starting from the LMMSE (or Wiener-gain) estimate, each iteration draws a noise level t
@@ -37,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgediff.runtime.errors import InputError
-from edgediff.runtime.inverse.methods import Problem, Reconstruction, ddnm, diffpir
+from edgediff.runtime.inverse.methods import Problem, Reconstruction, ddnm, diffpir, restart_steps, travel_order
 from edgediff.runtime.inverse.operators import Operator
 
 SEPARATION_METHODS = ("joint-ddnm", "joint-diffpir", "alpha-rgs", "joint-smc")
@@ -172,15 +178,26 @@ def separate(soi: Any, interference: Any, y: np.ndarray, sigma_y: float, amplitu
              method: str = "joint-ddnm", steps: int = 100, samples: int = 1, seed: int = 0, eta: float = 0.5,
              lam: float = 1.0, zeta: float = 1.0, init: np.ndarray | None = None, omega: float = 1.0,
              lr: tuple[float, float] = (0.1, 1e-3), t_range: tuple[float, float] = (0.02, 0.5), particles: int = 16,
-             travel: tuple[int, int] = (0, 0), progress: Callable[[int], Any] | None = None) -> Separation:
+             travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = (),
+             progress: Callable[[int], Any] | None = None) -> Separation:
     """Separate (B, C, L) mixtures in user units; ``samples`` > 1 averages posterior samples (joint
-    methods, seeds ``seed .. seed + K - 1``). ``init``: alpha-RGS's starting SOI estimate (user units).
-    ``travel``: joint DDNM+'s time-travel trick (L, R); its NFE per source is len(travel_order)."""
+    methods, seeds ``seed .. seed + K - 1``). ``init``: alpha-RGS's starting SOI estimate (user units), or the
+    one joint DDNM+'s restarts begin from in place of its own first K samples.
+    ``travel``: joint DDNM+'s time-travel trick (L, R); its NFE per source is len(travel_order).
+    ``restart = (T1, T2, ...)``: one round after the K samples for each timestep, K more joint DDNM+ passes
+    (walked with ``travel`` too) restarted at that timestep from the SOI so far (and what it leaves of the
+    mixture), their mean the next (:func:`restart_calls` counts them)."""
     if method not in SEPARATION_METHODS:
         raise InputError(f"--method {method!r} is unknown: expected one of {', '.join(SEPARATION_METHODS)}")
     if tuple(travel) != (0, 0) and method != "joint-ddnm":
         raise InputError(f"--travel applies to joint-ddnm (the time-travel trick of DDNM+); --method {method} "
                          "has no steps to walk again")
+    if len(restart) and method != "joint-ddnm":
+        raise InputError(f"--restart applies to joint-ddnm (DDNM+ restarted from the mean of its samples); "
+                         f"--method {method} does not restart")
+    if init is not None and method != "alpha-rgs" and not len(restart):
+        raise InputError(f"a starting estimate applies to alpha-rgs, or to joint-ddnm's restarts; --method {method} "
+                         "without --restart starts from noise")
     check_pair(soi, interference)
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 3 or y.shape[1:] != tuple(soi.sample_shape):
@@ -211,21 +228,47 @@ def separate(soi: Any, interference: Any, y: np.ndarray, sigma_y: float, amplitu
         c = soi.sample_shape[0]
         return Separation(amplitudes.a_s * total[:, :c], amplitudes.a_b * total[:, c:], steps * P,
                           time.perf_counter() - start)
-    nfe = steps
-    for k in range(samples):
-        for i, first in enumerate(range(0, len(y), batch)):
-            problem = Problem(op, y[first:first + batch], float(sigma_y))
-            rng = np.random.default_rng([seed + k, i])
-            if method == "joint-ddnm":
-                res: Reconstruction = ddnm(joint, soi.schedule, problem, steps=steps, eta=eta, rng=rng,
-                                           progress=progress, travel=travel)
-            else:
-                res = diffpir(joint, soi.schedule, problem, steps=steps, lam=lam, zeta=zeta, rng=rng, progress=progress)
-            total[first:first + batch] += res.x
-            nfe = res.nfe
-    z = total / samples
+    calls = restart_calls(soi.schedule, steps, travel, restart, init is None) if method == "joint-ddnm" else steps
     c = soi.sample_shape[0]
-    return Separation(amplitudes.a_s * z[:, :c], amplitudes.a_b * z[:, c:], nfe * samples, time.perf_counter() - start)
+    z: np.ndarray | None = None
+    if init is not None:  # restarts from the estimate given: round 0 is not run
+        z = np.asarray(init, dtype=np.float64) / amplitudes.a_s
+        if z.shape != y.shape:
+            raise InputError(f"the starting estimate has shape {z.shape}: expected the mixture's {y.shape}")
+    for r in range(0 if z is None else 1, 1 + len(restart)):  # round 0 from noise; r >= 1 from round r - 1's mean
+        if z is not None:  # a restart begins from the SOI so far and what it leaves of the mixture
+            z = np.concatenate([z[:, :c], (y - amplitudes.a_s * z[:, :c]) / amplitudes.a_b], axis=1)
+        total = np.zeros_like(total)
+        for k in range(samples):
+            for i, first in enumerate(range(0, len(y), batch)):
+                problem = Problem(op, y[first:first + batch], float(sigma_y))
+                rng = np.random.default_rng([seed + k, i] + ([r] if r else []))
+                if method == "joint-ddnm":
+                    from_mean = None if z is None else (restart[r - 1], z[first:first + batch])
+                    res: Reconstruction = ddnm(joint, soi.schedule, problem, steps=steps, eta=eta, rng=rng,
+                                               progress=progress, travel=travel, start=from_mean)
+                else:
+                    res = diffpir(joint, soi.schedule, problem, steps=steps, lam=lam, zeta=zeta, rng=rng,
+                                  progress=progress)
+                total[first:first + batch] += res.x
+        z = total / samples
+    return Separation(amplitudes.a_s * z[:, :c], amplitudes.a_b * z[:, c:], calls * samples,
+                      time.perf_counter() - start)
+
+
+def restart_calls(schedule: Any, steps: int, travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = (),
+                  first: bool = True) -> int:
+    """Joint DDNM+'s network calls per source and per sample: the first pass (not counted where ``first`` is
+    False, a start given) and one restarted pass per timestep of ``restart`` from there down, each walked with
+    ``travel``. Checks both."""
+    calls = len(travel_order(steps, travel)) * first
+    for t in restart:
+        below = restart_steps(schedule, steps, t)
+        if travel[0] >= below:
+            raise InputError(f"--restart {t} walks {below} of the {steps} steps, no more than --travel's blocks of "
+                             f"{travel[0]}: restart higher or give --travel a shorter L")
+        calls += len(travel_order(below, travel))
+    return calls
 
 
 def alpha_rgs(soi: Any, interference: Any, y: np.ndarray, amp: Amplitudes, *, steps: int, seed: int,

@@ -8,7 +8,8 @@ from edgediff.runtime.analytic import GaussianDenoiser
 from edgediff.runtime.errors import InputError
 from edgediff.runtime.inverse.methods import travel_order
 from edgediff.runtime.inverse.operators import Matrix
-from edgediff.runtime.inverse.separate import Amplitudes, SumOperator, lmmse_separation, separate, source_amplitudes
+from edgediff.runtime.inverse.separate import (Amplitudes, SumOperator, lmmse_separation, restart_calls, separate,
+                                               source_amplitudes)
 
 L = 16
 N = 2 * L
@@ -93,6 +94,36 @@ def test_time_travel_brings_few_step_joint_samples_nearer_the_gaussian_posterior
     assert err[(5, 3)] < 0.7 * err[(0, 0)], err
     with pytest.raises(InputError, match="--travel applies to joint-ddnm"):
         separate(ds, db, y, sigma, Amplitudes(1.0, 1.0, "given"), method="alpha-rgs", steps=2, travel=(5, 3))
+
+
+def test_restarts_from_the_mean_bring_few_step_joint_samples_nearer_the_gaussian_posterior():
+    """For Gaussian priors E[s | y] is a fixed point of a round restarted from the mean (the restarted
+    samples' mean is linear in the point they restart from, and q(x_T | E[x | y]) has the mean of
+    p(x_T | y)), so rounds contract what the 20-step samples' mean got wrong: 0.113 from E[s | y] (relative)
+    after 300 samples, 0.062 after three rounds of 300 restarted at t = 100 of 200 (measured; Monte Carlo
+    error 0.04). A round restarted from the estimate the first K samples gave is the same round: the bench
+    reuses that estimate."""
+    sigma = 0.1
+    ds, db, _, _, y, posterior, _ = gaussian_mixtures(sigma)
+    amp = Amplitudes(1.0, 1.0, "given")
+    plain = separate(ds, db, y, sigma, amp, method="joint-ddnm", steps=20, samples=300, seed=1)
+    again = separate(ds, db, y, sigma, amp, method="joint-ddnm", steps=20, samples=300, seed=1, restart=(100,) * 3)
+    err = [np.linalg.norm(r.soi - posterior) / np.linalg.norm(posterior) for r in (plain, again)]
+    assert err[1] < 0.7 * err[0], err
+    assert again.nfe_per_source == 300 * (20 + 3 * 10) == 300 * restart_calls(ds.schedule, 20, (0, 0), (100, 100, 100))
+    np.testing.assert_allclose(again.soi + again.interference, y, atol=0.5)
+    few = separate(ds, db, y, sigma, amp, method="joint-ddnm", steps=20, samples=3, seed=1, restart=(150, 100))
+    reused = separate(ds, db, y, sigma, amp, method="joint-ddnm", steps=20, samples=3, seed=1, restart=(150, 100),
+                      init=separate(ds, db, y, sigma, amp, method="joint-ddnm", steps=20, samples=3, seed=1).soi)
+    np.testing.assert_allclose(reused.soi, few.soi, atol=1e-9)
+    assert reused.nfe_per_source == 3 * (15 + 10)
+    for kwargs, match in ((dict(method="alpha-rgs", restart=(100,)), "--restart applies to joint-ddnm"),
+                          (dict(restart=(100, 0)), "--restart 0: expected a timestep in 1..199"),
+                          (dict(restart=(200,)), "timestep in 1..199"),
+                          (dict(init=y[:, :2] * 0.5), "applies to alpha-rgs, or to joint-ddnm's restarts"),
+                          (dict(restart=(100,), init=y[:2, :2]), "starting estimate has shape")):
+        with pytest.raises(InputError, match=match):
+            separate(ds, db, y, sigma, amp, **{"method": "joint-ddnm", "steps": 2, **kwargs})
 
 
 def test_alpha_rgs_moves_from_its_start_towards_the_posterior_mean():

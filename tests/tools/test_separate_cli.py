@@ -65,6 +65,10 @@ def test_auto_picks_the_method_by_the_sinr_of_the_given_powers(mixture, sinr_db,
     (["--travel", "5:2"], "--method auto chose alpha-rgs"),  # the mixture's powers: -6 dB
     (["--method", "joint-ddnm", "--travel", "5"], "'5' has 1 elements: expected 2"),
     (["--method", "joint-ddnm", "--travel", "5:0"], "element 2 of '5:0'"),
+    (["--method", "alpha-rgs", "--restart", "300,200", "--travel", "5:2"], "--travel and --restart apply to joint"),
+    (["--method", "joint-ddnm", "--restart", "500,1000"], "--restart 1000: expected a timestep in 1..999"),
+    (["--method", "joint-ddnm", "--restart", "500:1"], "element 1 of '500:1'"),
+    (["--method", "joint-ddnm", "--travel", "1:1", "--restart", "600"], "walks 1 of the 2 steps, no more than"),
 ])
 def test_separate_bad_inputs_one_line_nothing_written(mixture, args, match):
     d, _, _ = mixture
@@ -111,6 +115,33 @@ def test_time_travel_in_separate_and_its_bench_rows(mixture, tmp_path):
     rows = json.loads(out.read_text())["interferers"]["rf-qpsk-fast"]["0"]
     assert [rows[k]["nfe_per_source"] for k in ("joint DDNM+ (4)", "joint DDNM+ (4, travel 2x1)",
                                                  "joint DDNM+ (4, travel 2x1, mean of 2)")] == [4, 6, 12]
+
+
+def test_restarts_in_separate_and_their_bench_row(mixture, tmp_path):
+    """--restart T,... adds a round restarted at each timestep T from the SOI so far, counted in the command's line
+    and in bench-separate's row, which starts from the travelled mean's estimate and draws it once."""
+    d, p_s, p_b = mixture
+    res = edgediff("separate", "--soi", "rf-qpsk", "--interference", "rf-chirp", "--y", d / "y.npy",
+                   "--sigma-y", "0.001", "--method", "joint-ddnm", "--steps", "8", "--travel", "2:1", "--samples", "2",
+                   "--restart", "500", "--soi-power", p_s, "--interference-power", p_b, "--out", d / "s.npy", "--quiet")
+    assert res.returncode == 0, res.stderr
+    # 8 steps: 999 874 749 624 499 374 249 124; travel 2:1 walks each pair twice but the last: 14 calls, and 6 of
+    # the 4 steps at or below 500
+    assert "40 NFE per source per frame" in res.stdout and np.isfinite(np.load(d / "s.npy")).all()
+    res = edgediff("separate", "--soi", "rf-qpsk", "--interference", "rf-chirp", "--y", d / "y.npy", "--sigma-y", "0.001",
+                   "--method", "joint-ddnm", "--steps", "4", "--samples", "2", "--init", "lmmse", "--restart", "500",
+                   "--soi-power", p_s, "--interference-power", p_b, "--out", d / "l.npy", "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "4 NFE per source per frame" in res.stdout  # from LMMSE: no first samples, 2 x 2 restarted calls
+    out = tmp_path / "r.json"
+    res = edgediff("bench-separate", "--frames", "2", "--steps", "8", "--sinr", "0", "--interference", "rf-qpsk-fast",
+                   "--travel", "2:1", "--samples", "2", "--restart", "700,500", "--json", out)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(out.read_text())["interferers"]["rf-qpsk-fast"]["0"]
+    # 5 steps at or below 700 walked in 9 calls, 4 below 500 in 6
+    assert rows["joint DDNM+ (8, travel 2x1, mean of 2, restart 700/500)"]["nfe_per_source"] == 2 * (14 + 9 + 6)
+    assert rows["joint DDNM+ (from LMMSE, travel 2x1, mean of 2, restart 700/500)"]["nfe_per_source"] == 2 * (9 + 6)
+    assert rows["joint DDNM+ (8, travel 2x1, mean of 2)"]["nfe_per_source"] == 28
 
 
 def test_the_10x_verdict_needs_sinrs_that_bound_lmmses_range():

@@ -10,7 +10,7 @@ import numpy as np
 from edgediff.tools.arrays import load_array
 from edgediff.tools.cli import cli
 from edgediff.tools.cli.options import engine_options, load_denoiser
-from edgediff.tools.cli.types import SEED, TRAVEL, Finite, count, non_negative, positive
+from edgediff.tools.cli.types import RESTART, SEED, TRAVEL, Finite, count, non_negative, positive
 
 
 @cli.command()
@@ -30,10 +30,14 @@ from edgediff.tools.cli.types import SEED, TRAVEL, Finite, count, non_negative, 
 @click.option("--travel", type=TRAVEL, metavar="L:R",
               help="joint-ddnm: DDNM+'s time-travel trick: after every L steps noise back and walk them again, R "
                    "times (about 1 + R times the calls; 10:4 at 0 dB against rf-qpsk-fast: README, Separation).")
+@click.option("--restart", type=RESTART, metavar="T[,T...]",
+              help="joint-ddnm: then one round per timestep T, --samples plain passes restarted at T from the SOI so "
+                   "far, their mean the next (600,500,400,300 at 0 dB against rf-qpsk-fast: README, Separation).")
 @click.option("--soi-power", type=positive(), help="SOI power in the mixture, mean |s|^2 per complex sample.")
 @click.option("--interference-power", type=positive(), help="Interferer power, mean |b|^2 per complex sample.")
 @click.option("--init", type=click.Choice(["auto", "lmmse", "wiener"]), default="auto", show_default=True,
-              help="alpha-rgs start: LMMSE from both priors' stats.npz, or the scalar Wiener gain.")
+              help="alpha-rgs start: LMMSE from both priors' stats.npz, or the scalar Wiener gain; joint-ddnm with "
+                   "--restart: lmmse restarts from LMMSE in place of drawing its own first samples.")
 @click.option("--omega", type=positive(100.0), default=1.0, show_default=True, help="alpha-rgs: interference prior weight.")
 @click.option("--eta", type=Finite(0.0, 1.0), default=0.5, show_default=True, help="joint-ddnm: share of fresh noise.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
@@ -43,7 +47,7 @@ from edgediff.tools.cli.types import SEED, TRAVEL, Finite, count, non_negative, 
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
-def separate(soi, interference, y_path, sigma_y, method, particles, steps, samples, travel, soi_power,
+def separate(soi, interference, y_path, sigma_y, method, particles, steps, samples, travel, restart, soi_power,
              interference_power, init, omega, eta, seed, out, out_interference, plot, force, quiet, **engine) -> None:
     """Separate mixtures y = s + b + n into the signal of interest s and the interferer b.
 
@@ -52,9 +56,9 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
     refused when the mixture is more than 3 dB away from their sum."""
     from edgediff.runtime.atomic import save_npy
     from edgediff.runtime.errors import InputError
-    from edgediff.runtime.inverse.methods import travel_order
     from edgediff.runtime.inverse.separate import (DEFAULT_STEPS, SOI_DOMINATES_DB, check_pair, choose_method,
-                                                   lmmse_separation, separate as run, source_amplitudes)
+                                                   lmmse_separation, restart_calls, separate as run,
+                                                   source_amplitudes)
     from edgediff.tools.cli.outputs import check_outputs
 
     if interference is None:
@@ -62,9 +66,10 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
                          "(a bundle or a shipped name such as rf-chirp)")
     check_outputs({"--out": out, "--out-interference": out_interference, "--plot": plot}, inputs={"--y": y_path},
                   force=force)
-    if method not in ("alpha-rgs", "auto") and init == "lmmse":
-        raise InputError(f"--init lmmse applies to alpha-rgs; --method {method} starts from noise")
-    travel = tuple(travel) if travel else (0, 0)
+    if method not in ("alpha-rgs", "auto") and init == "lmmse" and not (method == "joint-ddnm" and restart):
+        raise InputError(f"--init lmmse applies to alpha-rgs, and to joint-ddnm with --restart; --method {method} "
+                         "starts from noise")
+    travel, restart = tuple(travel) if travel else (0, 0), tuple(restart or ())
     y = load_array(y_path, "--y", ndim=(2, 3))
     d_s, d_b = load_denoiser(soi, **engine), load_denoiser(interference, **engine)
     check_pair(d_s, d_b)
@@ -77,18 +82,20 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
     if method == "auto":
         method = chosen
         click.echo(f"--method auto: {method} (SINR {sinr_db:+.1f} dB from the source powers)")
-    if travel != (0, 0) and method != "joint-ddnm":
+    given = [name for name, v in (("--travel", travel != (0, 0)), ("--restart", restart)) if v]
+    if given and method != "joint-ddnm":
         why = f"--method auto chose {method} at SINR {sinr_db:+.1f} dB" if asked == "auto" else \
             f"--method {method} has no steps to walk again"
-        raise InputError(f"--travel applies to joint-ddnm (DDNM+'s time-travel trick), and {why}: "
-                         "drop --travel or give --method joint-ddnm")
+        raise InputError(f"{' and '.join(given)} {'applies' if len(given) == 1 else 'apply'} to joint-ddnm (DDNM+'s "
+                         f"time-travel trick and restarts), and {why}: drop {' and '.join(given)} or give --method "
+                         "joint-ddnm")
     if sinr_db >= SOI_DOMINATES_DB:
         click.echo(f"note: at SINR {sinr_db:+.1f} dB the SOI dominates: a matched filter on the mixture alone may lose "
                    "fewer bits than a separation, which can lose whole frames (bench-separate at +6 dB); it buys "
                    "the waveform's MSE there, and --samples 4 averages most of those losses away", err=True)
     steps = steps or DEFAULT_STEPS[method]
     start = None
-    if method == "alpha-rgs":
+    if method == "alpha-rgs" or (method == "joint-ddnm" and restart and init == "lmmse"):
         stats = (d_s.bundle.stats(), d_b.bundle.stats())
         if init == "lmmse" and None in stats:
             raise InputError("--init lmmse needs stats.npz in both bundles (re-export them with this edgediff)")
@@ -98,11 +105,13 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
     if method == "joint-smc":
         total = steps * -(-len(y) // max(1, per_call // particles))
     else:
-        calls = len(travel_order(steps, travel)) if method == "joint-ddnm" else steps
+        calls = restart_calls(d_s.schedule, steps, travel, restart, first=start is None) \
+            if method == "joint-ddnm" else steps
         total = calls * (samples if method != "alpha-rgs" else 1) * (-(-len(y) // per_call))
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
         res = run(d_s, d_b, y, sigma_y, amp, method=method, steps=steps, samples=samples, seed=seed, eta=eta,
-                  init=start, omega=omega, particles=particles, travel=travel, progress=bar.update)
+                  init=start, omega=omega, particles=particles, travel=travel, restart=restart,
+                  progress=bar.update)
     if not (np.isfinite(res.soi).all() and np.isfinite(res.interference).all()):
         raise InputError("the separation diverged (non-finite values): lower --omega or give the source powers")
     click.echo(f"{len(y)} mixtures, {method}, {res.nfe_per_source} NFE per source per frame, {res.seconds:.2f} s "
@@ -133,10 +142,13 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
 @click.option("--travel", type=TRAVEL, metavar="L:R",
               help="Add joint DDNM+ with the time-travel trick L:R (and, with --samples, the mean of that many "
                    "of its samples).")
+@click.option("--restart", type=RESTART, metavar="T[,T...]",
+              help="Add joint DDNM+ (walked with --travel where given) averaging --samples samples, then one round "
+                   "per timestep T restarted there from the SOI so far.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--plot", type=click.Path(path_type=Path), help="BER and MSE against SINR (PNG).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
-def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, samples, travel, json_out, plot,
+def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, samples, travel, restart, json_out, plot,
                    force) -> None:
     """BER and SOI MSE against SINR: joint diffusion and alpha-RGS against matched filter, LMMSE and fixed filter."""
     from edgediff.runtime.atomic import write_json
@@ -146,7 +158,8 @@ def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, sample
     check_outputs({"--json": json_out, "--plot": plot}, force=force)
     report = run_benchmark(str(soi), [str(i) for i in interferers], frames, steps,
                            tuple(int(round(s)) for s in sinrs) or SINRS, progress=lambda m: click.echo(m, err=True),
-                           smc_particles=smc_particles, samples=samples, travel=tuple(travel) if travel else (0, 0))
+                           smc_particles=smc_particles, samples=samples, travel=tuple(travel) if travel else (0, 0),
+                           restart=tuple(restart or ()))
     for line in table(report):
         click.echo(line)
     if plot is not None:

@@ -87,6 +87,8 @@ class CommaList(click.ParamType):
 BATCH_PROFILE = CommaList(click.IntRange(1, 1 << 16), sep=":", lengths=(1, 3), nondecreasing=True)
 #: DDNM+'s time-travel trick: ``L:R``, blocks of L steps walked R more times (runtime.inverse.methods.travel_order).
 TRAVEL = CommaList(click.IntRange(1, 10_000), sep=":", lengths=(2,))
+#: joint DDNM+'s restarts from the mean so far, one round at each timestep: ``600,500,400,300``.
+RESTART = CommaList(click.IntRange(1, 100_000), max_len=100)
 
 
 def within(option: str, values: list[int], lo: int, hi: int, what: str) -> None:
