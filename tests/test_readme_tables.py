@@ -70,6 +70,30 @@ def test_time_travel_table_matches_its_json():
     assert shown == expected, "README time-travel table differs from docs/bench/separate-travel.json"
 
 
+#: The restarts table (README, Separation): LMMSE, the walked mean of 4, the rounds restarted from it and from
+#: LMMSE, and the best of those against LMMSE.
+RESTART_COLUMNS = ("LMMSE (both covariances)", "joint DDNM+ (100, travel 10x4, mean of 4)",
+                   "joint DDNM+ (100, travel 10x4, mean of 4, restart 600/500/400/300)",
+                   "joint DDNM+ (from LMMSE, travel 10x4, mean of 4, restart 600/500/400/300)")
+
+
+def test_restarts_table_matches_its_json():
+    bench = json.loads((BENCH / "separate-restart.json").read_text())
+    points = bench["interferers"]["rf-qpsk-fast"]
+    expected = []
+    for sinr in bench["sinr_db"]:
+        cells = [points[str(sinr)][name] for name in RESTART_COLUMNS]
+        ratio = cells[0]["ber"] / max(min(c["ber"] for c in cells[1:]), 1e-6)
+        expected.append(f"| {sinr:+d} | " + " | ".join(f"{c['ber']:.4f} / {c['mse_db']:.1f}" for c in cells)
+                        + f" | {ratio:.2f}x |")
+    shown = table_after(README.read_text(), "SOI rf-qpsk, interferer rf-qpsk-fast, **restarts from the mean**")
+    assert shown == expected, "README restarts table differs from docs/bench/separate-restart.json"
+    # the walked mean's row reproduces the time-travel table's at the same point, draw for draw
+    travel = json.loads((BENCH / "separate-travel.json").read_text())["interferers"]["rf-qpsk-fast"]
+    for sinr in bench["sinr_db"]:
+        assert points[str(sinr)][RESTART_COLUMNS[1]]["ber"] == travel[str(sinr)][RESTART_COLUMNS[1]]["ber"]
+
+
 def reconstruction_row(dataset: str, result: dict) -> str:
     methods = result["methods"]
 
