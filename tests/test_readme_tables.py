@@ -57,17 +57,22 @@ TRAVEL_COLUMNS = ("LMMSE (both covariances)", "joint DDNM+ (100)", "joint DDNM+ 
                   "joint DDNM+ (100, travel 10x4)", "joint DDNM+ (100, travel 10x4, mean of 4)")
 
 
+def against_lmmse(bench: dict, columns: tuple[str, ...]) -> list[str]:
+    """A separation table's rows against rf-qpsk-fast: each point's cells (BER / SOI MSE) for ``columns``,
+    LMMSE first, and the best of the others against LMMSE."""
+    points, rows = bench["interferers"]["rf-qpsk-fast"], []
+    for sinr in bench["sinr_db"]:
+        cells = [points[str(sinr)][name] for name in columns]
+        ratio = cells[0]["ber"] / max(min(c["ber"] for c in cells[1:]), 1e-6)
+        rows.append(f"| {sinr:+d} | " + " | ".join(f"{c['ber']:.4f} / {c['mse_db']:.1f}" for c in cells)
+                    + f" | {ratio:.2f}x |")
+    return rows
+
+
 def test_time_travel_table_matches_its_json():
     bench = json.loads((BENCH / "separate-travel.json").read_text())
-    points = bench["interferers"]["rf-qpsk-fast"]
-    expected = []
-    for sinr in bench["sinr_db"]:
-        cells = [points[str(sinr)][name] for name in TRAVEL_COLUMNS]
-        ratio = cells[0]["ber"] / max(min(c["ber"] for c in cells[1:]), 1e-6)
-        expected.append(f"| {sinr:+d} | " + " | ".join(f"{c['ber']:.4f} / {c['mse_db']:.1f}" for c in cells)
-                        + f" | {ratio:.2f}x |")
     shown = table_after(README.read_text(), "SOI rf-qpsk, interferer rf-qpsk-fast, **time travel**")
-    assert shown == expected, "README time-travel table differs from docs/bench/separate-travel.json"
+    assert shown == against_lmmse(bench, TRAVEL_COLUMNS), "README time-travel table differs from its JSON"
 
 
 #: The restarts table (README, Separation): LMMSE, the walked mean of 4, the rounds restarted from it and from
@@ -79,16 +84,10 @@ RESTART_COLUMNS = ("LMMSE (both covariances)", "joint DDNM+ (100, travel 10x4, m
 
 def test_restarts_table_matches_its_json():
     bench = json.loads((BENCH / "separate-restart.json").read_text())
-    points = bench["interferers"]["rf-qpsk-fast"]
-    expected = []
-    for sinr in bench["sinr_db"]:
-        cells = [points[str(sinr)][name] for name in RESTART_COLUMNS]
-        ratio = cells[0]["ber"] / max(min(c["ber"] for c in cells[1:]), 1e-6)
-        expected.append(f"| {sinr:+d} | " + " | ".join(f"{c['ber']:.4f} / {c['mse_db']:.1f}" for c in cells)
-                        + f" | {ratio:.2f}x |")
     shown = table_after(README.read_text(), "SOI rf-qpsk, interferer rf-qpsk-fast, **restarts from the mean**")
-    assert shown == expected, "README restarts table differs from docs/bench/separate-restart.json"
+    assert shown == against_lmmse(bench, RESTART_COLUMNS), "README restarts table differs from its JSON"
     # the walked mean's row reproduces the time-travel table's at the same point, draw for draw
+    points = bench["interferers"]["rf-qpsk-fast"]
     travel = json.loads((BENCH / "separate-travel.json").read_text())["interferers"]["rf-qpsk-fast"]
     for sinr in bench["sinr_db"]:
         assert points[str(sinr)][RESTART_COLUMNS[1]]["ber"] == travel[str(sinr)][RESTART_COLUMNS[1]]["ber"]
