@@ -31,8 +31,9 @@ from edgediff.tools.cli.types import RESTART, SEED, TRAVEL, Finite, count, non_n
               help="joint-ddnm: DDNM+'s time-travel trick: after every L steps noise back and walk them again, R "
                    "times (about 1 + R times the calls; 10:4 at 0 dB against rf-qpsk-fast: README, Separation).")
 @click.option("--restart", type=RESTART, metavar="T[,T...]",
-              help="joint-ddnm: then one round per timestep T, --samples plain passes restarted at T from the SOI so "
-                   "far, their mean the next (600,500,400,300 at 0 dB against rf-qpsk-fast: README, Separation).")
+              help="joint-ddnm: then one round per timestep T, --samples passes (walked with --travel where given) "
+                   "restarted at T from the SOI so far, their mean the next (600,500,400,300 at 0 dB against "
+                   "rf-qpsk-fast: README, Separation).")
 @click.option("--soi-power", type=positive(), help="SOI power in the mixture, mean |s|^2 per complex sample.")
 @click.option("--interference-power", type=positive(), help="Interferer power, mean |b|^2 per complex sample.")
 @click.option("--init", type=click.Choice(["auto", "lmmse", "wiener"]), default="auto", show_default=True,
