@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgediff.runtime.errors import InputError
-from edgediff.runtime.inverse.methods import (METHODS, Problem, Reconstruction, ddnm, diffpir, dps,
+from edgediff.runtime.inverse.methods import (METHODS, Problem, Reconstruction, ddnm, diffpir, dps, restart_calls,
                                               solver_reconstruction)
 from edgediff.runtime.inverse.operators import OPERATORS, Operator, build
 
@@ -25,6 +25,7 @@ __all__ = ["METHODS", "OPERATORS", "Operator", "Problem", "Reconstruction", "bui
 def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float, *, method: str = "ddnm",
                 steps: int = 100, seed: int = 0, eta: float = 0.5, zeta: float | None = None, lam: float = 1.0,
                 exact: bool | None = None, samples: int = 1, sampler: str = "ddim", particles: int = 16,
+                travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = (), init: Any = None,
                 progress: Any = None) -> tuple[np.ndarray, Reconstruction]:
     """Reconstruct frames from measurements ``y`` (user units, (B, *measurement) or one frame).
 
@@ -39,6 +40,12 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
     ``method="smc"``: sequential Monte Carlo with ``particles`` per frame (:mod:`.smc`); the output is
     the weighted posterior mean (the MMSE estimate, like LMMSE), or with ``samples`` K > 1, K draws
     from the final particles, shape (B, K, *sample_shape). NFE per frame: particles x steps.
+
+    DDNM+ on its DDIM steps only: ``travel = (L, R)`` walks each block of L steps R more times (the
+    time-travel trick, :func:`.methods.travel_order`); ``restart = (T1, T2, ...)`` then runs one round per
+    timestep, K passes begun at T from q(x_T | the mean so far) and walked with ``travel``, their mean the
+    next start (:func:`.methods.restart_calls` counts the calls); ``init`` begins the rounds there in place
+    of the K first passes: frames in user units, or "lmmse" (the bundle's covariance, stats.npz).
     """
     if sampler not in RECONSTRUCTION_SAMPLERS:
         raise InputError(f"--sampler {sampler!r} is unknown: expected one of {', '.join(RECONSTRUCTION_SAMPLERS)}")
@@ -47,6 +54,13 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
                          "Jacobian and runs on its own DDPM steps")
     if method not in METHODS:
         raise InputError(f"method {method!r} is unknown: expected one of {', '.join(METHODS)}")
+    travel, restart = tuple(travel), tuple(restart)
+    if (travel != (0, 0) or restart) and (method != "ddnm" or sampler != "ddim"):
+        raise InputError("--travel and --restart apply to --method ddnm on its own steps (--sampler ddim); "
+                         + (f"--method {method}" if method != "ddnm" else f"--sampler {sampler}") + " has neither")
+    if init is not None and not restart:
+        raise InputError("a starting estimate (--init) applies to --restart's rounds: give --restart T[,T...] "
+                         "or leave --init out")
     if method == "smc":
         if sampler != "ddim":
             raise InputError("--method smc runs its own DDPM steps: leave --sampler at ddim")
@@ -55,19 +69,46 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
         raise InputError(f"--steps {steps} is out of range: expected 1..{denoiser.schedule.T}")
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise InputError(f"--samples {samples!r}: expected a whole number of posterior samples >= 1")
+    restart_calls(denoiser.schedule, steps, travel, restart)  # checks each round walks more than one block
     y = np.asarray(y)
     if y.shape == operator.measurement_shape:
         y = y[None]
-    total: np.ndarray | None = None
+    mean = None if init is None else _start(denoiser, y, operator, sigma_y, init)
     nfe = equivalent = seconds = 0.0
-    for k in range(samples):
-        x, res = _reconstruct_once(denoiser, y, operator, sigma_y, method, steps, seed + k, eta, zeta, lam, exact,
-                                   progress, sampler)
-        total = x if total is None else total + x
-        nfe, equivalent, seconds = nfe + res.nfe, equivalent + res.nfe_equivalent, seconds + res.seconds
-    assert total is not None
-    mean = total / samples
+    for r in range(0 if mean is None else 1, 1 + len(restart)):  # round 0 from noise; r >= 1 from the mean so far
+        start = None if mean is None else (restart[r - 1], denoiser.normalisation.to_network(mean))
+        total: np.ndarray | None = None
+        for k in range(samples):
+            x, res = _reconstruct_once(denoiser, y, operator, sigma_y, method, steps, seed + k, eta, zeta, lam, exact,
+                                       progress, sampler, travel=travel, start=start, round_=r)
+            total = x if total is None else total + x
+            nfe, equivalent, seconds = nfe + res.nfe, equivalent + res.nfe_equivalent, seconds + res.seconds
+        assert total is not None
+        mean = total / samples
+    assert mean is not None
     return mean, Reconstruction(mean, int(nfe), equivalent, seconds)
+
+
+def _start(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float, init: Any) -> np.ndarray:
+    """The rounds' first estimate in user units: the frames given, or LMMSE from the bundle's covariance."""
+    if isinstance(init, str):
+        from edgediff.runtime.inverse.baselines import GaussianPrior, lmmse
+
+        if init != "lmmse":
+            raise InputError(f"--init {init!r} is unknown: expected lmmse, or starting frames")
+        bundle = getattr(denoiser, "bundle", None)
+        stats = bundle.stats() if bundle is not None else None
+        if stats is None:
+            raise InputError("--init lmmse needs the bundle's stats.npz (the training frames' covariance): "
+                             "re-export the bundle with this edgediff")
+        scale = denoiser.normalisation.scale
+        return denoiser.normalisation.to_user(lmmse(Problem(operator, y / scale, float(sigma_y) / scale),
+                                                    GaussianPrior(*stats)))
+    x0 = np.asarray(init, dtype=np.float64)
+    if x0.shape != (len(y), *denoiser.sample_shape) or not np.isfinite(x0).all():
+        raise InputError(f"the starting estimate has shape {x0.shape}: expected finite frames "
+                         f"({len(y)}, {', '.join(map(str, denoiser.sample_shape))}), one per measurement")
+    return x0
 
 
 def _smc(denoiser: Any, y: Any, operator: Operator, sigma_y: float, steps: int, seed: int, particles: int,
@@ -98,7 +139,8 @@ def _smc(denoiser: Any, y: Any, operator: Operator, sigma_y: float, steps: int, 
 
 def _reconstruct_once(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float, method: str, steps: int,
                       seed: int, eta: float, zeta: float | None, lam: float, exact: bool | None,
-                      progress: Any, sampler: str = "ddim") -> tuple[np.ndarray, Reconstruction]:
+                      progress: Any, sampler: str = "ddim", travel: tuple[int, int] = (0, 0),
+                      start: tuple[int, np.ndarray] | None = None, round_: int = 0) -> tuple[np.ndarray, Reconstruction]:
     if operator.frames is not None and operator.frames != len(y):
         raise InputError(f"{operator.frames} per-frame masks for {len(y)} measured frames: give one mask per frame")
     scale = denoiser.normalisation.scale
@@ -106,12 +148,13 @@ def _reconstruct_once(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y:
     for i, first in enumerate(range(0, len(y), denoiser.max_batch)):
         stop = first + denoiser.max_batch
         problem = Problem(operator.take(first, stop), y[first:stop] / scale, float(sigma_y) / scale)
-        rng = np.random.default_rng([seed, i])
+        rng = np.random.default_rng([seed, i] + ([round_] if round_ else []))
         if sampler != "ddim":
             res = solver_reconstruction(denoiser, denoiser.schedule, problem, steps=steps, data=method, lam=lam, rng=rng,
                                         progress=progress, solver=sampler)
         elif method == "ddnm":
-            res = ddnm(denoiser, denoiser.schedule, problem, steps=steps, eta=eta, rng=rng, progress=progress)
+            res = ddnm(denoiser, denoiser.schedule, problem, steps=steps, eta=eta, rng=rng, progress=progress,
+                       travel=travel, start=None if start is None else (start[0], start[1][first:stop]))
         elif method == "diffpir":
             res = diffpir(denoiser, denoiser.schedule, problem, steps=steps, lam=lam, zeta=1.0 if zeta is None else zeta,
                           rng=rng, progress=progress)

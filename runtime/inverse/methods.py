@@ -157,6 +157,21 @@ def restart_steps(schedule: Any, steps: int, t: int) -> int:
     return count
 
 
+def restart_calls(schedule: Any, steps: int, travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = (),
+                  first: bool = True) -> int:
+    """DDNM+'s network calls (per source, for the joint one) and per sample: the first pass (not counted where ``first`` is
+    False, a start given) and one restarted pass per timestep of ``restart`` from there down, each walked with
+    ``travel``. Checks both."""
+    calls = len(travel_order(steps, travel)) * first
+    for t in restart:
+        below = restart_steps(schedule, steps, t)
+        if travel[0] >= below:
+            raise InputError(f"--restart {t} walks {below} of the {steps} steps, no more than --travel's blocks of "
+                             f"{travel[0]}: restart higher or give --travel a shorter L")
+        calls += len(travel_order(below, travel))
+    return calls
+
+
 def solver_reconstruction(denoiser: Any, schedule: Any, problem: Problem, *, steps: int = 20, data: str = "ddnm",
                           lam: float = 1.0, rng: np.random.Generator, progress: Progress | None = None,
                           solver: str = "dpmpp2m") -> Reconstruction:

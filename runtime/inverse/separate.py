@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgediff.runtime.errors import InputError
-from edgediff.runtime.inverse.methods import Problem, Reconstruction, ddnm, diffpir, restart_steps, travel_order
+from edgediff.runtime.inverse.methods import Problem, Reconstruction, ddnm, diffpir, restart_calls
 from edgediff.runtime.inverse.operators import Operator
 
 SEPARATION_METHODS = ("joint-ddnm", "joint-diffpir", "alpha-rgs", "joint-smc")
@@ -254,21 +254,6 @@ def separate(soi: Any, interference: Any, y: np.ndarray, sigma_y: float, amplitu
         z = total / samples
     return Separation(amplitudes.a_s * z[:, :c], amplitudes.a_b * z[:, c:], calls * samples,
                       time.perf_counter() - start)
-
-
-def restart_calls(schedule: Any, steps: int, travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = (),
-                  first: bool = True) -> int:
-    """Joint DDNM+'s network calls per source and per sample: the first pass (not counted where ``first`` is
-    False, a start given) and one restarted pass per timestep of ``restart`` from there down, each walked with
-    ``travel``. Checks both."""
-    calls = len(travel_order(steps, travel)) * first
-    for t in restart:
-        below = restart_steps(schedule, steps, t)
-        if travel[0] >= below:
-            raise InputError(f"--restart {t} walks {below} of the {steps} steps, no more than --travel's blocks of "
-                             f"{travel[0]}: restart higher or give --travel a shorter L")
-        calls += len(travel_order(below, travel))
-    return calls
 
 
 def alpha_rgs(soi: Any, interference: Any, y: np.ndarray, amp: Amplitudes, *, steps: int, seed: int,

@@ -69,6 +69,10 @@ def test_reconstruct_decimate_and_dps(measured, unet_bundle):
         (["--operator", "mask"], "needs --mask"),
         (["--operator", "mask", "--mask", "{d}/missing.npy"], "no such file"),
         (["--operator", "identity", "--out", "{d}/nope/x.npy"], "does not exist"),
+        (["--operator", "identity", "--method", "diffpir", "--restart", "50"], "--travel and --restart apply to --method ddnm"),
+        (["--operator", "identity", "--init", "lmmse"], "--init lmmse is where --restart's rounds begin"),
+        (["--operator", "identity", "--restart", "50,100"], "--restart 100: expected a timestep in 1..99"),
+        (["--operator", "identity", "--travel", "4:1", "--restart", "60"], "no more than --travel's blocks of 4"),
     ],
 )
 def test_bad_inputs_one_line_exit_2_nothing_written(measured, unet_bundle, args, match):
@@ -113,6 +117,23 @@ def test_samples_k_is_the_mean_of_k_seeded_runs_and_masks_may_differ_per_frame(m
                    "--y", measured / "y2.npy", "--out", measured / "bad.npy")
     assert res.returncode == 2 and "3 per-frame masks for 2 measured frames" in res.stderr
     assert not (measured / "bad.npy").exists()
+
+
+def test_time_travel_and_restarts_counted_and_the_observed_samples_kept(measured, unet_bundle):
+    """--travel walks DDNM+'s steps again, --restart adds a round per timestep begun from the mean so far, and
+    --init lmmse begins the rounds at LMMSE (the bundle's stats.npz) with no first passes: each in the line and
+    its NFE, and with sigma_y = 0 every estimate keeps the observed samples."""
+    y, mask = np.load(measured / "y.npy"), np.load(measured / "mask.npy")
+    common = ["--y", measured / "y.npy", "--operator", "mask", "--mask", measured / "mask.npy", "--sigma-y", "0",
+              "--steps", "8", "--samples", "2", "--quiet"]
+    for i, (extra, said) in enumerate(((["--travel", "2:1", "--restart", "70,50"], "walked 2:1, restarted at 70/50, 58 NFE each"),
+                        (["--restart", "50", "--init", "lmmse"], "restarted at 50 from LMMSE, 8 NFE each"))):
+        out = measured / f"r{i}.npy"
+        res = edgediff("reconstruct", unet_bundle, *common, *extra, "--out", out)
+        assert res.returncode == 0, res.stderr
+        # T = 100, 8 steps at t = 99, 87, ..., 11: 2 x (14 walked + 9 below 70 + 6 below 50); 2 x 4 below 50
+        assert f"3 frames, mean of 2 posterior samples, {said}" in res.stdout
+        np.testing.assert_allclose(np.load(out) * mask, y, atol=1e-5 * np.abs(y).max())
 
 
 def test_per_frame_masks_in_the_library(unet_bundle):

@@ -12,7 +12,7 @@ from edgediff.tools.cli import cli
 from edgediff.runtime.errors import InputError
 from edgediff.tools.arrays import load_array
 from edgediff.tools.cli.options import engine_options, load_denoiser, stream_options
-from edgediff.tools.cli.types import SEED, CommaList, Finite, count, non_negative, positive
+from edgediff.tools.cli.types import RESTART, SEED, TRAVEL, CommaList, Finite, count, non_negative, positive
 
 #: bench-reconstruct's cases (edgediff.tools.bench_reconstruct.CASES, named here so that --help stays light)
 CASE_NAMES = ("miss50", "miss75", "burst25", "denoise10", "decimate2")
@@ -46,6 +46,16 @@ IMAGING_CASE_NAMES = ("chirps50", "chirps25", "chirpburst25", "chirpburst50")
 @click.option("--dps-approx", is_flag=True, help="DPS without the network Jacobian even when gradients exist.")
 @click.option("--samples", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
               help="Average K posterior samples (seeds SEED .. SEED+K-1): the posterior-mean estimate, K x steps NFE.")
+@click.option("--travel", type=TRAVEL, metavar="L:R",
+              help="ddnm: DDNM+'s time-travel trick: after every L steps noise back and walk them again, R times "
+                   "(about 1 + R times the calls).")
+@click.option("--restart", type=RESTART, metavar="T[,T...]",
+              help="ddnm: then one round per timestep T, --samples passes (walked with --travel where given) "
+                   "restarted at T from the mean so far, their mean the next (--travel 10:4 --samples 4 --restart "
+                   "600,500 --init lmmse at 75 % of QPSK samples missing: README, Reconstruction).")
+@click.option("--init", type=click.Choice(["noise", "lmmse"]), default="noise", show_default=True,
+              help="--restart: where the rounds begin: the mean of --samples passes from noise, or lmmse (the "
+                   "bundle's covariance, stats.npz) with no first passes.")
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Reconstruction (.npy), user units.")
 @click.option("--truth", "truth_path", type=click.Path(path_type=Path), help="Clean frames, for NMSE and the plot.")
@@ -57,7 +67,8 @@ IMAGING_CASE_NAMES = ("chirps50", "chirps25", "chirpburst25", "chirpburst50")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @engine_options
 def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matrix_path, sigma_y, method, particles, sampler,
-                steps, eta, zeta, lam, dps_approx, samples, seed, out, truth_path, plot, hop, mask_label, force, quiet,
+                steps, eta, zeta, lam, dps_approx, samples, travel, restart, init, seed, out, truth_path, plot, hop,
+                mask_label, force, quiet,
                 datatype, sample_rate, scale, batch, **engine) -> None:
     """Recover frames x from measurements y = A x + n with BUNDLE's diffusion prior (DDNM+, DiffPIR or DPS).
 
@@ -69,9 +80,14 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
 
     denoiser = load_denoiser(bundle, **engine)
     steps = distilled_steps(denoiser, steps)
+    travel, restart = tuple(travel or (0, 0)), tuple(restart or ())
+    if init != "noise" and not restart:
+        raise InputError(f"--init {init} is where --restart's rounds begin: give --restart T[,T...] or leave --init out")
     if str(y_path) == "-" or str(out) == "-" or is_recording(y_path):
-        if method in ("dps", "smc") or samples > 1 or truth_path is not None or plot is not None:
-            raise InputError("recordings run with --method ddnm or diffpir, one sample, no --truth/--plot")
+        if method in ("dps", "smc") or samples > 1 or truth_path is not None or plot is not None or travel != (0, 0) \
+                or restart:
+            raise InputError("recordings run with --method ddnm or diffpir, one sample, no --truth/--plot/--travel/"
+                             "--restart")
         from edgediff import __version__
 
         generator = f"edgediff {__version__} {method}-{steps} seed={seed} bundle={denoiser.bundle.root.name}"
@@ -83,6 +99,7 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         return
     from edgediff.runtime.atomic import save_npy
     from edgediff.runtime.inverse import build, reconstruct as run
+    from edgediff.runtime.inverse.methods import restart_calls
 
     from edgediff.tools.cli.outputs import check_outputs
 
@@ -106,15 +123,19 @@ def reconstruct(bundle, y_path, operator, mask_path, factor, no_antialias, matri
         check_smc_memory(particles, len(y), denoiser)
         total = -(-len(y) // max(1, denoiser.max_batch // particles)) * steps
     else:
-        total = -(-len(y) // denoiser.max_batch) * steps * samples
+        calls = restart_calls(denoiser.schedule, steps, travel, restart, first=init == "noise") \
+            if method == "ddnm" and sampler == "ddim" else steps
+        total = -(-len(y) // denoiser.max_batch) * calls * samples
     with click.progressbar(length=total, label=f"{method} x{len(y)}", hidden=quiet, show_pos=True) as bar:
         x, res = run(denoiser, y, op, sigma_y, method=method, steps=steps, seed=seed, eta=eta, zeta=zeta, lam=lam,
                      exact=False if dps_approx else None, samples=samples, sampler=sampler, particles=particles,
-                     progress=bar.update)
+                     travel=travel, restart=restart, init=None if init == "noise" else init, progress=bar.update)
     draws = x if method == "smc" and samples > 1 else None  # (N, K, ...): K draws from the final particles
     if draws is not None:
         x = draws.mean(axis=1)
     mean = f", mean of {samples} posterior samples" if samples > 1 else ""
+    mean += f", walked {travel[0]}:{travel[1]}" if travel != (0, 0) else ""
+    mean += (f", restarted at {'/'.join(map(str, restart))}" + (" from LMMSE" if init == "lmmse" else "")) if restart else ""
     if method == "smc":
         mean = (f", {samples} draws from {particles} weighted particles (saved)" if draws is not None
                 else f", weighted mean of {particles} particles")
