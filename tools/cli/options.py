@@ -52,6 +52,20 @@ def load_denoiser(bundle: Path, *, backend: str, device: str | None, threads: in
     return denoiser
 
 
+def walk_options(method: str, start: str, travel_use: str, restart_use: str) -> Callable[..., Any]:
+    """--travel L:R and --restart T,... for DDNM+ (``method`` names it in the help), with where each paid."""
+    from edgediff.tools.cli.types import RESTART, TRAVEL
+
+    return lambda f: _decorated(f, [
+        click.option("--travel", type=TRAVEL, metavar="L:R",
+                     help=f"{method}: DDNM+'s time-travel trick: after every L steps noise back and walk them again, "
+                          f"R times (about 1 + R times the calls{travel_use})."),
+        click.option("--restart", type=RESTART, metavar="T[,T...]",
+                     help=f"{method}: then one round per timestep T, --samples passes (walked with --travel where "
+                          f"given) restarted at T from {start} so far, their mean the next ({restart_use})."),
+    ])
+
+
 def stream_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Raw streams (--y - / --out -) and the frames per engine call of recordings and streams."""
     from edgediff.runtime.recording import STREAM_TYPES

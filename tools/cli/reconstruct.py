@@ -11,8 +11,8 @@ import numpy as np
 from edgediff.tools.cli import cli
 from edgediff.runtime.errors import InputError
 from edgediff.tools.arrays import load_array
-from edgediff.tools.cli.options import engine_options, load_denoiser, stream_options
-from edgediff.tools.cli.types import RESTART, SEED, TRAVEL, CommaList, Finite, count, non_negative, positive
+from edgediff.tools.cli.options import engine_options, load_denoiser, stream_options, walk_options
+from edgediff.tools.cli.types import SEED, CommaList, Finite, count, non_negative, positive
 
 #: bench-reconstruct's cases (edgediff.tools.bench_reconstruct.CASES, named here so that --help stays light)
 CASE_NAMES = ("miss50", "miss75", "burst25", "denoise10", "decimate2")
@@ -46,13 +46,8 @@ IMAGING_CASE_NAMES = ("chirps50", "chirps25", "chirpburst25", "chirpburst50")
 @click.option("--dps-approx", is_flag=True, help="DPS without the network Jacobian even when gradients exist.")
 @click.option("--samples", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
               help="Average K posterior samples (seeds SEED .. SEED+K-1): the posterior-mean estimate, K x steps NFE.")
-@click.option("--travel", type=TRAVEL, metavar="L:R",
-              help="ddnm: DDNM+'s time-travel trick: after every L steps noise back and walk them again, R times "
-                   "(about 1 + R times the calls).")
-@click.option("--restart", type=RESTART, metavar="T[,T...]",
-              help="ddnm: then one round per timestep T, --samples passes (walked with --travel where given) "
-                   "restarted at T from the mean so far, their mean the next (--travel 10:4 --samples 4 --restart "
-                   "600,500 --init lmmse at 75 % of QPSK samples missing: README, Reconstruction).")
+@walk_options("ddnm", "the mean", "", "--travel 10:4 --samples 4 --restart 600,500 --init lmmse at 75 % of QPSK "
+              "samples missing: README, Reconstruction")
 @click.option("--init", type=click.Choice(["noise", "lmmse"]), default="noise", show_default=True,
               help="--restart: where the rounds begin: the mean of --samples passes from noise, or lmmse (the "
                    "bundle's covariance, stats.npz) with no first passes.")

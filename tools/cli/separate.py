@@ -9,7 +9,7 @@ import numpy as np
 
 from edgediff.tools.arrays import load_array
 from edgediff.tools.cli import cli
-from edgediff.tools.cli.options import engine_options, load_denoiser
+from edgediff.tools.cli.options import engine_options, load_denoiser, walk_options
 from edgediff.tools.cli.types import RESTART, SEED, TRAVEL, Finite, count, non_negative, positive
 
 
@@ -27,13 +27,8 @@ from edgediff.tools.cli.types import RESTART, SEED, TRAVEL, Finite, count, non_n
               help="Reverse steps (joint) or iterations (alpha-rgs): network calls per source [100; alpha-rgs 200].")
 @click.option("--samples", type=count(1, 1000), default=1, show_default=True,
               help="Joint methods: average K posterior samples (seeds SEED..SEED+K-1).")
-@click.option("--travel", type=TRAVEL, metavar="L:R",
-              help="joint-ddnm: DDNM+'s time-travel trick: after every L steps noise back and walk them again, R "
-                   "times (about 1 + R times the calls; 10:4 at 0 dB against rf-qpsk-fast: README, Separation).")
-@click.option("--restart", type=RESTART, metavar="T[,T...]",
-              help="joint-ddnm: then one round per timestep T, --samples passes (walked with --travel where given) "
-                   "restarted at T from the SOI so far, their mean the next (600,500,400,300 at 0 dB against "
-                   "rf-qpsk-fast: README, Separation).")
+@walk_options("joint-ddnm", "the SOI", "; 10:4 at 0 dB against rf-qpsk-fast: README, Separation",
+              "600,500,400,300 at 0 dB against rf-qpsk-fast: README, Separation")
 @click.option("--soi-power", type=positive(), help="SOI power in the mixture, mean |s|^2 per complex sample.")
 @click.option("--interference-power", type=positive(), help="Interferer power, mean |b|^2 per complex sample.")
 @click.option("--init", type=click.Choice(["auto", "lmmse", "wiener"]), default="auto", show_default=True,
