@@ -102,6 +102,32 @@ def test_a_killed_replacement_between_its_two_renames_brings_the_old_bundle_back
     assert leftovers(tmp_path) == []
 
 
+def test_a_prune_stopped_midway_leaves_no_half_checkpoint_under_a_final_name(tmp_path, monkeypatch):
+    """The deletion of an old checkpoint stopped after its first file, as a kill would stop it: the checkpoints
+    under final names stay whole (the old one is renamed away before anything of it is deleted), and what the
+    stopped deletion left is a temporary name."""
+    import torch
+
+    from edgediff.train import checkpoint
+
+    weights = {"w": torch.arange(3.0)}
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(3))])
+    for step in (1, 2):
+        checkpoint.save_checkpoint(tmp_path, step, weights, weights, optimizer, {}, keep=2)
+
+    def killed_after_one_file(path, ignore_errors=False):
+        next(p for p in Path(path).rglob("*") if p.is_file()).unlink()
+        raise KeyboardInterrupt  # the process stops here
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed_after_one_file)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(tmp_path, 3, weights, weights, optimizer, {}, keep=2)
+    files = {"model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json"}
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000002", "step_00000003"]
+    assert all({f.name for f in p.iterdir()} == files for p in list_checkpoints(tmp_path))
+    assert len(leftovers(tmp_path)) == 1
+
+
 def test_a_run_killed_during_checkpoint_writes_resumes_to_the_uninterrupted_weights(tmp_path):
     args = ["train", "--dataset", "gmm2d", "--width", "32", "--T", "100", "--steps", "150", "--batch", "64",
             "--checkpoint-every", "1", "--quiet", "--device", "cpu"]

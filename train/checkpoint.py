@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from edgediff.runtime.atomic import atomic_directory, atomic_path
+from edgediff.runtime.atomic import TMP_PREFIX, atomic_directory, atomic_path, reclaim, tmp_prefix
 from edgediff.runtime.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -107,9 +109,21 @@ def save_checkpoint(
         save_file({k: v.detach().cpu().contiguous() for k, v in ema.items()}, str(tmp / "ema.safetensors"))
         save_file({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()}, str(tmp / "optimizer.safetensors"))
         (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizer": opt_meta}, indent=1))
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune(root, keep)
     return target
+
+
+def prune(root: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, each renamed to a temporary name first: a kill in the
+    middle of a deletion leaves a leftover (reclaimed by a later save), never a half checkpoint under a final
+    name; and reclaim what dead processes left, such as a deletion they did not finish."""
+    for entry in root.iterdir():
+        if entry.name.startswith(TMP_PREFIX):
+            reclaim(root / entry.name[len(TMP_PREFIX):].split(".", 1)[0])
+    for old in list_checkpoints(root)[:-keep]:
+        aside = Path(tempfile.mkdtemp(prefix=tmp_prefix(old), dir=root))
+        os.replace(old, aside / "x")
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def list_checkpoints(root: Path) -> list[Path]:
