@@ -117,9 +117,9 @@ def prune(root: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` checkpoints, each renamed to a temporary name first: a kill in the
     middle of a deletion leaves a leftover (reclaimed by a later save), never a half checkpoint under a final
     name; and reclaim what dead processes left, such as a deletion they did not finish."""
-    for entry in root.iterdir():
-        if entry.name.startswith(TMP_PREFIX):
-            reclaim(root / entry.name[len(TMP_PREFIX):].split(".", 1)[0])
+    # one reclaim per target (it scans the folder itself), not one per leftover; step_ names hold no dot
+    for name in {e.name[len(TMP_PREFIX):].split(".", 1)[0] for e in root.iterdir() if e.name.startswith(TMP_PREFIX)}:
+        reclaim(root / name)
     for old in list_checkpoints(root)[:-keep]:
         aside = Path(tempfile.mkdtemp(prefix=tmp_prefix(old), dir=root))
         os.replace(old, aside / "x")
