@@ -3,12 +3,14 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.onnx
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def edgediff(*args):
@@ -97,6 +99,23 @@ def test_bench_separate_small(tmp_path):
                                                  "joint DDNM+ (2, mean of 2)")] == [2, 4, 3, 4]
     assert all(0 <= r["ber"] <= 1 and np.isfinite(r["mse_db"]) for k, r in rows.items() if not k.startswith("_"))
     assert "targets" in report and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_frame_seed_0_is_the_benchmarks_frames_and_another_seed_others(tmp_path):
+    """Seed 0's frames reproduce the shipped +3 dB LMMSE row exactly; --frame-seed 1 scores other frames and says so."""
+    shipped = json.loads((ROOT / "docs/bench/separate-restart.json").read_text())["interferers"]["rf-qpsk-fast"]["3"]
+    rows = {}
+    for seed in (0, 1):
+        out = tmp_path / f"{seed}.json"
+        res = edgediff("bench-separate", "--frames", "100", "--steps", "1", "--sinr", "3", "--interference",
+                       "rf-qpsk-fast", "--frame-seed", seed, "--json", out)
+        assert res.returncode == 0, res.stderr
+        report = json.loads(out.read_text())
+        assert report.get("frame_seed", 0) == seed
+        rows[seed] = report["interferers"]["rf-qpsk-fast"]["3"]["LMMSE (both covariances)"]
+    assert rows[0]["ber"] == shipped["LMMSE (both covariances)"]["ber"]
+    assert rows[0]["mse_db"] == pytest.approx(shipped["LMMSE (both covariances)"]["mse_db"], abs=1e-9)
+    assert rows[1]["mse_db"] != pytest.approx(rows[0]["mse_db"], abs=1e-3)
 
 
 def test_time_travel_in_separate_and_its_bench_rows(mixture, tmp_path):
