@@ -105,7 +105,8 @@ def frames(interferer: str, n: int, length: int, seed: int) -> tuple[np.ndarray,
 
 def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarray, sinr: float, steps: int,
               psds: tuple[np.ndarray, np.ndarray], smc_particles: int = 0, samples: int = 1,
-              travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = ()) -> dict[str, Any]:
+              travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = (),
+              only: tuple[str, ...] = ()) -> dict[str, Any]:
     p_s, p_b0 = 2 * np.mean(s**2), 2 * np.mean(b**2)
     b = b * np.sqrt(p_s / p_b0 * 10 ** (-sinr / 10))
     y = s + b
@@ -124,7 +125,13 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
     score("LMMSE (both covariances)", "baseline", x_lmmse, 0.0, 0)
     scale = p_b0 and 10 ** (-sinr / 10) * p_s / p_b0
     score("fixed Wiener filter", "baseline", fixed_wiener(y, psds[0], psds[1] * scale, 2 * sigma_y**2), 0.0, 0)
-    for name, (kind, fn, nfe) in methods(soi_d, interf_d, steps, smc_particles, samples, travel, restart).items():
+    chosen = methods(soi_d, interf_d, steps, smc_particles, samples, travel, restart)
+    for text in only:
+        if not any(text in name for name in chosen):
+            raise InputError(f"--row {text!r} names none of the rows: choose a part of one of: {'; '.join(chosen)}")
+    for name, (kind, fn, nfe) in chosen.items():
+        if only and not any(text in name for text in only):
+            continue
         start = time.perf_counter()
         est = fn(y, sigma_y, amp, x_lmmse)
         score(name, kind, est, time.perf_counter() - start, nfe)
@@ -137,9 +144,11 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
 def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: tuple[int, ...] = SINRS,
                   progress: Callable[[str], Any] | None = None, smc_particles: int = 0, samples: int = 1,
                   travel: tuple[int, int] = (0, 0), restart: tuple[int, ...] = (),
-                  frame_seed: int = 0) -> dict[str, Any]:
+                  frame_seed: int = 0, only: tuple[str, ...] = ()) -> dict[str, Any]:
     """``frame_seed`` picks the held-out frames: 0 are the benchmark's (the README's figures); any other seed's
-    frames share none of their draws, for choosing a recipe that is then scored on seed 0's."""
+    frames share none of their draws, for choosing a recipe that is then scored on seed 0's. ``only``: run just
+    the diffusion rows whose name holds one of these parts (the baselines always run); a restarted row draws
+    the same whether or not its walked mean's row ran (it then draws that mean itself, in its time)."""
     from edgediff.tools.bench import machine
 
     soi_d = load(soi, backend="ort")
@@ -149,6 +158,8 @@ def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: t
                               "interferers": {}}
     if frame_seed:
         report["frame_seed"] = frame_seed
+    if only:
+        report["rows"] = list(only)
     for interferer in interferers:
         interf_d = load(interferer, backend="ort")
         name = (interf_d.bundle.manifest.get("data") or {}).get("dataset")
@@ -162,7 +173,7 @@ def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: t
         points = {}
         for sinr in sinrs:
             points[str(sinr)] = run_point(soi_d, interf_d, s, truth, b, float(sinr), steps, psds, smc_particles,
-                                          samples, travel, restart)
+                                          samples, travel, restart, only)
             if progress is not None:
                 progress(f"{name} {sinr:+d} dB done")
         report["interferers"][name] = points

@@ -161,6 +161,19 @@ def test_restarts_in_separate_and_their_bench_row(mixture, tmp_path):
     assert rows["joint DDNM+ (8, travel 2x1, mean of 2, restart 700/500)"]["nfe_per_source"] == 2 * (14 + 9 + 6)
     assert rows["joint DDNM+ (from LMMSE, travel 2x1, mean of 2, restart 700/500)"]["nfe_per_source"] == 2 * (9 + 6)
     assert rows["joint DDNM+ (8, travel 2x1, mean of 2)"]["nfe_per_source"] == 28
+    # --row runs that row alone: without its walked mean's row it draws that mean itself, the same draws
+    res = edgediff("bench-separate", "--frames", "2", "--steps", "8", "--sinr", "0", "--interference", "rf-qpsk-fast",
+                   "--travel", "2:1", "--samples", "2", "--restart", "700,500", "--row", "(8, travel 2x1, mean of 2, restart",
+                   "--json", tmp_path / "alone.json")
+    assert res.returncode == 0, res.stderr
+    alone = json.loads((tmp_path / "alone.json").read_text())["interferers"]["rf-qpsk-fast"]["0"]
+    name = "joint DDNM+ (8, travel 2x1, mean of 2, restart 700/500)"
+    assert [k for k in alone if alone[k].get("kind") == "diffusion"] == [name]
+    assert (alone[name]["ber"], alone[name]["mse_db"]) == (rows[name]["ber"], rows[name]["mse_db"])
+    res = edgediff("bench-separate", "--frames", "2", "--steps", "8", "--sinr", "0", "--interference", "rf-qpsk-fast",
+                   "--row", "restart 600", "--json", tmp_path / "none.json")
+    assert res.returncode == 2 and "--row 'restart 600' names none of the rows" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "none.json").exists()
 
 
 def test_the_10x_verdict_needs_sinrs_that_bound_lmmses_range():

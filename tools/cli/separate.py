@@ -144,10 +144,13 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
 @click.option("--frame-seed", type=click.IntRange(0, 1 << 31), default=0, show_default=True,
               help="Which held-out frames: 0 is the benchmark's; choose recipes (--restart, --travel) on another "
                    "seed's frames, then score them on 0's.")
+@click.option("--row", "only", multiple=True, metavar="TEXT",
+              help="Run only the diffusion rows whose name holds TEXT (repeatable); the baselines always run. A "
+                   "restarted row draws the same without its walked mean's row (it draws that mean itself).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--plot", type=click.Path(path_type=Path), help="BER and MSE against SINR (PNG).")
 @click.option("--force", is_flag=True, help="Replace output files that exist.")
-def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, samples, travel, restart, frame_seed,
+def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, samples, travel, restart, frame_seed, only,
                    json_out, plot, force) -> None:
     """BER and SOI MSE against SINR: joint diffusion and alpha-RGS against matched filter, LMMSE and fixed filter."""
     from edgediff.runtime.atomic import write_json
@@ -158,7 +161,8 @@ def bench_separate(soi, interferers, frames, steps, sinrs, smc_particles, sample
     report = run_benchmark(str(soi), [str(i) for i in interferers], frames, steps,
                            tuple(int(round(s)) for s in sinrs) or SINRS, progress=lambda m: click.echo(m, err=True),
                            smc_particles=smc_particles, samples=samples, travel=tuple(travel) if travel else (0, 0),
-                           restart=tuple(restart or ()), frame_seed=frame_seed)
+                           restart=tuple(restart or ()), frame_seed=frame_seed,
+                           only=tuple(only))
     for line in table(report):
         click.echo(line)
     if plot is not None:
