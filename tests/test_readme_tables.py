@@ -93,6 +93,23 @@ def test_restarts_table_matches_its_json():
         assert points[str(sinr)][RESTART_COLUMNS[1]]["ber"] == travel[str(sinr)][RESTART_COLUMNS[1]]["ber"]
 
 
+#: The restarts table with 8 samples a round (README, Separation): the recipe chosen on held-out frames
+#: (--frame-seed 1) and scored on the bench's, its rows alone (--row).
+RESTART8_COLUMNS = ("LMMSE (both covariances)", "joint DDNM+ (100, travel 10x4, mean of 8)",
+                    "joint DDNM+ (100, travel 10x4, mean of 8, restart 600/500/400/300)")
+
+
+def test_restarts_with_8_samples_table_matches_its_json():
+    bench = json.loads((BENCH / "separate-restart-8.json").read_text())
+    shown = table_after(README.read_text(), "SOI rf-qpsk, interferer rf-qpsk-fast, **restarts with 8 samples a round**")
+    assert shown == against_lmmse(bench, RESTART8_COLUMNS), "README 8-sample restarts table differs from its JSON"
+    assert bench["rows"] == ["(100, travel 10x4, mean of 8"] and "frame_seed" not in bench  # the bench's frames
+    # its LMMSE row is the 4-sample table's, point for point: the same frames
+    four = json.loads((BENCH / "separate-restart.json").read_text())["interferers"]["rf-qpsk-fast"]
+    for sinr in bench["sinr_db"]:
+        assert bench["interferers"]["rf-qpsk-fast"][str(sinr)][RESTART8_COLUMNS[0]] == four[str(sinr)][RESTART8_COLUMNS[0]]
+
+
 def reconstruction_row(dataset: str, result: dict) -> str:
     methods = result["methods"]
 

@@ -56,7 +56,8 @@ def test_every_figure_names_a_place_that_quotes_it():
 def test_a_prior_selects_the_figures_that_read_it():
     fast = [f.name for f in fg.select(["rf-qpsk-fast"])]
     assert fast == ["evaluate-rf-qpsk-fast", "evaluate-rf-qpsk-fast-denoise", "separate", "separate-smc",
-                    "separate-posterior-mean", "separate-samples-4", "separate-travel", "separate-restart", "priors-progress"]
+                    "separate-posterior-mean", "separate-samples-4", "separate-travel", "separate-restart", "separate-restart-8",
+                    "priors-progress"]
     assert len(fg.select([])) == len(fg.FIGURES)
     assert all("rf-mix" in f.priors for f in fg.select(["rf-mix"]))
     with pytest.raises(InputError, match="no README figure reads a prior named 'rf-nope'"):

@@ -141,7 +141,7 @@ def separate(soi, interference, y_path, sigma_y, method, particles, steps, sampl
 @click.option("--restart", type=RESTART, metavar="T[,T...]",
               help="Add joint DDNM+ (walked with --travel where given) averaging --samples samples, then one round "
                    "per timestep T restarted there from the SOI so far.")
-@click.option("--frame-seed", type=click.IntRange(0, 1 << 31), default=0, show_default=True,
+@click.option("--frame-seed", type=click.IntRange(0, 1 << 20), default=0, show_default=True,
               help="Which held-out frames: 0 is the benchmark's; choose recipes (--restart, --travel) on another "
                    "seed's frames, then score them on 0's.")
 @click.option("--row", "only", multiple=True, metavar="TEXT",
