@@ -125,13 +125,12 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
     score("LMMSE (both covariances)", "baseline", x_lmmse, 0.0, 0)
     scale = p_b0 and 10 ** (-sinr / 10) * p_s / p_b0
     score("fixed Wiener filter", "baseline", fixed_wiener(y, psds[0], psds[1] * scale, 2 * sigma_y**2), 0.0, 0)
-    chosen = methods(soi_d, interf_d, steps, smc_particles, samples, travel, restart)
+    rows_all = methods(soi_d, interf_d, steps, smc_particles, samples, travel, restart)
     for text in only:
-        if not any(text in name for name in chosen):
-            raise InputError(f"--row {text!r} names none of the rows: choose a part of one of: {'; '.join(chosen)}")
+        if not any(text in name for name in rows_all):
+            raise InputError(f"--row {text!r} names none of the rows: choose a part of one of: {'; '.join(rows_all)}")
+    chosen = {name: row for name, row in rows_all.items() if not only or any(text in name for text in only)}
     for name, (kind, fn, nfe) in chosen.items():
-        if only and not any(text in name for text in only):
-            continue
         start = time.perf_counter()
         est = fn(y, sigma_y, amp, x_lmmse)
         score(name, kind, est, time.perf_counter() - start, nfe)
