@@ -119,7 +119,9 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
     def score(name: str, kind: str, estimate: np.ndarray, seconds: float, nfe: int) -> None:
         res = genie_receive(rf.from_iq(estimate).astype(np.complex128), truth, fmt)
         rows[name] = {"kind": kind, "ber": res.ber, "mse_db": float(10 * np.log10(np.mean((estimate - s) ** 2) / np.mean(s**2))),
-                      "nfe_per_source": nfe, "ms_per_frame": 1e3 * seconds / len(y)}
+                      "nfe_per_source": nfe, "ms_per_frame": 1e3 * seconds / len(y),
+                      "bit_errors": int(res.bit_errors.sum()), "bits": int(2 * res.symbols_scored.sum()),
+                      "frames_with_errors": int(np.count_nonzero(res.bit_errors))}
 
     score("no mitigation (matched filter on y)", "baseline", y, 0.0, 0)
     score("LMMSE (both covariances)", "baseline", x_lmmse, 0.0, 0)
@@ -136,7 +138,8 @@ def run_point(soi_d: Any, interf_d: Any, s: np.ndarray, truth: Any, b: np.ndarra
         score(name, kind, est, time.perf_counter() - start, nfe)
     best = min((r for r in rows.values() if r["kind"] == "diffusion"), key=lambda r: (r["ber"], r["mse_db"]))
     rows["_best_diffusion"] = {"ber": best["ber"], "mse_db": min(r["mse_db"] for r in rows.values()
-                                                                   if r.get("kind") == "diffusion")}
+                                                                   if r.get("kind") == "diffusion"),
+                               "bit_errors": best["bit_errors"], "bits": best["bits"]}
     return rows
 
 
@@ -183,10 +186,12 @@ def run_benchmark(soi: str, interferers: list[str], n: int, steps: int, sinrs: t
 def targets(report: dict[str, Any]) -> dict[str, Any]:
     """Where LMMSE's BER lies in [1e-3, 1e-1]: the best diffusion BER's improvement; MSE gain everywhere.
     The verdict holds for that whole range only where the SINRs measured bound it: LMMSE above 1e-1 at the
-    lowest and below 1e-3 at the highest (``lmmse_range_bounded``); otherwise ``ber_10x_met`` is False, unknown."""
+    lowest and below 1e-3 at the highest (``lmmse_range_bounded``); otherwise ``ber_10x_met`` is False, unknown.
+    Where the rows count their bits (reports since stop 77), ``bit_errors_where_lmmse_in_1e-3_1e-1`` gives the
+    counts behind each ratio and the most errors 10x allows: a ratio read off ten errors moves by one bit."""
     out = {}
     for name, points in report["interferers"].items():
-        ratios, gains = {}, {}
+        ratios, gains, counts = {}, {}, {}
         by_sinr = sorted(points.items(), key=lambda p: float(p[0]))
         lm_ber = [rows["LMMSE (both covariances)"]["ber"] for _, rows in by_sinr]
         bounded = bool(lm_ber) and lm_ber[0] > 1e-1 and lm_ber[-1] < 1e-3
@@ -195,10 +200,15 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
             gains[sinr] = lm["mse_db"] - rows["_best_diffusion"]["mse_db"]
             if 1e-3 <= lm["ber"] <= 1e-1:
                 ratios[sinr] = lm["ber"] / max(rows["_best_diffusion"]["ber"], 1e-6)
+                if "bit_errors" in lm and "bit_errors" in rows["_best_diffusion"]:
+                    counts[sinr] = {"lmmse": lm["bit_errors"], "best": rows["_best_diffusion"]["bit_errors"],
+                                    "bits": lm["bits"], "most_for_10x": lm["bit_errors"] // 10}
         out[name] = {"ber_ratio_where_lmmse_in_1e-3_1e-1": ratios, "mse_gain_db": gains,
                      "lmmse_range_bounded": bounded,
                      "ber_10x_met": bounded and bool(ratios) and all(r >= 10 for r in ratios.values()),
                      "mse_3db_met": all(g >= 3 for g in gains.values())}
+        if counts:
+            out[name]["bit_errors_where_lmmse_in_1e-3_1e-1"] = counts
     return out
 
 
@@ -210,8 +220,14 @@ def table(report: dict[str, Any]) -> list[str]:
             cells = ", ".join(f"{k}: {v['ber']:.4f} / {v['mse_db']:.1f} dB" for k, v in rows.items() if not k.startswith("_"))
             lines.append(f"  SINR {int(sinr):+3d} dB  {cells}")
         t = report["targets"][name]
+        counts = t.get("bit_errors_where_lmmse_in_1e-3_1e-1", {})
+
+        def ratio(sinr: str, value: float) -> str:
+            c = counts.get(sinr)
+            bits = f" ({c['best']} bit errors of {c['bits']}, LMMSE {c['lmmse']}; 10x allows {c['most_for_10x']})" if c else ""
+            return f"{sinr} dB: {value:.3g}x{bits}"
         lines.append(f"  targets: BER 10x lower where LMMSE is in [1e-3, 1e-1]: {t['ber_10x_met']} "
-                     f"({', '.join(f'{k} dB: {v:.3g}x' for k, v in t['ber_ratio_where_lmmse_in_1e-3_1e-1'].items()) or 'no such SINR'}); "
+                     f"({', '.join(ratio(k, v) for k, v in t['ber_ratio_where_lmmse_in_1e-3_1e-1'].items()) or 'no such SINR'}); "
                      f"MSE >= 3 dB better everywhere: {t['mse_3db_met']}")
         if not t["lmmse_range_bounded"]:
             lines.append("  (the SINRs measured do not bound LMMSE's [1e-3, 1e-1]: add --sinr points below and "

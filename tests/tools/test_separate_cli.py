@@ -114,6 +114,9 @@ def test_frame_seed_0_is_the_benchmarks_frames_and_another_seed_others(tmp_path)
         assert report.get("frame_seed", 0) == seed
         rows[seed] = report["interferers"]["rf-qpsk-fast"]["3"]["LMMSE (both covariances)"]
     assert rows[0]["ber"] == shipped["LMMSE (both covariances)"]["ber"]
+    # the counts behind it: 48 bits a frame scored, 106 of 4800 wrong, in some frames, not all
+    assert rows[0]["bits"] == 4800 and rows[0]["bit_errors"] == round(rows[0]["ber"] * 4800) == 106
+    assert 0 < rows[0]["frames_with_errors"] < 100
     assert rows[0]["mse_db"] == pytest.approx(shipped["LMMSE (both covariances)"]["mse_db"], abs=1e-9)
     assert rows[1]["mse_db"] != pytest.approx(rows[0]["mse_db"], abs=1e-3)
 
@@ -197,3 +200,25 @@ def test_the_10x_verdict_needs_sinrs_that_bound_lmmses_range():
     assert targets(report)["whole"]["ber_10x_met"]
     lines = table(report)
     assert sum("do not bound LMMSE" in line for line in lines) == 1 and any("3 dB: 5x" in line for line in lines)
+    assert "bit_errors_where_lmmse_in_1e-3_1e-1" not in report["targets"]["whole"]  # reports before the counts
+
+
+def test_the_verdict_gives_the_bit_counts_behind_its_ratio():
+    """A ratio read off a few bit errors moves by one bit: the targets give the counts and what 10x allows."""
+    from edgediff.tools.bench_separate import table, targets
+
+    def point(lmmse, best):
+        rows = {"LMMSE (both covariances)": {"ber": lmmse / 4800, "mse_db": -6.0, "bit_errors": lmmse, "bits": 4800}}
+        rows["_best_diffusion"] = {"ber": best / 4800, "mse_db": -19.0, "bit_errors": best, "bits": 4800}
+        return rows
+
+    report = {"soi": "rf-qpsk", "frames": 100, "interferers": {"q": {"-3": point(600, 300), "0": point(442, 41),
+                                                                     "3": point(106, 11), "6": point(0, 0)}}}
+    report["targets"] = t = targets(report)["q"]
+    assert t["lmmse_range_bounded"] and not t["ber_10x_met"]  # 106 / 11 = 9.64x
+    assert t["bit_errors_where_lmmse_in_1e-3_1e-1"] == {"0": {"lmmse": 442, "best": 41, "bits": 4800, "most_for_10x": 44},
+                                                        "3": {"lmmse": 106, "best": 11, "bits": 4800, "most_for_10x": 10}}
+    report["targets"] = {"q": t}
+    assert any("3 dB: 9.64x (11 bit errors of 4800, LMMSE 106; 10x allows 10)" in line for line in table(report))
+    report["interferers"]["q"]["3"] = point(106, 10)
+    assert targets(report)["q"]["ber_10x_met"]  # the count 10x allows meets it
