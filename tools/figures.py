@@ -76,7 +76,7 @@ FIGURES = (
                                           "docs/bench/reconstruct.json", "--force"), "Reconstruction", 5.0),
     Figure("reconstruct-nfe", (QPSK, CHIRP), ("bench-reconstruct", QPSK, CHIRP, "--nfe-curve", "--frames", "16", "--json",
                                               "docs/bench/reconstruct-nfe.json", "--plot", "docs/img/reconstruct-nfe.png",
-                                              "--force"), "Sequential Monte Carlo", 3.0),
+                                              "--force"), "Sequential Monte Carlo", 17.0),
     Figure("separate", (QPSK, CHIRP, FAST), ("bench-separate", "--frames", "100", "--json", "docs/bench/separate.json",
                                              "--plot", "docs/img/separate.png", "--force"), "Separation", 35.0),
     Figure("separate-smc", (QPSK, CHIRP, FAST), ("bench-separate", "--frames", "10", "--steps", "40", "--sinr", "-12",

@@ -52,7 +52,19 @@ def test_the_nfe_curve_has_every_budget_and_lmmse(tmp_path, unet_bundle):
 
     grid = [g for g in NFE_GRID if g[2] <= 100]  # the tiny bundle's schedule has T = 100
     assert curve["case"].startswith("75 %") and len(curve["rows"]) == len(grid) and curve["skipped_beyond_T"]
-    assert [r["nfe"] for r in curve["rows"]] == [steps * k for _, _, steps, k in grid]
+    plain = [(r, g) for r, g in zip(curve["rows"], grid) if not g[1].startswith("ddnm-")]
+    assert [r["nfe"] for r, g in plain] == [g[2] * g[3] for r, g in plain]
+    # the walked mean of 8 and its restarted rounds (at 60/50/40/30 of the tiny schedule's T = 100), as
+    # `reconstruct --travel --restart` counts their calls
+    from edgediff.runtime.backends import load
+    from edgediff.runtime.inverse.methods import restart_calls
+
+    walked, restarted = curve["rows"][-2:]
+    sched = load(unet_bundle, backend="ort").schedule
+    assert walked["travel"] == restarted["travel"] == [10, 4] and restarted["restart"] == [60, 50, 40, 30]
+    assert walked["nfe"] == 8 * restart_calls(sched, 100, (10, 4)) == 8 * 460
+    assert restarted["nfe"] == 8 * restart_calls(sched, 100, (10, 4), (60, 50, 40, 30))
+    assert "walked 10x4, mean of 8, restart 60/50/40/30" in res.stdout
     assert all(np.isfinite(r["nmse_db"]) and r["ms_per_frame"] > 0 for r in curve["rows"])
     assert np.isfinite(curve["lmmse"]["nmse_db"]) and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
     assert "dB over LMMSE" in res.stdout
