@@ -47,8 +47,11 @@ GPU_PYTHON ?= python3
 GPU_ARGS ?=
 GPU_SITE ?= /tmp/edgediff-site
 # where the stages start from and train into: runs/carry when `edgediff priors carry` made it (the
-# device copy carries it), else runs/gpu (empty there: the call starts from the shipped priors)
-GPU_RUNS ?= runs/gpu
+# device copy carries it), else runs/gpu (empty there: the call starts from the shipped priors); a dry
+# run's toy stages go to OUT/dry-runs, never beside the real runs in runs/gpu
+GPU_RUNS ?= $(if $(findstring --dry-run,$(GPU_ARGS)),$(OUT)/dry-runs,runs/gpu)
+# a path to the interpreter is made absolute: the recipe runs from GPU_SITE
+GPU_PY = $(if $(findstring /,$(GPU_PYTHON)),$(abspath $(GPU_PYTHON)),$(GPU_PYTHON))
 # It runs from outside the checkout: `python -m` puts the working folder first on sys.path, and
 # the checkout's own edgediff/ folder (no subpackages) would shadow the linked package.
 gpu-priors:
@@ -56,7 +59,7 @@ gpu-priors:
 	rm -rf $(GPU_SITE) && mkdir -p $(GPU_SITE)/edgediff
 	cp -rs $(CURDIR)/edgediff/. $(GPU_SITE)/edgediff/
 	for d in runtime train export tools priors; do ln -s $(CURDIR)/$$d $(GPU_SITE)/edgediff/$$d; done
-	cd $(GPU_SITE) && PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m edgediff priors continue \
+	cd $(GPU_SITE) && PYTHONPATH=$(GPU_SITE) PYTHONUNBUFFERED=1 $(GPU_PY) -m edgediff priors continue \
 	  --out $(abspath $(OUT)) --runs $(abspath $(GPU_RUNS)) $(GPU_ARGS)
 
 # qemu-user-static and debootstrap run the ARM64 (Jetson CPU) tests; installed when we may (root + apt),

@@ -24,6 +24,24 @@ ROOT = Path(__file__).resolve().parents[2]
 FRAMES = 16  # frames each adopt samples from both bundles: its score, not its quality, is under test
 
 
+def test_make_gpu_priors_finds_a_relative_interpreter_and_keeps_dry_runs_out_of_runs_gpu():
+    """The recipe runs from GPU_SITE, so a relative GPU_PYTHON (the Makefile's own example) is made absolute;
+    a dry run's toy stages go to OUT/dry-runs unless GPU_RUNS is given, never beside the real runs."""
+    def recipe(*args):
+        res = subprocess.run(["make", "-n", "-s", "-C", str(ROOT), "gpu-priors", *args], capture_output=True, text=True,
+                             timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    dry = recipe("GPU_PYTHON=.venv/bin/python", "OUT=out/x", "GPU_ARGS=--dry-run rf-qpsk")
+    assert f" {ROOT}/.venv/bin/python -m edgediff priors continue" in dry
+    assert f"--out {ROOT}/out/x --runs {ROOT}/out/x/dry-runs --dry-run rf-qpsk" in dry
+    real = recipe("OUT=/tmp/o", "GPU_ARGS=--seconds 320 rf-qpsk")
+    assert " python3 -m edgediff priors continue" in real and f"--runs {ROOT}/runs/gpu --seconds 320" in real
+    carried = recipe("OUT=/tmp/o", "GPU_RUNS=runs/carry", "GPU_ARGS=--dry-run rf-qpsk")
+    assert f"--runs {ROOT}/runs/carry --dry-run" in carried
+
+
 def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     runs, out = tmp_path / "runs", tmp_path / "out"
     # exactly what a GPU session runs (make gpu-priors: the package linked onto PYTHONPATH, no install)
