@@ -42,6 +42,19 @@ def test_make_gpu_priors_finds_a_relative_interpreter_and_keeps_dry_runs_out_of_
     assert f"--runs {ROOT}/runs/carry --dry-run" in carried
 
 
+def test_continue_refuses_an_out_holding_an_earlier_calls_parts(tmp_path):
+    """The packed parts of an earlier call not yet unpacked are never overwritten: refused before any training."""
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    out.mkdir()
+    (out / "runs.tar.part00").write_bytes(b"an earlier call's runs")
+    res = subprocess.run([sys.executable, "-m", "edgediff", "priors", "continue", "rf-chirp", "--out", str(out), "--runs",
+                          str(runs), "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "holds runs.tar.part00 from an earlier call" in res.stderr and "another --out" in res.stderr
+    assert [p.name for p in out.iterdir()] == ["runs.tar.part00"] and not runs.exists()
+    assert (out / "runs.tar.part00").read_bytes() == b"an earlier call's runs"
+
+
 def test_the_device_script_dry_run_then_unpack_and_adopt(tmp_path, monkeypatch):
     runs, out = tmp_path / "runs", tmp_path / "out"
     # exactly what a GPU session runs (make gpu-priors: the package linked onto PYTHONPATH, no install)
