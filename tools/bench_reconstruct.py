@@ -228,7 +228,7 @@ def restart_timesteps(T: int) -> tuple[int, ...]:
 
 def _curve_run(setup: Setup, method: str, steps: int, k: int, problem: Problem, seed: int) -> tuple[np.ndarray, int]:
     d, sched = setup.denoiser, setup.denoiser.schedule
-    if method in ("ddnm-walked", "ddnm-restart"):  # the user's path: `edgediff reconstruct --travel --restart`
+    if method.startswith("ddnm-"):  # walked / restarted: the user's path, `edgediff reconstruct --travel --restart`
         from edgediff.runtime.inverse import reconstruct
 
         again = restart_timesteps(sched.T) if method == "ddnm-restart" else ()

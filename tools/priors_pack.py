@@ -14,6 +14,16 @@ from edgediff.runtime.errors import InputError
 PART_BYTES = 15 * 1024 * 1024
 #: What comes back of a run: everything but checkpoints and snapshots (EMA weights carry the stage).
 PACKED = ("config.json", "weights.safetensors", "loss.csv", "summary.json", "curve.json", "train.log", "curve.log")
+#: The parts' names in OUT: runs.tar.part00, runs.tar.part01, ...
+PART_PREFIX = "runs.tar.part"
+
+
+def refuse_earlier_parts(out: Path) -> None:
+    """Before a call trains anything: its parts would overwrite those of an earlier call not yet unpacked."""
+    earlier = sorted(p.name for p in out.glob(PART_PREFIX + "*")) if out.is_dir() else []
+    if earlier:
+        raise InputError(f"{out} holds {', '.join(earlier)} from an earlier call: unpack them (edgediff priors "
+                         "unpack) and move them away, or give another --out")
 
 
 def pack(runs: list[Path], extra: list[Path], out: Path, part_bytes: int = PART_BYTES) -> list[Path]:
@@ -30,7 +40,7 @@ def pack(runs: list[Path], extra: list[Path], out: Path, part_bytes: int = PART_
                 tar.add(path, arcname=path.name)
     parts, data = [], whole.read_bytes()
     for i in range(0, max(1, len(data)), part_bytes):
-        part = out / f"runs.tar.part{i // part_bytes:02d}"
+        part = out / f"{PART_PREFIX}{i // part_bytes:02d}"
         part.write_bytes(data[i:i + part_bytes])
         parts.append(part)
     whole.unlink()

@@ -69,12 +69,7 @@ def continue_cmd(names, runs, out, seconds, bench_seconds, study, curve_n, devic
     from edgediff.tools import priors_pack
     from edgediff.tools.priors import summary_line
 
-    from edgediff.runtime.errors import InputError
-
-    earlier = sorted(p.name for p in out.glob("runs.tar.part*")) if out.is_dir() else []
-    if earlier:  # checked before any training: the new parts would overwrite an earlier call's
-        raise InputError(f"{out} holds {', '.join(earlier)} from an earlier call: unpack them (edgediff priors "
-                         "unpack) and move them away, or give another --out")
+    priors_pack.refuse_earlier_parts(out)
     if dry_run:  # a toy size: seconds per stage, whatever the real call's budget
         device, curve_n, seconds = "cpu", min(curve_n, 16), min(seconds, DRY_SECONDS)
     out.mkdir(parents=True, exist_ok=True)
