@@ -137,7 +137,7 @@ def _res(r: Any) -> tuple[np.ndarray, float]:
     return r.x, r.nfe_equivalent
 
 
-def run_case(setup: Setup, case: str, steps: int) -> dict[str, Any]:
+def run_case(setup: Setup, case: str, steps: int, walked: bool = False) -> dict[str, Any]:
     rng = np.random.default_rng([sum(map(ord, setup.name)), sum(map(ord, case))])  # stable across processes
     problems = []
     for frame in setup.truth:
@@ -158,6 +158,8 @@ def run_case(setup: Setup, case: str, steps: int) -> dict[str, Any]:
                       "ms_per_frame": 1e3 * (time.perf_counter() - start) / len(problems)}
         if setup.symbols is not None:
             rows[name]["ser"] = symbol_error_rate(np.stack(estimates), setup.symbols)
+    if walked:
+        rows.update(walked_rows(setup, problems, steps, f"{setup.name} / {case}"))
     diffusion = min(r["nmse_db"] for r in rows.values() if r["kind"] == "diffusion")
     listed = min(r["nmse_db"] for r in rows.values() if r["kind"] == "listed")
     classical = min(r["nmse_db"] for r in rows.values() if r["kind"] != "diffusion")
@@ -174,13 +176,16 @@ def symbol_error_rate(frames: np.ndarray, truth: Any) -> float:
     return genie_receive(rf.from_iq(frames).astype(np.complex128), truth, rf.psk_format(rf.QPSK)).ser
 
 
-def run_benchmark(bundles: list[Path], cases: list[str], frames: int, steps: int, exact_dps: bool = True) -> dict[str, Any]:
+def run_benchmark(bundles: list[Path], cases: list[str], frames: int, steps: int, exact_dps: bool = True,
+                  walked: bool = False) -> dict[str, Any]:
     from edgediff.tools.bench import machine
 
     report: dict[str, Any] = {"machine": machine(), "frames": frames, "steps": steps, "datasets": {}}
+    if walked:
+        report["walked"] = {"travel": list(WALK), "samples": WALKED_SAMPLES, "restart_fractions": list(RESTART_FRACTIONS)}
     for bundle in bundles:
         setup = Setup(bundle, frames, exact_dps)
-        report["datasets"][setup.name] = {case: run_case(setup, case, steps) for case in cases}
+        report["datasets"][setup.name] = {case: run_case(setup, case, steps, walked) for case in cases}
         if setup.torch is None and exact_dps:
             report["datasets"][setup.name]["note"] = f"exact DPS skipped: {getattr(setup, 'torch_reason', '')}"
         elif exact_dps and setup.torch_from_onnx:
@@ -209,8 +214,8 @@ def table(report: dict[str, Any]) -> list[str]:
 
 #: The walked and restarted rows' recipe, separation's (chosen there on held-out frames, not tuned here):
 #: the time-travel trick L:R and rounds restarted at these fractions of T (600/500/400/300 of 1000).
-WALK, RESTART_FRACTIONS = (10, 4), (0.6, 0.5, 0.4, 0.3)
-WALKED = f"DDNM+ walked {WALK[0]}x{WALK[1]}, mean of 8 (then restarts)"
+WALK, RESTART_FRACTIONS, WALKED_SAMPLES = (10, 4), (0.6, 0.5, 0.4, 0.3), 8
+WALKED = f"DDNM+ walked {WALK[0]}x{WALK[1]}, mean of {WALKED_SAMPLES} (then restarts)"
 
 #: The cost axis (bench-reconstruct --nfe-curve): (label, method, steps, repeats K or particles P).
 NFE_GRID = (("DDNM+", "ddnm", 10, 1), ("DDNM+", "ddnm", 25, 1), ("DDNM+", "ddnm", 50, 1), ("DDNM+", "ddnm", 100, 1),
@@ -226,16 +231,49 @@ def restart_timesteps(T: int) -> tuple[int, ...]:
     return tuple(round(f * T) for f in RESTART_FRACTIONS)
 
 
+def walked(setup: Setup, problem: Problem, steps: int, k: int, seed: int, restart: bool) -> Any:
+    """The walked recipe through the user's path (`edgediff reconstruct --travel --restart`), seeds k x seed
+    onwards; reconstruct() takes and gives the user's units. Its rounds hold the walked mean, then each round's."""
+    from edgediff.runtime.inverse import reconstruct
+
+    d = setup.denoiser
+    scale = d.normalisation.scale
+    again = restart_timesteps(d.schedule.T) if restart else ()
+    return reconstruct(d, problem.y * scale, problem.operator, problem.sigma_y * scale, method="ddnm", steps=steps,
+                       samples=k, seed=k * seed, travel=WALK, restart=again)[1]
+
+
+def walked_rows(setup: Setup, problems: list[Problem], steps: int, what: str) -> dict[str, Any]:
+    """The case table's walked rows (bench-reconstruct --walked), from one run a frame: the walked mean of
+    WALKED_SAMPLES (its first round) and the rounds restarted from it (the last); their calls and seconds are
+    what each had spent, so ms per frame is the network passes' time, batch 1."""
+    from tqdm import tqdm
+
+    T = setup.denoiser.schedule.T
+    names = (f"DDNM+ walked {WALK[0]}x{WALK[1]} (mean of {WALKED_SAMPLES} x {steps})",
+             f"DDNM+ walked, restarted at {'/'.join(map(str, restart_timesteps(T)))}")
+    found: list[list[Any]] = [[], []]
+    for i, problem in enumerate(tqdm(problems, desc=f"{what}: walked DDNM+", unit="frame", disable=None)):
+        res = walked(setup, problem, steps, WALKED_SAMPLES, i, restart=True)
+        for row, r in zip(found, (res.rounds[0], res.rounds[-1])):
+            row.append(r)
+    scale = setup.denoiser.normalisation.scale
+    rows: dict[str, Any] = {}
+    for name, runs in zip(names, found):
+        x = np.stack([r.x[0] for r in runs]) / scale
+        rows[name] = {"kind": "diffusion", "nmse_db": float(10 * np.log10(np.sum((x - setup.truth) ** 2)
+                                                                          / np.sum(setup.truth**2))),
+                      "nfe": runs[-1].nfe, "ms_per_frame": 1e3 * sum(r.seconds for r in runs) / len(runs)}
+        if setup.symbols is not None:
+            rows[name]["ser"] = symbol_error_rate(x, setup.symbols)
+    return rows
+
+
 def _curve_run(setup: Setup, method: str, steps: int, k: int, problem: Problem, seed: int) -> tuple[np.ndarray, int]:
     d, sched = setup.denoiser, setup.denoiser.schedule
-    if method.startswith("ddnm-"):  # walked / restarted: the user's path, `edgediff reconstruct --travel --restart`
-        from edgediff.runtime.inverse import reconstruct
-
-        again = restart_timesteps(sched.T) if method == "ddnm-restart" else ()
-        scale = d.normalisation.scale  # reconstruct takes and gives the user's units
-        x, res = reconstruct(d, problem.y * scale, problem.operator, problem.sigma_y * scale, method="ddnm",
-                             steps=steps, samples=k, seed=k * seed, travel=WALK, restart=again)
-        return x / scale, res.nfe
+    if method.startswith("ddnm-"):  # walked / restarted
+        res = walked(setup, problem, steps, k, seed, restart=method == "ddnm-restart")
+        return res.x / d.normalisation.scale, res.nfe
     if method == "smc":
         from edgediff.runtime.inverse.smc import smc
 

@@ -75,6 +75,7 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
         y = y[None]
     mean = None if init is None else _start(denoiser, y, operator, sigma_y, init)
     nfe = equivalent = seconds = 0.0
+    rounds: list[Reconstruction] = []
     for r in range(0 if mean is None else 1, 1 + len(restart)):  # round 0 from noise; r >= 1 from the mean so far
         start = None if mean is None else (restart[r - 1], denoiser.normalisation.to_network(mean))
         total: np.ndarray | None = None
@@ -85,8 +86,9 @@ def reconstruct(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float
             nfe, equivalent, seconds = nfe + res.nfe, equivalent + res.nfe_equivalent, seconds + res.seconds
         assert total is not None
         mean = total / samples
+        rounds.append(Reconstruction(mean, int(nfe), equivalent, seconds))
     assert mean is not None
-    return mean, Reconstruction(mean, int(nfe), equivalent, seconds)
+    return mean, Reconstruction(mean, int(nfe), equivalent, seconds, tuple(rounds) if restart else ())
 
 
 def _start(denoiser: Any, y: np.ndarray, operator: Operator, sigma_y: float, init: Any) -> np.ndarray:

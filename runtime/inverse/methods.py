@@ -61,6 +61,9 @@ class Reconstruction:
     nfe: int  # forward network evaluations per frame
     nfe_equivalent: float  # forward + backward passes, in forward-pass units
     seconds: float
+    #: reconstruct() with --restart: the estimate after each round it ran (the first passes' mean, then each
+    #: restarted round's), with the calls and seconds spent up to it; the last is this one's
+    rounds: tuple[Reconstruction, ...] = ()
 
 
 Progress = Callable[[int], Any]

@@ -292,8 +292,13 @@ def test_reconstruct_restarts_bring_few_step_ddnm_nearer_the_gaussian_posterior(
     again, res = reconstruct(d, 2 * y, op, 2 * sigma, restart=(300, 300, 300), **kw)
     assert err(again) < 0.8 * err(plain), (err(plain), err(again))
     assert res.nfe == 100 * restart_calls(schedule, 10, (0, 0), (300,) * 3)
-    few, _ = reconstruct(d, 2 * y, op, 2 * sigma, steps=10, samples=3, seed=1, restart=(500, 300))
-    first, _ = reconstruct(d, 2 * y, op, 2 * sigma, steps=10, samples=3, seed=1)
+    few, rounds = reconstruct(d, 2 * y, op, 2 * sigma, steps=10, samples=3, seed=1, restart=(500, 300))
+    first, plain_res = reconstruct(d, 2 * y, op, 2 * sigma, steps=10, samples=3, seed=1)
+    # each round's estimate is kept, the first passes' mean first, with the calls spent up to it
+    assert len(rounds.rounds) == 3 and plain_res.rounds == ()
+    np.testing.assert_array_equal(rounds.rounds[0].x, first)
+    np.testing.assert_array_equal(rounds.rounds[-1].x, few)
+    assert rounds.rounds[0].nfe == plain_res.nfe < rounds.rounds[1].nfe < rounds.rounds[2].nfe == rounds.nfe
     reused, res = reconstruct(d, 2 * y, op, 2 * sigma, steps=10, samples=3, seed=1, restart=(500, 300), init=first)
     np.testing.assert_allclose(reused, few, atol=1e-9)
     assert res.nfe == 3 * restart_calls(schedule, 10, (0, 0), (500, 300), first=False)

@@ -109,7 +109,33 @@ def test_imaging_cases_judge_every_method_by_the_detector(tmp_path, radar_bundle
     assert "NMSE over" in res.stdout and "fixed-CFAR" in res.stdout
 
 
-@pytest.mark.parametrize("args, needle", [(["--cases", "miss50"], "chirps"), (["--nfe-curve"], "on their own")])
+def test_the_case_table_walked_rows_are_the_nfe_curves_from_one_run_a_frame(unet_bundle):
+    """`--walked`: the walked mean of 8 and its restarted rounds join the case table from one reconstruct() a frame
+    (its first round and its last), the same estimates and calls as the cost axis's two rows, each a run of its own."""
+    from edgediff.runtime.inverse.methods import restart_calls
+    from edgediff.tools.bench_reconstruct import NFE_GRID, Setup, nfe_curve, run_case
+
+    setup = Setup(unet_bundle, 2, exact_dps=False)
+    methods = run_case(setup, "miss75", 100, walked=True)["methods"]
+    walked, restarted = methods["DDNM+ walked 10x4 (mean of 8 x 100)"], methods["DDNM+ walked, restarted at 60/50/40/30"]
+    assert walked["kind"] == restarted["kind"] == "diffusion" and walked["nmse_db"] != restarted["nmse_db"]
+    sched = setup.denoiser.schedule
+    assert walked["nfe"] == 8 * restart_calls(sched, 100, (10, 4))
+    assert restarted["nfe"] == 8 * restart_calls(sched, 100, (10, 4), (60, 50, 40, 30))
+    assert 0 < walked["ms_per_frame"] < restarted["ms_per_frame"]
+    curve = nfe_curve(unet_bundle, 2, "miss75", grid=NFE_GRID[-2:])["rows"]
+    for row, separate in zip((walked, restarted), curve):
+        assert row["nmse_db"] == pytest.approx(separate["nmse_db"], abs=1e-9) and row["nfe"] == separate["nfe"]
+        assert row.get("ser") == separate.get("ser")  # the tiny bundle's frames are too short for symbols
+    plain = run_case(setup, "miss75", 100)["methods"]
+    assert set(methods) - set(plain) == {"DDNM+ walked 10x4 (mean of 8 x 100)", "DDNM+ walked, restarted at 60/50/40/30"}
+    res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(unet_bundle), "--walked", "--nfe-curve"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and "has them already" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, needle", [(["--cases", "miss50"], "chirps"), (["--nfe-curve"], "on their own"),
+                                          (["--walked"], "on their own")])
 def test_imaging_refusals(radar_bundle, unet_bundle, args, needle):
     res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(radar_bundle), *args],
                          capture_output=True, text=True, timeout=120)

@@ -219,11 +219,14 @@ def denoise(ctx, bundle, y_path, sigma_y, steps, hop, seed, out, datatype, sampl
 @click.option("--no-exact-dps", is_flag=True, help="Skip DPS with torch gradients (needs torch and the run).")
 @click.option("--nfe-curve", is_flag=True, help="Instead: NMSE against NFE per frame for every method at several "
               "budgets (SMC at several particle counts) on the first case, LMMSE as a line.")
+@click.option("--walked", is_flag=True, help="Add the walked and restarted DDNM+ rows to the case table (separation's "
+              "recipe: the mean of 8 walked 10x4, then a round of 8 restarted at each of 0.6/0.5/0.4/0.3 of T; 9600 "
+              "calls a frame, about 20 s a frame on 2 cores). --nfe-curve has them already.")
 @click.option("--plot", type=click.Path(path_type=Path),
               help="--nfe-curve: the curves as a PNG; radar bundles: the maps of the first case with their detections.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace the JSON file if it exists.")
-def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, nfe_curve, plot, json_out, force) -> None:
+def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, nfe_curve, walked, plot, json_out, force) -> None:
     """NMSE of every method and classical baseline on held-out frames of built-in RF datasets; radar-rd
     bundles: the imaging cases (lost chirps), judged by a CA-CFAR detector as well."""
     from edgediff.runtime.atomic import write_json
@@ -231,11 +234,13 @@ def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, nfe_curve, pl
     from edgediff.tools.cli.outputs import check_outputs
 
     check_outputs({"--json": json_out, "--plot": plot}, force=force)
+    if walked and nfe_curve:
+        raise InputError("--walked adds the walked rows to the case table; --nfe-curve has them already: give one of the two")
     radar = [b for b in bundles if bundle_dataset(b) == "radar-rd"]
     if radar:
-        if len(radar) != len(bundles) or nfe_curve:
+        if len(radar) != len(bundles) or nfe_curve or walked:
             raise InputError("radar-rd bundles run the imaging cases on their own: bench them without RF bundles "
-                             "and without --nfe-curve")
+                             "and without --nfe-curve or --walked")
         if cases and not set(cases) <= set(IMAGING_CASE_NAMES):
             raise InputError(f"--cases {','.join(cases)}: a radar-rd bundle runs the imaging cases "
                              f"({','.join(IMAGING_CASE_NAMES)})")
@@ -265,7 +270,8 @@ def bench_reconstruct(bundles, frames, steps, cases, no_exact_dps, nfe_curve, pl
         raise InputError("--plot draws the --nfe-curve; the case table is text and JSON")
     names = cases
     assert set(names) <= set(CASES), "CASE_NAMES and the benchmark's CASES drifted apart"
-    report: dict[str, Any] = run_benchmark(list(bundles), names, frames, steps, exact_dps=not no_exact_dps)
+    report: dict[str, Any] = run_benchmark(list(bundles), names, frames, steps, exact_dps=not no_exact_dps,
+                                           walked=walked)
     for line in table(report):
         click.echo(line)
     if json_out is not None:
