@@ -10,7 +10,7 @@ into the bundle's manifest. Speed figures are not either: new weights do not cha
 cost.
 
 Each figure measured through :func:`run` is recorded in ``docs/bench/figures.json`` with the priors it
-read (their stage and model hash), so ``edgediff priors figures --stale`` names what a later adoption
+read (their stage and model hash) and its command, so ``edgediff priors figures --stale`` names what a later adoption
 left behind, and a session that ran out of time picks up where it stopped.
 """
 
@@ -215,6 +215,7 @@ def mark(figures: list[Figure], root: Path = ROOT, priors: list[str] | None = No
         entry = record.setdefault(f.name, {"priors": {}})
         if seconds is not None:
             entry["last_run"] = {"seconds": round(seconds), "recorded": today}
+        entry["args"] = list(f.args)  # the command it was measured with: a later change to it makes it stale
         for p in f.priors:
             if priors is None or p in priors:
                 entry["priors"][p] = {**now[p], "recorded": today}
@@ -246,6 +247,9 @@ def stale(figures: list[Figure], root: Path = ROOT) -> dict[str, str]:
             elif f.samples_by_default and then.get("grid") != now[p].get("grid"):
                 reasons.append(f"{p}: measured on {then.get('grid') or 'the trailing grid'}, "
                                f"shipped samples on {now[p].get('grid') or 'the trailing grid'}")
+        args = record.get(f.name, {}).get("args")  # absent from the records made before stop 78
+        if args is not None and args != list(f.args):
+            reasons.append(f"its command changed since it was measured with `edgediff {' '.join(args)}`")
         if reasons:
             why[f.name] = "; ".join(reasons)
     return why

@@ -115,6 +115,23 @@ def test_a_figure_is_stale_for_the_prior_whose_model_changed_and_mark_records_on
     assert fg.stale([figure], tmp_path) == {}
 
 
+def test_a_figure_whose_command_changed_is_stale_until_measured_with_the_new_one(tmp_path):
+    old = fg.Figure("one", ("rf-qpsk",), ("evaluate", "rf-qpsk", "--n", "512"), "nowhere", 0.1)
+    fg.mark([old], tmp_path)
+    assert fg.stale([old], tmp_path) == {}
+    new = fg.Figure("one", ("rf-qpsk",), ("evaluate", "rf-qpsk", "--n", "2048"), "nowhere", 0.1)
+    assert fg.stale([new], tmp_path) == {"one": "its command changed since it was measured with `edgediff evaluate "
+                                                "rf-qpsk --n 512`"}
+    fg.mark([new], tmp_path)
+    assert fg.stale([new], tmp_path) == {}
+    # a record from before commands were kept judges the priors only
+    path = tmp_path / fg.RECORD
+    record = json.loads(path.read_text())
+    del record["figures"]["one"]["args"]
+    path.write_text(json.dumps(record))
+    assert fg.stale([old], tmp_path) == {}
+
+
 def test_a_corrupt_record_is_one_line_naming_the_fix(tmp_path):
     (tmp_path / fg.RECORD).parent.mkdir(parents=True)
     (tmp_path / fg.RECORD).write_text("{not json")
