@@ -207,7 +207,7 @@ def table(report: dict[str, Any]) -> list[str]:
                          f"{r['gain_vs_all_classical_db']:+.2f} dB over every classical method (LMMSE included)")
             for name, m in r["methods"].items():
                 ser = f"   SER {m['ser']:.4f}" if "ser" in m else ""
-                lines.append(f"    {name:<30} {m['kind']:<9} {m['nmse_db']:8.2f} dB   {m['nfe']:5.0f} NFE   "
+                lines.append(f"    {name:<44} {m['kind']:<9} {m['nmse_db']:8.2f} dB   {m['nfe']:5.0f} NFE   "
                              f"{m['ms_per_frame']:8.1f} ms/frame{ser}")
     return lines
 
@@ -231,7 +231,7 @@ def restart_timesteps(T: int) -> tuple[int, ...]:
     return tuple(round(f * T) for f in RESTART_FRACTIONS)
 
 
-def walked(setup: Setup, problem: Problem, steps: int, k: int, seed: int, restart: bool) -> Any:
+def walked_run(setup: Setup, problem: Problem, steps: int, k: int, seed: int, restart: bool) -> Any:
     """The walked recipe through the user's path (`edgediff reconstruct --travel --restart`), seeds k x seed
     onwards; reconstruct() takes and gives the user's units. Its rounds hold the walked mean, then each round's."""
     from edgediff.runtime.inverse import reconstruct
@@ -254,7 +254,7 @@ def walked_rows(setup: Setup, problems: list[Problem], steps: int, what: str) ->
              f"DDNM+ walked, restarted at {'/'.join(map(str, restart_timesteps(T)))}")
     found: list[list[Any]] = [[], []]
     for i, problem in enumerate(tqdm(problems, desc=f"{what}: walked DDNM+", unit="frame", disable=None)):
-        res = walked(setup, problem, steps, WALKED_SAMPLES, i, restart=True)
+        res = walked_run(setup, problem, steps, WALKED_SAMPLES, i, restart=True)
         for row, r in zip(found, (res.rounds[0], res.rounds[-1])):
             row.append(r)
     scale = setup.denoiser.normalisation.scale
@@ -272,7 +272,7 @@ def walked_rows(setup: Setup, problems: list[Problem], steps: int, what: str) ->
 def _curve_run(setup: Setup, method: str, steps: int, k: int, problem: Problem, seed: int) -> tuple[np.ndarray, int]:
     d, sched = setup.denoiser, setup.denoiser.schedule
     if method.startswith("ddnm-"):  # walked / restarted
-        res = walked(setup, problem, steps, k, seed, restart=method == "ddnm-restart")
+        res = walked_run(setup, problem, steps, k, seed, restart=method == "ddnm-restart")
         return res.x / d.normalisation.scale, res.nfe
     if method == "smc":
         from edgediff.runtime.inverse.smc import smc

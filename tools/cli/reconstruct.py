@@ -221,7 +221,7 @@ def denoise(ctx, bundle, y_path, sigma_y, steps, hop, seed, out, datatype, sampl
               "budgets (SMC at several particle counts) on the first case, LMMSE as a line.")
 @click.option("--walked", is_flag=True, help="Add the walked and restarted DDNM+ rows to the case table (separation's "
               "recipe: the mean of 8 walked 10x4, then a round of 8 restarted at each of 0.6/0.5/0.4/0.3 of T; 9600 "
-              "calls a frame, about 20 s a frame on 2 cores). --nfe-curve has them already.")
+              "calls a frame at --steps 100, about 20 s a frame on 2 cores). --nfe-curve has them already.")
 @click.option("--plot", type=click.Path(path_type=Path),
               help="--nfe-curve: the curves as a PNG; radar bundles: the maps of the first case with their detections.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path))
