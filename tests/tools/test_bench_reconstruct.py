@@ -111,7 +111,8 @@ def test_imaging_cases_judge_every_method_by_the_detector(tmp_path, radar_bundle
 
 def test_the_case_table_walked_rows_are_the_nfe_curves_from_one_run_a_frame(unet_bundle):
     """`--walked`: the walked mean of 8 and its restarted rounds join the case table from one reconstruct() a frame
-    (its first round and its last), the same estimates and calls as the cost axis's two rows, each a run of its own."""
+    (its first round and its last), the same estimates and calls as the cost axis's two rows, and its walked mean that
+    of a walked run without rounds (the cost axis's grid with the walked row alone)."""
     from edgediff.runtime.inverse.methods import restart_calls
     from edgediff.tools.bench_reconstruct import NFE_GRID, Setup, nfe_curve, run_case
 
@@ -127,6 +128,9 @@ def test_the_case_table_walked_rows_are_the_nfe_curves_from_one_run_a_frame(unet
     for row, separate in zip((walked, restarted), curve):
         assert row["nmse_db"] == pytest.approx(separate["nmse_db"], abs=1e-9) and row["nfe"] == separate["nfe"]
         assert row.get("ser") == separate.get("ser")  # the tiny bundle's frames are too short for symbols
+    alone = nfe_curve(unet_bundle, 2, "miss75", grid=NFE_GRID[-2:-1])["rows"][0]
+    assert alone["nmse_db"] == pytest.approx(walked["nmse_db"], abs=1e-9) and alone["nfe"] == walked["nfe"]
+    assert "restart" not in alone and alone["ms_per_frame"] > 0
     plain = run_case(setup, "miss75", 100)["methods"]
     assert set(methods) - set(plain) == {"DDNM+ walked 10x4 (mean of 8 x 100)", "DDNM+ walked, restarted at 60/50/40/30"}
     res = subprocess.run([sys.executable, "-m", "edgediff", "bench-reconstruct", str(unet_bundle), "--walked", "--nfe-curve"],
