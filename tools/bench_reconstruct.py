@@ -258,15 +258,17 @@ def walked_rows(setup: Setup, problems: list[Problem], steps: int, what: str) ->
         for row, r in zip(found, (res.rounds[0], res.rounds[-1])):
             row.append(r)
     scale = setup.denoiser.normalisation.scale
-    rows: dict[str, Any] = {}
-    for name, runs in zip(names, found):
-        x = np.stack([r.x[0] for r in runs]) / scale
-        rows[name] = {"kind": "diffusion", "nmse_db": float(10 * np.log10(np.sum((x - setup.truth) ** 2)
-                                                                          / np.sum(setup.truth**2))),
-                      "nfe": runs[-1].nfe, "ms_per_frame": 1e3 * sum(r.seconds for r in runs) / len(runs)}
-        if setup.symbols is not None:
-            rows[name]["ser"] = symbol_error_rate(x, setup.symbols)
-    return rows
+    return {name: {"kind": "diffusion", **score(setup, [r.x[0] / scale for r in runs]), "nfe": runs[-1].nfe,
+                   "ms_per_frame": 1e3 * sum(r.seconds for r in runs) / len(runs)} for name, runs in zip(names, found)}
+
+
+def score(setup: Setup, xs: list[np.ndarray]) -> dict[str, Any]:
+    """NMSE in dB of the frames ``xs`` (network units) against the held-out truth, and the SER for QPSK."""
+    x = np.stack(xs)
+    row = {"nmse_db": float(10 * np.log10(np.sum((x - setup.truth) ** 2) / np.sum(setup.truth**2)))}
+    if setup.symbols is not None:
+        row["ser"] = symbol_error_rate(x, setup.symbols)
+    return row
 
 
 def _walked_curve_run(setup: Setup, grid: Any, method: str, steps: int, k: int, problem: Problem, seed: int,
@@ -309,15 +311,7 @@ def nfe_curve(bundle: Path, frames: int, case: str = "miss75",
     setup = Setup(bundle, frames, exact_dps=False)
     rng = np.random.default_rng([sum(map(ord, setup.name)), sum(map(ord, case))])
     problems = [Problem(*degrade(case, f, rng)) for f in setup.truth]
-
-    def score(xs: list[np.ndarray]) -> dict[str, Any]:
-        x = np.stack(xs)
-        row = {"nmse_db": float(10 * np.log10(np.sum((x - setup.truth) ** 2) / np.sum(setup.truth**2)))}
-        if setup.symbols is not None:
-            row["ser"] = symbol_error_rate(x, setup.symbols)
-        return row
-
-    lmmse = score([baselines.lmmse(p, setup.prior)[0] for p in problems])
+    lmmse = score(setup, [baselines.lmmse(p, setup.prior)[0] for p in problems])
     T = setup.denoiser.schedule.T
     rows: list[dict[str, Any]] = []
     skipped = [f"{label} {steps}" for label, _, steps, _ in grid if steps > T]  # a schedule of fewer steps
@@ -333,7 +327,7 @@ def nfe_curve(bundle: Path, frames: int, case: str = "miss75",
             xs.append(x[0])
         took = passes if method.startswith("ddnm-") else time.perf_counter() - start
         rows.append({"label": label, "method": method, "steps": steps, "k": k, "nfe": nfe,
-                     "ms_per_frame": 1e3 * took / len(problems), **score(xs)})
+                     "ms_per_frame": 1e3 * took / len(problems), **score(setup, xs)})
         if method.startswith("ddnm-"):
             rows[-1]["travel"] = list(WALK)
         if method == "ddnm-restart":
